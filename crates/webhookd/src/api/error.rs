@@ -1,0 +1,156 @@
+//! The one API error type. Every failure leaves the API as the contract's envelope
+//! `{"success": false, "message", "code", "errors"?}`; server faults are an opaque 500 whose cause
+//! goes to the server log only.
+
+use std::collections::BTreeMap;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::validation::FieldErrors;
+use crate::store::StoreError;
+
+/// Which kind of resource a 404 is about: it decides the error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Agent,
+    Webhook,
+    Log,
+    Resource,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("not found")]
+    NotFound(Missing),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than 1 MiB")]
+    PayloadTooLarge,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("validation failed")]
+    Validation(FieldErrors),
+    #[error("log cannot be retried")]
+    LogNotRetriable,
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("internal error: {0}")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The error envelope, as documented in the OpenAPI document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Always `false`.
+    pub success: bool,
+    pub message: String,
+    /// `UPPER_SNAKE` error code, e.g. `VALIDATION_FAILED`.
+    pub code: &'static str,
+    /// Per-field messages; only for `VALIDATION_FAILED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<BTreeMap<String, Vec<String>>>,
+}
+
+impl ApiError {
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(error.into())
+    }
+
+    /// A validation error on one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        let mut errors = FieldErrors::default();
+        errors.add(field, message);
+        Self::Validation(errors)
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        use ApiError::*;
+        match self {
+            InvalidJson(message) => (StatusCode::BAD_REQUEST, "INVALID_JSON", message.clone()),
+            Unauthorized(message) => {
+                (StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message.to_string())
+            }
+            NotFound(missing) => {
+                let (code, message) = match missing {
+                    Missing::Agent => ("AGENT_NOT_FOUND", "Agent not found"),
+                    Missing::Webhook => ("WEBHOOK_NOT_FOUND", "Webhook not found"),
+                    Missing::Log => ("LOG_NOT_FOUND", "Log not found"),
+                    Missing::Resource => ("NOT_FOUND", "Resource not found"),
+                };
+                (StatusCode::NOT_FOUND, code, message.to_string())
+            }
+            Conflict(message) => (StatusCode::CONFLICT, "CONFLICT", message.clone()),
+            PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "Request body is larger than 1 MiB".into(),
+            ),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "Method not allowed on this path".into(),
+            ),
+            Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "VALIDATION_FAILED",
+                "The given data was invalid.".into(),
+            ),
+            LogNotRetriable => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "LOG_NOT_RETRIABLE",
+                "Log cannot be retried".into(),
+            ),
+            RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "Too many requests".into())
+            }
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                "Internal server error".into(),
+            ),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(errors: FieldErrors) -> Self {
+        Self::Validation(errors)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = format!("{cause:#}"), "request failed with an internal error");
+        }
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let errors = match self {
+            ApiError::Validation(errors) => Some(errors.into_map()),
+            _ => None,
+        };
+        let mut response =
+            (status, Json(ErrorBody { success: false, message, code, errors })).into_response();
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}

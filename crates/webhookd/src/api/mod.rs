@@ -1,0 +1,117 @@
+//! The HTTP API: the native `/api/v1` (Talkover-compatible), health, and the OpenAPI document
+//! generated from the handlers. Handlers validate, call the store and shape responses; they never
+//! call customer endpoints (only the dispatcher does).
+
+mod agents;
+mod auth;
+mod envelope;
+pub mod error;
+pub mod extract;
+mod health;
+mod organization;
+mod secrets;
+mod webhooks;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::domain::EventCatalog;
+use crate::store::Store;
+use error::{ApiError, Missing};
+
+pub use auth::AuthCache;
+
+/// Request bodies larger than this are refused with 413 `PAYLOAD_TOO_LARGE`.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub catalog: Arc<EventCatalog>,
+    pub auth: Arc<AuthCache>,
+}
+
+impl AppState {
+    pub fn new(store: Store, catalog: EventCatalog) -> Self {
+        Self { store, catalog: Arc::new(catalog), auth: Arc::new(AuthCache::default()) }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "webhookd", description = "Webhook delivery service: signed deliveries, delivery logs, retries and redelivery."),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    tags(
+        (name = "agents", description = "Voice agents: the containers of webhooks"),
+        (name = "webhooks", description = "Customer endpoints under an agent"),
+        (name = "organization", description = "The caller's organization"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The routes and their OpenAPI description, built from the same handler list.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let v1 = OpenApiRouter::new()
+        .merge(organization::router())
+        .merge(agents::router())
+        .merge(webhooks::router());
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", v1)
+        .merge(health::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, openapi) = routes();
+    let openapi = Arc::new(openapi);
+    routes
+        .route("/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
+        .fallback(|| async { ApiError::NotFound(Missing::Resource) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| panic_response()))
+        .with_state(state)
+}
+
+/// A panicking handler is a bug; the client still gets the envelope, never a dropped connection.
+fn panic_response() -> Response {
+    tracing::error!("request handler panicked");
+    let body = error::ErrorBody {
+        success: false,
+        message: "Internal server error".into(),
+        code: "INTERNAL_SERVER_ERROR",
+        errors: None,
+    };
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
+}

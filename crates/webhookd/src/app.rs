@@ -1,0 +1,136 @@
+//! Startup and shutdown: connect and migrate the store, create the first organization on an empty
+//! database, serve the API, stop cleanly on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::domain::EventCatalog;
+use crate::store::Store;
+
+/// Opens the database named by `url` and brings its schema up to date.
+pub async fn open_store(url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(url)
+        .await
+        .with_context(|| format!("cannot open database {}", redact(url)))?;
+    store.migrate().await.context("cannot migrate the database")?;
+    Ok(store)
+}
+
+/// A running webhookd: its API address (when it serves the API) and its background tasks.
+pub struct App {
+    local_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+    store: Store,
+}
+
+impl App {
+    /// Starts the roles `config` asks for on an opened, migrated `store`.
+    pub async fn start(config: &Config, store: Store) -> anyhow::Result<App> {
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut local_addr = None;
+        if config.run_api {
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            local_addr = Some(listener.local_addr()?);
+            let catalog = EventCatalog::with_extra(&config.extra_event_types);
+            let router = api::router(AppState::new(store.clone(), catalog));
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                    .context("API server failed")
+            });
+        }
+        Ok(App { local_addr, shutdown, tasks, store })
+    }
+
+    /// Where the API listens (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Cancel this token to begin a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits for every task to finish (after a shutdown, or the first to fail) and closes the store.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut outcome = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            let result = joined.context("a webhookd task panicked").and_then(|r| r);
+            if let Err(error) = result {
+                self.shutdown.cancel();
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
+            }
+        }
+        self.store.close().await;
+        outcome
+    }
+}
+
+/// `webhookd serve`: runs until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = open_store(&config.database_url).await?;
+    if let Some(created) = store.bootstrap_org("default").await? {
+        println!(
+            "Created organization {} (\"default\"). Its API key, shown only this once: {}",
+            created.org.id, created.api_key
+        );
+    }
+    let app = App::start(&config, store).await?;
+    if let Some(addr) = app.local_addr() {
+        tracing::info!(%addr, database = %redact(&config.database_url), "webhookd listening");
+    }
+    let shutdown = app.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    app.wait().await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The database URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,136 @@
+//! The command line (SPEC §2). Every flag can also be given as `WEBHOOKD_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+
+#[derive(Debug, Parser)]
+#[command(name = "webhookd", version, about = "Webhook delivery service", propagate_version = true)]
+pub struct Cli {
+    /// Log line format (filter with RUST_LOG, e.g. `info,webhookd=debug`).
+    #[arg(long, global = true, env = "WEBHOOKD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API and the delivery workers.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Manage organizations.
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization and print `{"org_id": "...", "api_key": "..."}`.
+    Create(OrgCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// `sqlite://PATH` (embedded, created if missing) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "WEBHOOKD_DATABASE", default_value = config::DEFAULT_DATABASE)]
+    pub database: String,
+}
+
+#[derive(Debug, Args)]
+pub struct OrgCreateArgs {
+    /// The organization's name.
+    #[arg(long, env = "WEBHOOKD_NAME")]
+    pub name: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address the API listens on.
+    #[arg(long, env = "WEBHOOKD_LISTEN", default_value = config::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Permit loopback and private destination addresses.
+    #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+    /// Delays before each automatic retry; the last one repeats.
+    #[arg(long, env = "WEBHOOKD_RETRY_SCHEDULE", default_value = config::DEFAULT_RETRY_SCHEDULE,
+        value_parser = parse_schedule)]
+    pub retry_schedule: Schedule,
+    /// How old a log may be and still be retried by hand.
+    #[arg(long, env = "WEBHOOKD_RETRY_WINDOW", default_value = config::DEFAULT_RETRY_WINDOW,
+        value_parser = config::parse_duration)]
+    pub retry_window: Duration,
+    /// How long delivery logs, attempts and event payloads are kept.
+    #[arg(long, env = "WEBHOOKD_RETENTION", default_value = config::DEFAULT_RETENTION,
+        value_parser = config::parse_duration)]
+    pub retention: Duration,
+    /// Run only the API (no delivery workers).
+    #[arg(long, env = "WEBHOOKD_NO_WORKER", conflicts_with = "no_api")]
+    pub no_worker: bool,
+    /// Run only the delivery workers (no API).
+    #[arg(long, env = "WEBHOOKD_NO_API")]
+    pub no_api: bool,
+    /// Event types to add to the built-in catalog: `name` or `name=description`, comma-separated.
+    #[arg(long, env = "WEBHOOKD_EXTRA_EVENT_TYPES", value_delimiter = ',')]
+    pub extra_event_types: Vec<String>,
+}
+
+/// A parsed `--retry-schedule` (a newtype, so clap takes the list as one value).
+#[derive(Debug, Clone)]
+pub struct Schedule(pub Vec<Duration>);
+
+fn parse_schedule(value: &str) -> Result<Schedule, String> {
+    config::parse_retry_schedule(value).map(Schedule)
+}
+
+impl ServeArgs {
+    pub fn into_config(self) -> Config {
+        Config {
+            listen: self.listen,
+            database_url: self.database.database,
+            allow_private_targets: self.allow_private_targets,
+            retry_schedule: self.retry_schedule.0,
+            retry_window: self.retry_window,
+            retention: self.retention,
+            run_api: !self.no_api,
+            run_worker: !self.no_worker,
+            extra_event_types: self.extra_event_types,
+        }
+    }
+}
+
+/// `--help` and `--version` print and succeed; any other parse error is one line and exit 2.
+pub fn exit_for_parse_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let rendered = error.render().to_string();
+            let first = rendered.lines().find(|line| !line.trim().is_empty()).unwrap_or("error");
+            eprintln!("{first} (see `webhookd --help`)");
+            ExitCode::from(2)
+        }
+    }
+}

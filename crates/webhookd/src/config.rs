@@ -1,0 +1,90 @@
+//! Runtime configuration of `webhookd serve`, independent of how it was given (flags, env).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE: &str = "sqlite://webhookd.db";
+pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,14h,20h,24h";
+pub const DEFAULT_RETRY_WINDOW: &str = "7d";
+pub const DEFAULT_RETENTION: &str = "30d";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    /// Permit loopback/private destination addresses (off by default).
+    pub allow_private_targets: bool,
+    /// Delay before retry n (the last one repeats).
+    pub retry_schedule: Vec<Duration>,
+    /// How old a log may be and still be retried by hand.
+    pub retry_window: Duration,
+    /// How long logs, attempts and event payloads are kept.
+    pub retention: Duration,
+    pub run_api: bool,
+    pub run_worker: bool,
+    /// Event types added to the built-in catalog, `name` or `name=description`.
+    pub extra_event_types: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("default listen address parses"),
+            database_url: DEFAULT_DATABASE.into(),
+            allow_private_targets: false,
+            retry_schedule: parse_retry_schedule(DEFAULT_RETRY_SCHEDULE)
+                .expect("default retry schedule parses"),
+            retry_window: parse_duration(DEFAULT_RETRY_WINDOW).expect("default window parses"),
+            retention: parse_duration(DEFAULT_RETENTION).expect("default retention parses"),
+            run_api: true,
+            run_worker: true,
+            extra_event_types: Vec::new(),
+        }
+    }
+}
+
+/// `30s`, `5m`, `2h`, `7d`, `1h 30m`…
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim()).map_err(|e| format!("invalid duration {value:?}: {e}"))
+}
+
+/// A comma-separated list of positive durations, e.g. `5s,5m,30m,2h`.
+pub fn parse_retry_schedule(value: &str) -> Result<Vec<Duration>, String> {
+    let delays = value
+        .split(',')
+        .map(|item| match parse_duration(item)? {
+            delay if delay.is_zero() => Err(format!("retry delay {item:?} must be positive")),
+            delay => Ok(delay),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if delays.is_empty() {
+        return Err("retry schedule must list at least one delay".into());
+    }
+    Ok(delays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let config = Config::default();
+        assert_eq!(config.retry_schedule.len(), 9);
+        assert_eq!(config.retry_schedule[0], Duration::from_secs(5));
+        assert_eq!(config.retry_window, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn retry_schedules_refuse_garbage_and_zero() {
+        assert_eq!(
+            parse_retry_schedule("100ms, 1s").unwrap(),
+            vec![Duration::from_millis(100), Duration::from_secs(1)]
+        );
+        assert!(parse_retry_schedule("").is_err());
+        assert!(parse_retry_schedule("5s,,5m").is_err());
+        assert!(parse_retry_schedule("0s").is_err());
+        assert!(parse_retry_schedule("soon").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! webhookd: a webhook delivery service. See `docs/ARCHITECTURE.md` for the map.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod telemetry;
+
+use cli::{Cli, Command, OrgCommand};
+
+/// Runs one parsed command line to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => app::serve(args.into_config()).await,
+        Command::Migrate(args) => {
+            let store = app::open_store(&args.database).await?;
+            store.close().await;
+            Ok(())
+        }
+        Command::Org { command: OrgCommand::Create(args) } => {
+            let name = domain::webhook::parse_name(&args.name)
+                .map_err(|e| anyhow::anyhow!("--name {e}"))?;
+            let store = app::open_store(&args.database.database).await?;
+            let created = store.create_org(&name).await?;
+            store.close().await;
+            println!(
+                r#"{{"org_id": {}, "api_key": {}}}"#,
+                serde_json::Value::from(created.org.id.to_string()),
+                serde_json::Value::from(created.api_key)
+            );
+            Ok(())
+        }
+    }
+}

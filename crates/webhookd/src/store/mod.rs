@@ -1,0 +1,132 @@
+//! Persistence. [`Store`] is the one storage interface the rest of webhookd sees; behind it sit
+//! two backends, SQLite (the embedded default) and PostgreSQL (scale-out).
+//!
+//! The schema is kept portable on purpose — UUID ids, unix-millisecond `BIGINT` times, JSON as
+//! text, `$n` placeholders — so each query is written once and runs on both backends through the
+//! [`on_writer!`]/[`on_reader!`] dispatch. What genuinely differs (connection setup, migrations,
+//! claiming with `SKIP LOCKED`, cross-process wake-ups) lives in `sqlite.rs` and `postgres.rs`.
+
+mod agents;
+mod error;
+mod models;
+mod orgs;
+mod postgres;
+mod sqlite;
+mod webhooks;
+
+use sqlx::{PgPool, SqlitePool};
+
+pub use error::StoreError;
+pub use models::{Agent, Organization, Webhook, WebhookSecrets};
+
+/// Which database a [`Store`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+enum Db {
+    /// SQLite allows one writer at a time: a single-connection write pool serialises writers in
+    /// process instead of letting them spin on `SQLITE_BUSY`; reads use their own pool (WAL).
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the pool that takes writes, whatever the backend.
+macro_rules! on_writer {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite { write: $pool, .. } => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$pool` bound to a pool for reads, whatever the backend.
+macro_rules! on_reader {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite { read: $pool, .. } => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use {on_reader, on_writer};
+
+/// One page of a listing, with the total for Talkover's `pagination`.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Opens `sqlite://PATH` (created if missing) or `postgres://…`. Fails fast when the database
+    /// cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Db::Postgres(postgres::connect(url).await?)
+        } else if url.starts_with("sqlite:") {
+            let (write, read) = sqlite::connect(url).await?;
+            Db::Sqlite { write, read }
+        } else {
+            return Err(StoreError::UnsupportedUrl);
+        };
+        Ok(Self { db })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite { .. } => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the embedded migrations of this backend (idempotent; safe from several processes).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.db {
+            Db::Sqlite { write, .. } => sqlite::MIGRATOR.run(write).await?,
+            Db::Postgres(pool) => postgres::MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers and every embedded migration has been applied.
+    pub async fn is_ready(&self) -> Result<bool, StoreError> {
+        let expected = match self.db {
+            Db::Sqlite { .. } => sqlite::MIGRATOR.iter().count(),
+            Db::Postgres(_) => postgres::MIGRATOR.iter().count(),
+        } as i64;
+        let applied: i64 = on_reader!(self, |pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(applied >= expected)
+    }
+
+    pub async fn close(&self) {
+        match &self.db {
+            Db::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// `OFFSET` of a 1-based page, saturating so absurd page numbers cannot overflow.
+pub(crate) fn offset(page: i64, per_page: i64) -> i64 {
+    page.saturating_sub(1).saturating_mul(per_page)
+}

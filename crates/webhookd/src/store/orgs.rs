@@ -1,0 +1,149 @@
+//! Organizations (tenants), their API keys and their org-level signing secret.
+
+use uuid::Uuid;
+
+use super::{on_reader, on_writer, Backend, Organization, Store, StoreError, WebhookSecrets};
+use crate::domain::clock::{now_ms, UnixMs};
+use crate::domain::secrets::{
+    api_key_prefix, generate_api_key, generate_signing_secret, hash_api_key,
+};
+
+/// A new organization with the plaintext of its first API key, which is never stored.
+#[derive(Debug, Clone)]
+pub struct CreatedOrg {
+    pub org: Organization,
+    pub api_key: String,
+}
+
+impl Store {
+    pub async fn create_org(&self, name: &str) -> Result<CreatedOrg, StoreError> {
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let created = insert_org(&mut tx, name).await?;
+            tx.commit().await?;
+            Ok(created)
+        })
+    }
+
+    /// Creates the first organization when there is none yet; `None` when one exists. Several
+    /// PostgreSQL nodes starting at once create exactly one between them.
+    pub async fn bootstrap_org(&self, name: &str) -> Result<Option<CreatedOrg>, StoreError> {
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            if self.backend() == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
+            }
+            let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+                .fetch_one(&mut *tx)
+                .await?;
+            if existing > 0 {
+                return Ok(None);
+            }
+            let created = insert_org(&mut tx, name).await?;
+            tx.commit().await?;
+            Ok(Some(created))
+        })
+    }
+
+    pub async fn org(&self, org_id: Uuid) -> Result<Option<Organization>, StoreError> {
+        on_reader!(self, |pool| {
+            Ok(sqlx::query_as("SELECT id, name, created_at FROM organizations WHERE id = $1")
+                .bind(org_id)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// The organization of the API key whose hash is `key_hash`.
+    pub async fn org_for_api_key_hash(&self, key_hash: &[u8]) -> Result<Option<Uuid>, StoreError> {
+        on_reader!(self, |pool| {
+            Ok(sqlx::query_scalar("SELECT org_id FROM api_keys WHERE key_hash = $1")
+                .bind(key_hash)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    pub async fn org_secrets(&self, org_id: Uuid) -> Result<Option<WebhookSecrets>, StoreError> {
+        on_reader!(self, |pool| {
+            let row: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+                "SELECT signing_secret, previous_signing_secret, previous_secret_expires_at
+                 FROM organizations WHERE id = $1",
+            )
+            .bind(org_id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(secrets_from_columns))
+        })
+    }
+
+    /// Replaces the org secret; the old one keeps signing until `grace_until`.
+    pub async fn rotate_org_secret(
+        &self,
+        org_id: Uuid,
+        grace_until: UnixMs,
+    ) -> Result<Option<WebhookSecrets>, StoreError> {
+        on_writer!(self, |pool| {
+            let row: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+                "UPDATE organizations SET previous_signing_secret = signing_secret,
+                    previous_secret_expires_at = $1, signing_secret = $2, updated_at = $3
+                 WHERE id = $4
+                 RETURNING signing_secret, previous_signing_secret, previous_secret_expires_at",
+            )
+            .bind(grace_until)
+            .bind(generate_signing_secret())
+            .bind(now_ms())
+            .bind(org_id)
+            .fetch_optional(pool)
+            .await?;
+            Ok(row.map(secrets_from_columns))
+        })
+    }
+}
+
+pub(super) fn secrets_from_columns(
+    (current, previous, previous_expires_at): (String, Option<String>, Option<i64>),
+) -> WebhookSecrets {
+    WebhookSecrets { current, previous, previous_expires_at }
+}
+
+async fn insert_org<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    name: &str,
+) -> Result<CreatedOrg, StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let now = now_ms();
+    let org = Organization { id: Uuid::now_v7(), name: name.to_string(), created_at: now };
+    sqlx::query(
+        "INSERT INTO organizations (id, name, signing_secret, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(org.id)
+    .bind(name)
+    .bind(generate_signing_secret())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let api_key = generate_api_key();
+    sqlx::query(
+        "INSERT INTO api_keys (id, org_id, key_hash, key_prefix, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org.id)
+    .bind(hash_api_key(&api_key))
+    .bind(api_key_prefix(&api_key))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(CreatedOrg { org, api_key })
+}

@@ -1,0 +1,198 @@
+//! Webhooks: customer endpoints under an agent, with their delivery settings and secrets.
+
+use uuid::Uuid;
+
+use super::models::{SettingsColumns, WebhookRow};
+use super::{on_reader, on_writer, Store, StoreError, Webhook, WebhookSecrets};
+use crate::domain::clock::{now_ms, UnixMs};
+use crate::domain::WebhookSettings;
+
+const WEBHOOK_COLUMNS: &str = "id, org_id, agent_id, name, url, events, timeout_secs, max_retries,
+    enabled, disabled_reason, http_method, auth_config, custom_headers, signing_secret,
+    previous_signing_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
+
+fn decode(row: Option<WebhookRow>) -> Result<Option<Webhook>, StoreError> {
+    row.map(Webhook::try_from).transpose()
+}
+
+impl Store {
+    pub async fn create_webhook(
+        &self,
+        org_id: Uuid,
+        agent_id: Uuid,
+        settings: WebhookSettings,
+        signing_secret: String,
+    ) -> Result<Webhook, StoreError> {
+        let now = now_ms();
+        let webhook = Webhook {
+            id: Uuid::now_v7(),
+            org_id,
+            agent_id,
+            settings,
+            disabled_reason: None,
+            secrets: WebhookSecrets {
+                current: signing_secret,
+                previous: None,
+                previous_expires_at: None,
+            },
+            failing_since: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let columns = SettingsColumns::new(&webhook.settings);
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO webhooks (id, org_id, agent_id, name, url, events, timeout_secs,
+                    max_retries, enabled, http_method, auth_config, custom_headers,
+                    signing_secret, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+            )
+            .bind(webhook.id)
+            .bind(org_id)
+            .bind(agent_id)
+            .bind(&columns.settings.name)
+            .bind(&columns.settings.url)
+            .bind(&columns.events)
+            .bind(columns.settings.timeout_secs)
+            .bind(columns.settings.max_retries)
+            .bind(columns.settings.enabled)
+            .bind(columns.settings.http_method.as_str())
+            .bind(&columns.authorization)
+            .bind(&columns.custom_headers)
+            .bind(&webhook.secrets.current)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(webhook)
+    }
+
+    /// An agent's webhooks, oldest first.
+    pub async fn list_webhooks(
+        &self,
+        org_id: Uuid,
+        agent_id: Uuid,
+    ) -> Result<Vec<Webhook>, StoreError> {
+        let query = format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE agent_id = $1 AND org_id = $2 ORDER BY id"
+        );
+        let rows: Vec<WebhookRow> = on_reader!(self, |pool| {
+            sqlx::query_as(&query).bind(agent_id).bind(org_id).fetch_all(pool).await?
+        });
+        rows.into_iter().map(Webhook::try_from).collect()
+    }
+
+    pub async fn webhook(
+        &self,
+        org_id: Uuid,
+        agent_id: Uuid,
+        webhook_id: Uuid,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let query = format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND agent_id = $2 AND org_id = $3"
+        );
+        let row = on_reader!(self, |pool| {
+            sqlx::query_as(&query)
+                .bind(webhook_id)
+                .bind(agent_id)
+                .bind(org_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        decode(row)
+    }
+
+    /// Stores new settings. Re-enabling clears the disabled reason and the failure streak.
+    pub async fn update_webhook(
+        &self,
+        webhook: &Webhook,
+        settings: &WebhookSettings,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let columns = SettingsColumns::new(settings);
+        let query = format!(
+            "UPDATE webhooks SET name = $1, url = $2, events = $3, timeout_secs = $4,
+                max_retries = $5, enabled = $6, http_method = $7, auth_config = $8,
+                custom_headers = $9, updated_at = $10,
+                disabled_reason = CASE WHEN $6 THEN NULL ELSE disabled_reason END,
+                failing_since = CASE WHEN $6 THEN NULL ELSE failing_since END
+             WHERE id = $11 AND org_id = $12
+             RETURNING {WEBHOOK_COLUMNS}"
+        );
+        let row = on_writer!(self, |pool| {
+            sqlx::query_as(&query)
+                .bind(&settings.name)
+                .bind(&settings.url)
+                .bind(&columns.events)
+                .bind(settings.timeout_secs)
+                .bind(settings.max_retries)
+                .bind(settings.enabled)
+                .bind(settings.http_method.as_str())
+                .bind(&columns.authorization)
+                .bind(&columns.custom_headers)
+                .bind(now_ms())
+                .bind(webhook.id)
+                .bind(webhook.org_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        decode(row)
+    }
+
+    /// Flips `enabled` in one statement, so concurrent toggles cannot lose an update.
+    pub async fn toggle_webhook(&self, webhook: &Webhook) -> Result<Option<Webhook>, StoreError> {
+        let query = format!(
+            "UPDATE webhooks SET enabled = NOT enabled, disabled_reason = NULL,
+                failing_since = NULL, updated_at = $1
+             WHERE id = $2 AND org_id = $3
+             RETURNING {WEBHOOK_COLUMNS}"
+        );
+        let row = on_writer!(self, |pool| {
+            sqlx::query_as(&query)
+                .bind(now_ms())
+                .bind(webhook.id)
+                .bind(webhook.org_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        decode(row)
+    }
+
+    /// Replaces the signing secret with `new_secret`; the old one keeps signing until
+    /// `grace_until`.
+    pub async fn replace_webhook_secret(
+        &self,
+        webhook: &Webhook,
+        new_secret: &str,
+        grace_until: UnixMs,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let query = format!(
+            "UPDATE webhooks SET previous_signing_secret = signing_secret,
+                previous_secret_expires_at = $1, signing_secret = $2, updated_at = $3
+             WHERE id = $4 AND org_id = $5
+             RETURNING {WEBHOOK_COLUMNS}"
+        );
+        let row = on_writer!(self, |pool| {
+            sqlx::query_as(&query)
+                .bind(grace_until)
+                .bind(new_secret)
+                .bind(now_ms())
+                .bind(webhook.id)
+                .bind(webhook.org_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        decode(row)
+    }
+
+    /// Deletes the webhook with its delivery logs. `false` when there was none.
+    pub async fn delete_webhook(&self, webhook: &Webhook) -> Result<bool, StoreError> {
+        on_writer!(self, |pool| {
+            let result = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND org_id = $2")
+                .bind(webhook.id)
+                .bind(webhook.org_id)
+                .execute(pool)
+                .await?;
+            Ok(result.rows_affected() > 0)
+        })
+    }
+}

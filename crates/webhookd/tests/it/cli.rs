@@ -1,0 +1,168 @@
+//! The `webhookd` binary itself: flags, environment variables, exit codes, first start.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn webhookd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_webhookd"));
+    command.env_remove("WEBHOOKD_DATABASE").env_remove("RUST_LOG");
+    command
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("cli.db").display())
+}
+
+#[test]
+fn help_is_available_on_every_command() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["org", "create", "--help"],
+        &["--version"],
+    ] {
+        let output = webhookd().args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        assert!(!output.stdout.is_empty(), "{args:?}");
+    }
+    let help = webhookd().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--database",
+        "--allow-private-targets",
+        "--retry-schedule",
+        "--retry-window",
+        "--retention",
+        "--no-worker",
+        "--no-api",
+        "WEBHOOKD_LISTEN",
+        "WEBHOOKD_RETRY_SCHEDULE",
+    ] {
+        assert!(help.contains(flag), "serve --help lacks {flag}");
+    }
+}
+
+#[test]
+fn bad_flags_are_one_clear_line_and_a_non_zero_exit() {
+    for args in [
+        &["--bogus"][..],
+        &["serve", "--retry-schedule", "soon"],
+        &["serve", "--retry-window", "a while"],
+        &["serve", "--listen", "not-an-address"],
+        &["org", "create"],
+        &["frobnicate"],
+    ] {
+        let output = webhookd().args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn an_unreachable_or_unknown_database_is_one_line_and_exit_1() {
+    for url in [
+        "postgres://postgres:secret@127.0.0.1:1/none",
+        "mysql://localhost/x",
+        "sqlite:///nonexistent-dir/x/y.db",
+    ] {
+        let output = webhookd().args(["migrate", "--database", url]).output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{url}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{url}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{url}: {stderr}");
+        assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
+    }
+}
+
+#[test]
+fn org_create_prints_exactly_one_json_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = webhookd()
+        .args(["org", "create", "--name", "Acme"])
+        .env("WEBHOOKD_DATABASE", sqlite_url(&dir))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with(r#"{"org_id": ""#), "{stdout}");
+    let value: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let object = value.as_object().unwrap();
+    assert_eq!(object.len(), 2);
+    assert!(uuid::Uuid::parse_str(object["org_id"].as_str().unwrap()).is_ok());
+    assert!(object["api_key"].as_str().unwrap().starts_with("whk_"));
+
+    let output = webhookd().args(["org", "create", "--name", "  "]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+}
+
+/// Starts `webhookd serve` on port 0 and returns the child and the address it logged. Its stderr
+/// is drained by a thread so the child never blocks on a full pipe.
+fn start_serve(
+    database: &str,
+) -> (std::process::Child, String, BufReader<std::process::ChildStdout>) {
+    let mut child = webhookd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                let _ = found.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+            }
+        }
+    });
+    let addr = address.recv_timeout(Duration::from_secs(30)).expect("serve logged its address");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    (child, addr, stdout)
+}
+
+fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    child.wait().unwrap()
+}
+
+#[test]
+fn first_serve_prints_an_api_key_once_and_sigterm_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = sqlite_url(&dir);
+
+    let (mut child, addr, stdout) = start_serve(&database);
+    let status = terminate(&mut child);
+    assert!(status.success(), "SIGTERM exit: {status:?}");
+    let printed: Vec<String> = stdout.lines().map(Result::unwrap).collect();
+    assert_eq!(printed.len(), 1, "{printed:?}");
+    let key = printed[0].rsplit(' ').next().unwrap().to_string();
+    assert!(key.starts_with("whk_"), "{printed:?}");
+    assert!(!addr.is_empty());
+
+    let (mut child, addr, stdout) = start_serve(&database);
+    let response = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let client = reqwest::Client::new();
+            client
+                .get(format!("http://{addr}/api/v1/organization"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(response.as_u16(), 200, "the first key still works after a restart");
+    assert!(terminate(&mut child).success());
+    assert_eq!(stdout.lines().count(), 0, "no second key is printed");
+}

@@ -1,0 +1,206 @@
+//! Test harness: the real app on port 0 with its own database (a temp SQLite file, or a private
+//! schema in the PostgreSQL database named by `WEBHOOKD_TEST_POSTGRES_URL`).
+
+use std::net::SocketAddr;
+
+use reqwest::{Client, Method, RequestBuilder};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use webhookd::app::{open_store, App};
+use webhookd::config::Config;
+use webhookd::store::Store;
+
+pub const POSTGRES_URL_VAR: &str = "WEBHOOKD_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an async test body once per backend: `backend_tests!(name_one, name_two);` expects
+/// `async fn name_one(backend: Backend)` and makes `name_one::sqlite` and `name_one::postgres`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::harness::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::harness::postgres_base_url().is_some() {
+                    super::$name($crate::harness::Backend::Postgres).await
+                }
+            }
+        }
+    )*};
+}
+
+/// The base PostgreSQL URL, or `None` (with a notice) when PostgreSQL tests are not enabled.
+pub fn postgres_base_url() -> Option<String> {
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped: PostgreSQL test (set {POSTGRES_URL_VAR} to run it)");
+            None
+        }
+    }
+}
+
+/// A database for one test. SQLite: a file in a temp dir removed on drop. PostgreSQL: a fresh
+/// schema, selected through the connection's `search_path`.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("webhookd.db").display());
+                TestDb { url, _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let base = postgres_base_url().expect("PostgreSQL URL");
+                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let admin = sqlx::PgPool::connect(&base).await.expect("connect to PostgreSQL");
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&admin)
+                    .await
+                    .expect("create test schema");
+                admin.close().await;
+                let separator = if base.contains('?') { '&' } else { '?' };
+                let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+                TestDb { url, _dir: None }
+            }
+        }
+    }
+}
+
+/// A running app with an organization and its API key.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub api_key: String,
+    pub org_id: String,
+    pub store: Store,
+    pub client: Client,
+    _db: TestDb,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn test_config(db: &TestDb) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        database_url: db.url.clone(),
+        allow_private_targets: true,
+        ..Config::default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
+        webhookd::telemetry::init(webhookd::cli::LogFormat::Text);
+        let db = TestDb::new(backend).await;
+        let mut config = test_config(&db);
+        configure(&mut config);
+        let store = open_store(&db.url).await.expect("open store");
+        let created = store.create_org("test org").await.expect("create org");
+        let app = App::start(&config, store.clone()).await.expect("start app");
+        let addr = app.local_addr().expect("API address");
+        let shutdown = app.shutdown_token();
+        tokio::spawn(app.wait());
+        TestApp {
+            addr,
+            api_key: created.api_key,
+            org_id: created.org.id.to_string(),
+            store,
+            client: Client::new(),
+            _db: db,
+            shutdown,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A request with this app's API key.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(&self.api_key)
+    }
+
+    /// Sends a request with this app's key and returns the status and the JSON body.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        send(request).await
+    }
+
+    /// The API key of a second organization in the same database.
+    pub async fn other_org_key(&self) -> String {
+        self.store.create_org("other org").await.expect("create org").api_key
+    }
+
+    pub async fn create_agent(&self) -> String {
+        let (status, body) = self
+            .call(Method::POST, "/api/v1/agents", Some(serde_json::json!({"name": "Sales"})))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["data"]["id"].as_str().expect("agent id").to_string()
+    }
+
+    /// A webhook under `agent_id` with the given extra fields merged over valid defaults.
+    pub async fn create_webhook(&self, agent_id: &str, fields: Value) -> Value {
+        let mut body = serde_json::json!({
+            "name": "Primary",
+            "webhook_url": "https://example.com/hooks",
+            "events": ["call.completed"],
+        });
+        merge(&mut body, fields);
+        let (status, body) = self
+            .call(Method::POST, &format!("/api/v1/agents/{agent_id}/webhooks"), Some(body))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["data"].clone()
+    }
+}
+
+pub async fn send(request: RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("response body");
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("response is not JSON (status {status}): {text:?}"));
+    (status, body)
+}
+
+pub fn merge(target: &mut Value, fields: Value) {
+    if let (Some(target), Value::Object(fields)) = (target.as_object_mut(), fields) {
+        target.extend(fields);
+    }
+}
+
+/// Asserts the error envelope: `success: false`, the code, and a message.
+#[track_caller]
+pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}

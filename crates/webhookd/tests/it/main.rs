@@ -1,0 +1,15 @@
+//! One integration-test binary: every test starts the real app on port 0 with its own database.
+
+// Tests fail by panicking; unwrapping is how they say so.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+mod agents;
+mod auth;
+mod cli;
+mod errors;
+mod openapi;
+mod organization;
+mod store;
+mod webhooks;

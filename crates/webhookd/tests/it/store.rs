@@ -1,0 +1,125 @@
+//! The store suite: the same assertions against SQLite and PostgreSQL.
+
+use uuid::Uuid;
+use webhookd::app::open_store;
+use webhookd::domain::secrets::hash_api_key;
+use webhookd::domain::{Authorization, CustomHeader, HttpMethod, WebhookSettings};
+
+use crate::backend_tests;
+use crate::harness::{Backend, TestDb};
+
+backend_tests!(
+    migrations_are_idempotent_and_readiness_sees_them,
+    bootstrap_creates_exactly_one_organization,
+    api_keys_resolve_to_their_organization_by_hash_only,
+    agents_are_scoped_to_their_organization,
+    webhook_settings_round_trip_exactly,
+    toggling_and_rotating_change_only_what_they_name,
+);
+
+fn settings() -> WebhookSettings {
+    WebhookSettings {
+        name: "hook".into(),
+        url: "https://example.com/h".into(),
+        events: vec!["call.completed".into(), "call.ended".into()],
+        timeout_secs: 12,
+        max_retries: 7,
+        enabled: true,
+        http_method: HttpMethod::Patch,
+        authorization: Authorization::ApiKey { header: "X-Key".into(), key: "k".into() },
+        custom_headers: vec![CustomHeader { key: "X-Team".into(), value: "blue".into() }],
+    }
+}
+
+async fn migrations_are_idempotent_and_readiness_sees_them(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = open_store(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    assert!(store.is_ready().await.unwrap());
+    let again = open_store(&db.url).await.unwrap();
+    assert!(again.is_ready().await.unwrap());
+}
+
+async fn bootstrap_creates_exactly_one_organization(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = open_store(&db.url).await.unwrap();
+    let (a, b) = tokio::join!(store.bootstrap_org("default"), store.bootstrap_org("default"));
+    let created: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(created.len(), 1);
+    assert!(store.bootstrap_org("default").await.unwrap().is_none());
+}
+
+async fn api_keys_resolve_to_their_organization_by_hash_only(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = open_store(&db.url).await.unwrap();
+    let one = store.create_org("one").await.unwrap();
+    let two = store.create_org("two").await.unwrap();
+    assert_ne!(one.api_key, two.api_key);
+    let found = store.org_for_api_key_hash(&hash_api_key(&one.api_key)).await.unwrap();
+    assert_eq!(found, Some(one.org.id));
+    let found = store.org_for_api_key_hash(&hash_api_key(&two.api_key)).await.unwrap();
+    assert_eq!(found, Some(two.org.id));
+    assert_eq!(store.org_for_api_key_hash(&hash_api_key("whk_nope")).await.unwrap(), None);
+    // The plaintext is nowhere: looking it up as if it were a hash finds nothing.
+    assert_eq!(store.org_for_api_key_hash(one.api_key.as_bytes()).await.unwrap(), None);
+}
+
+async fn agents_are_scoped_to_their_organization(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = open_store(&db.url).await.unwrap();
+    let one = store.create_org("one").await.unwrap().org.id;
+    let two = store.create_org("two").await.unwrap().org.id;
+    let agent = store.create_agent(one, "a").await.unwrap();
+    assert!(store.agent(two, agent.id).await.unwrap().is_none());
+    assert!(store.rename_agent(two, agent.id, "x").await.unwrap().is_none());
+    assert!(!store.delete_agent(two, agent.id).await.unwrap());
+    assert_eq!(store.list_agents(two, 1, 10).await.unwrap().total, 0);
+    let page = store.list_agents(one, 1, 10).await.unwrap();
+    assert_eq!((page.total, page.items[0].id), (1, agent.id));
+    assert_eq!(store.rename_agent(one, agent.id, "b").await.unwrap().unwrap().name, "b");
+    assert!(store.delete_agent(one, agent.id).await.unwrap());
+    assert!(store.agent(one, agent.id).await.unwrap().is_none());
+}
+
+async fn webhook_settings_round_trip_exactly(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = open_store(&db.url).await.unwrap();
+    let org = store.create_org("one").await.unwrap().org.id;
+    let agent = store.create_agent(org, "a").await.unwrap().id;
+    let created = store.create_webhook(org, agent, settings(), "whsec_abc".into()).await.unwrap();
+    let read = store.webhook(org, agent, created.id).await.unwrap().unwrap();
+    assert_eq!(read.settings, settings());
+    assert_eq!(read.secrets.current, "whsec_abc");
+    assert!(store.webhook(org, Uuid::now_v7(), created.id).await.unwrap().is_none());
+    let other = store.create_org("two").await.unwrap().org.id;
+    assert!(store.webhook(other, agent, created.id).await.unwrap().is_none());
+
+    let mut changed = settings();
+    changed.authorization = Authorization::None;
+    changed.enabled = false;
+    let updated = store.update_webhook(&read, &changed).await.unwrap().unwrap();
+    assert_eq!(updated.settings, changed);
+    assert_eq!(store.list_webhooks(org, agent).await.unwrap().len(), 1);
+    assert!(store.delete_webhook(&updated).await.unwrap());
+    assert!(store.list_webhooks(org, agent).await.unwrap().is_empty());
+}
+
+async fn toggling_and_rotating_change_only_what_they_name(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = open_store(&db.url).await.unwrap();
+    let org = store.create_org("one").await.unwrap().org.id;
+    let agent = store.create_agent(org, "a").await.unwrap().id;
+    let webhook = store.create_webhook(org, agent, settings(), "whsec_old".into()).await.unwrap();
+    let off = store.toggle_webhook(&webhook).await.unwrap().unwrap();
+    assert!(!off.settings.enabled);
+    assert_eq!(off.settings.name, webhook.settings.name);
+    let on = store.toggle_webhook(&off).await.unwrap().unwrap();
+    assert!(on.settings.enabled);
+
+    let rotated = store.replace_webhook_secret(&on, "whsec_new", 2_000).await.unwrap().unwrap();
+    assert_eq!(rotated.secrets.current, "whsec_new");
+    assert_eq!(rotated.secrets.previous.as_deref(), Some("whsec_old"));
+    assert_eq!(rotated.secrets.active_at(1_999), vec!["whsec_new", "whsec_old"]);
+    assert_eq!(rotated.secrets.active_at(2_000), vec!["whsec_new"]);
+    assert_eq!(rotated.settings, on.settings);
+}
