@@ -10,8 +10,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::domain::EventCatalog;
+use crate::dispatch::retry::RetryPolicy;
+use crate::dispatch::sender::Sender;
+use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::store::Store;
+
+/// Most logs one claim query takes.
+const CLAIM_BATCH: usize = 256;
 
 /// Opens the database named by `url` and brings its schema up to date.
 pub async fn open_store(url: &str) -> anyhow::Result<Store> {
@@ -36,13 +41,30 @@ impl App {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut local_addr = None;
+        let sender = Sender::new().context("cannot build the HTTP client")?;
+        if config.run_worker {
+            let dispatcher = Dispatcher::new(
+                store.clone(),
+                sender.clone(),
+                DispatchConfig {
+                    concurrency: config.concurrency,
+                    claim_batch: CLAIM_BATCH,
+                    shutdown_grace: config.shutdown_grace,
+                    policy: RetryPolicy { schedule: config.retry_schedule.clone() },
+                },
+            );
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                dispatcher.run(stop).await;
+                Ok(())
+            });
+        }
         if config.run_api {
             let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             local_addr = Some(listener.local_addr()?);
-            let catalog = EventCatalog::with_extra(&config.extra_event_types);
-            let router = api::router(AppState::new(store.clone(), catalog));
+            let router = api::router(AppState::new(store.clone(), config, sender.clone()));
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 axum::serve(listener, router)
@@ -91,8 +113,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let app = App::start(&config, store).await?;
-    if let Some(addr) = app.local_addr() {
-        tracing::info!(%addr, database = %redact(&config.database_url), "webhookd listening");
+    match app.local_addr() {
+        Some(addr) => {
+            tracing::info!(%addr, database = %redact(&config.database_url), "webhookd listening");
+        }
+        None => {
+            tracing::info!(database = %redact(&config.database_url), "webhookd started without the API")
+        }
     }
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {

@@ -90,6 +90,14 @@ pub struct ServeArgs {
     /// Event types to add to the built-in catalog: `name` or `name=description`, comma-separated.
     #[arg(long, env = "WEBHOOKD_EXTRA_EVENT_TYPES", value_delimiter = ',')]
     pub extra_event_types: Vec<String>,
+    /// Delivery attempts in flight at once on this node.
+    #[arg(long, env = "WEBHOOKD_CONCURRENCY", default_value_t = config::DEFAULT_CONCURRENCY as u64,
+        value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub concurrency: u64,
+    /// On shutdown, how long attempts in flight may take to finish.
+    #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = "30s",
+        value_parser = config::parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 /// A parsed `--retry-schedule` (a newtype, so clap takes the list as one value).
@@ -112,6 +120,8 @@ impl ServeArgs {
             run_api: !self.no_api,
             run_worker: !self.no_worker,
             extra_event_types: self.extra_event_types,
+            concurrency: usize::try_from(self.concurrency).unwrap_or(config::DEFAULT_CONCURRENCY),
+            shutdown_grace: self.shutdown_grace,
         }
     }
 }

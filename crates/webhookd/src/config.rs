@@ -8,6 +8,7 @@ pub const DEFAULT_DATABASE: &str = "sqlite://webhookd.db";
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,14h,20h,24h";
 pub const DEFAULT_RETRY_WINDOW: &str = "7d";
 pub const DEFAULT_RETENTION: &str = "30d";
+pub const DEFAULT_CONCURRENCY: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -25,6 +26,10 @@ pub struct Config {
     pub run_worker: bool,
     /// Event types added to the built-in catalog, `name` or `name=description`.
     pub extra_event_types: Vec<String>,
+    /// Delivery attempts in flight at once on this node.
+    pub concurrency: usize,
+    /// On shutdown, how long attempts in flight may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
@@ -40,6 +45,8 @@ impl Default for Config {
             run_api: true,
             run_worker: true,
             extra_event_types: Vec::new(),
+            concurrency: DEFAULT_CONCURRENCY,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }

@@ -4,7 +4,9 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
+pub mod signing;
 pub mod store;
 pub mod telemetry;
 

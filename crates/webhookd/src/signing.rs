@@ -40,7 +40,13 @@ pub fn body_signature(secret: &str, body: &[u8]) -> String {
 
 /// Whether any `v1,` signature in `header` matches one of `secrets`; used by `webhookd listen`
 /// and by tests. Comparison is constant-time.
-pub fn verify_standard(secret: &str, msg_id: &str, timestamp: i64, body: &[u8], header: &str) -> bool {
+pub fn verify_standard(
+    secret: &str,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+    header: &str,
+) -> bool {
     header.split(' ').filter_map(|s| s.strip_prefix("v1,")).any(|candidate| {
         let Ok(candidate) = STANDARD.decode(candidate) else {
             return false;

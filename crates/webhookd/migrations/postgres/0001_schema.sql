@@ -96,6 +96,7 @@ CREATE TABLE delivery_logs (
     error            TEXT,
     original_log_id  UUID,
     next_attempt_at  BIGINT,                       -- due time; while claimed, the lease expiry
+    claimed_at       BIGINT,                       -- set while an attempt is in flight
     created_at       BIGINT NOT NULL,
     updated_at       BIGINT NOT NULL
 );

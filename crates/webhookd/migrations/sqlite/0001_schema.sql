@@ -96,6 +96,7 @@ CREATE TABLE delivery_logs (
     error            TEXT,
     original_log_id  BLOB,
     next_attempt_at  INTEGER,                       -- due time; while claimed, the lease expiry
+    claimed_at       INTEGER,                       -- set while an attempt is in flight
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL
 ) STRICT;

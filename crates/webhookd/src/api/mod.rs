@@ -6,8 +6,10 @@ mod agents;
 mod auth;
 mod envelope;
 pub mod error;
+mod events;
 pub mod extract;
 mod health;
+mod logs;
 mod organization;
 mod secrets;
 mod webhooks;
@@ -25,6 +27,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::config::Config;
+use crate::dispatch::retry::RetryPolicy;
+use crate::dispatch::sender::Sender;
 use crate::domain::EventCatalog;
 use crate::store::Store;
 use error::{ApiError, Missing};
@@ -40,11 +45,22 @@ pub struct AppState {
     pub store: Store,
     pub catalog: Arc<EventCatalog>,
     pub auth: Arc<AuthCache>,
+    /// Sends requests that answer with their result (test, Bland resend/create).
+    pub sender: Sender,
+    pub policy: Arc<RetryPolicy>,
+    pub config: Arc<Config>,
 }
 
 impl AppState {
-    pub fn new(store: Store, catalog: EventCatalog) -> Self {
-        Self { store, catalog: Arc::new(catalog), auth: Arc::new(AuthCache::default()) }
+    pub fn new(store: Store, config: &Config, sender: Sender) -> Self {
+        Self {
+            store,
+            catalog: Arc::new(EventCatalog::with_extra(&config.extra_event_types)),
+            auth: Arc::new(AuthCache::default()),
+            sender,
+            policy: Arc::new(RetryPolicy { schedule: config.retry_schedule.clone() }),
+            config: Arc::new(config.clone()),
+        }
     }
 }
 
@@ -56,6 +72,8 @@ impl AppState {
     tags(
         (name = "agents", description = "Voice agents: the containers of webhooks"),
         (name = "webhooks", description = "Customer endpoints under an agent"),
+        (name = "events", description = "Event ingestion"),
+        (name = "logs", description = "Delivery logs and their attempts"),
         (name = "organization", description = "The caller's organization"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -79,7 +97,9 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let v1 = OpenApiRouter::new()
         .merge(organization::router())
         .merge(agents::router())
-        .merge(webhooks::router());
+        .merge(webhooks::router())
+        .merge(events::router())
+        .merge(logs::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .merge(health::router())

@@ -17,6 +17,8 @@ use super::error::{ApiError, ErrorBody, Missing};
 use super::extract::{ApiPath, CurrentOrg, JsonBody};
 use super::secrets::{SecretView, SECRET_GRACE_MS};
 use super::AppState;
+use crate::dispatch::immediate;
+use crate::domain::catalog::TEST_EVENT;
 use crate::domain::clock::{format_ms, now_ms};
 use crate::domain::secrets::generate_signing_secret;
 use crate::domain::validation::FieldErrors;
@@ -29,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_webhooks, create_webhook))
         .routes(routes!(get_webhook, update_webhook, delete_webhook))
         .routes(routes!(toggle_webhook))
+        .routes(routes!(test_webhook))
         .routes(routes!(get_webhook_secret))
         .routes(routes!(rotate_webhook_secret))
 }
@@ -446,4 +449,57 @@ async fn rotate_webhook_secret(
     let rotated = state.store.replace_webhook_secret(&webhook, &new_secret, grace_until).await?;
     let rotated = rotated.ok_or(ApiError::NotFound(Missing::Webhook))?;
     Ok(ok("Webhook secret rotated successfully", SecretView::of(&rotated.secrets)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestResult {
+    /// The endpoint's response code; `null` when no response arrived.
+    status_code: Option<i64>,
+    /// Milliseconds until the response (or the failure).
+    response_time: i64,
+    /// Whether the endpoint answered 2xx.
+    success: bool,
+    error: Option<String>,
+    /// The delivery log of this test (its attempt has `send_type: test`).
+    log_id: Uuid,
+}
+
+/// Send a `webhook.test` event to the webhook now and report how its endpoint answered.
+#[utoipa::path(post, path = "/agents/{agent_id}/webhooks/{webhook_id}/test", tag = "webhooks",
+    params(("agent_id" = Uuid, Path), ("webhook_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = Envelope<TestResult>),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+    ))]
+async fn test_webhook(
+    State(state): State<AppState>,
+    CurrentOrg(org_id): CurrentOrg,
+    ApiPath(path): ApiPath<WebhookPath>,
+) -> Result<Json<Envelope<TestResult>>, ApiError> {
+    let webhook = find_webhook(&state, org_id, &path).await?;
+    let payload = serde_json::json!({
+        "event": TEST_EVENT,
+        "webhook_id": webhook.id,
+        "agent_id": webhook.agent_id,
+        "timestamp": format_ms(now_ms()),
+        "data": {"message": "This is a test event from webhookd."},
+    });
+    let claimed =
+        state.store.create_test_delivery(&webhook, payload.to_string().into_bytes()).await?;
+    let sent =
+        immediate::send_now(&state.store, &state.sender, &state.policy, vec![claimed], 1).await?;
+    let (job, record) = sent
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the test delivery was not sent")))?;
+    let success = record.status == crate::domain::LogStatus::Success;
+    let result = TestResult {
+        status_code: record.response_code,
+        response_time: record.duration_ms,
+        success,
+        error: record.error,
+        log_id: job.log.id,
+    };
+    let message = if success { "Test webhook delivered" } else { "Test webhook failed" };
+    Ok(ok(message, result))
 }

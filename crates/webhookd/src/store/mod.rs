@@ -7,17 +7,28 @@
 //! claiming with `SKIP LOCKED`, cross-process wake-ups) lives in `sqlite.rs` and `postgres.rs`.
 
 mod agents;
+mod delivery;
 mod error;
+mod events;
+mod logs;
 mod models;
 mod orgs;
 mod postgres;
 mod sqlite;
 mod webhooks;
 
-use sqlx::{PgPool, SqlitePool};
+use std::sync::Arc;
 
+use sqlx::{PgPool, SqlitePool};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use delivery::{AttemptRecord, ClaimedLog, SkipRecord, LEASE_MARGIN_MS};
 pub use error::StoreError;
+pub use events::{CreatedLog, IngestedEvent, NewEvent};
+pub use logs::{Attempt, DeliveryLog, LogFilter, LogListing, LogPage};
 pub use models::{Agent, Organization, Webhook, WebhookSecrets};
+pub use orgs::CreatedOrg;
 
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +79,8 @@ pub struct Page<T> {
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    /// Woken whenever this process commits work that is due now.
+    wake: Arc<Notify>,
 }
 
 impl Store {
@@ -82,7 +95,24 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
-        Ok(Self { db })
+        Ok(Self { db, wake: Arc::new(Notify::new()) })
+    }
+
+    /// Tells this process's dispatcher that work is due (other nodes hear a PostgreSQL `NOTIFY`).
+    pub fn wake_dispatcher(&self) {
+        self.wake.notify_one();
+    }
+
+    /// What the dispatcher waits on between claims.
+    pub fn work_notifier(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// On PostgreSQL, relays other nodes' work notifications to this process until `stop`.
+    pub fn spawn_work_listener(&self, stop: CancellationToken) {
+        if let Db::Postgres(pool) = &self.db {
+            tokio::spawn(postgres::listen_for_work(pool.clone(), self.wake.clone(), stop));
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -7,7 +7,8 @@ use super::{on_reader, on_writer, Store, StoreError, Webhook, WebhookSecrets};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::WebhookSettings;
 
-const WEBHOOK_COLUMNS: &str = "id, org_id, agent_id, name, url, events, timeout_secs, max_retries,
+pub(super) const WEBHOOK_COLUMNS: &str =
+    "id, org_id, agent_id, name, url, events, timeout_secs, max_retries,
     enabled, disabled_reason, http_method, auth_config, custom_headers, signing_secret,
     previous_signing_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
 

@@ -1,14 +1,8 @@
 //! The `webhookd` binary itself: flags, environment variables, exit codes, first start.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::io::BufRead;
 
-fn webhookd() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_webhookd"));
-    command.env_remove("WEBHOOKD_DATABASE").env_remove("RUST_LOG");
-    command
-}
+use crate::process::{webhookd, ServeProcess};
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("cli.db").display())
@@ -101,52 +95,21 @@ fn org_create_prints_exactly_one_json_object() {
     assert_eq!(output.status.code(), Some(1));
 }
 
-/// Starts `webhookd serve` on port 0 and returns the child and the address it logged. Its stderr
-/// is drained by a thread so the child never blocks on a full pipe.
-fn start_serve(
-    database: &str,
-) -> (std::process::Child, String, BufReader<std::process::ChildStdout>) {
-    let mut child = webhookd()
-        .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let _ = found.send(rest.split_whitespace().next().unwrap_or_default().to_string());
-            }
-        }
-    });
-    let addr = address.recv_timeout(Duration::from_secs(30)).expect("serve logged its address");
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    (child, addr, stdout)
-}
-
-fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    child.wait().unwrap()
-}
-
 #[test]
 fn first_serve_prints_an_api_key_once_and_sigterm_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let database = sqlite_url(&dir);
 
-    let (mut child, addr, stdout) = start_serve(&database);
-    let status = terminate(&mut child);
+    let mut first = ServeProcess::start(&database, &[]);
+    let status = first.terminate();
     assert!(status.success(), "SIGTERM exit: {status:?}");
-    let printed: Vec<String> = stdout.lines().map(Result::unwrap).collect();
+    let printed: Vec<String> = first.stdout.take().unwrap().lines().map(Result::unwrap).collect();
     assert_eq!(printed.len(), 1, "{printed:?}");
     let key = printed[0].rsplit(' ').next().unwrap().to_string();
     assert!(key.starts_with("whk_"), "{printed:?}");
-    assert!(!addr.is_empty());
 
-    let (mut child, addr, stdout) = start_serve(&database);
+    let mut second = ServeProcess::start(&database, &[]);
+    let addr = second.addr.clone();
     let response = std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
@@ -163,6 +126,6 @@ fn first_serve_prints_an_api_key_once_and_sigterm_exits_zero() {
     .join()
     .unwrap();
     assert_eq!(response.as_u16(), 200, "the first key still works after a restart");
-    assert!(terminate(&mut child).success());
-    assert_eq!(stdout.lines().count(), 0, "no second key is printed");
+    assert!(second.terminate().success());
+    assert_eq!(second.stdout.take().unwrap().lines().count(), 0, "no second key is printed");
 }

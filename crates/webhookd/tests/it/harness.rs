@@ -2,6 +2,7 @@
 //! schema in the PostgreSQL database named by `WEBHOOKD_TEST_POSTGRES_URL`).
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method, RequestBuilder};
 use serde_json::Value;
@@ -98,11 +99,14 @@ impl Drop for TestApp {
     }
 }
 
+/// Tests deliver to a local receiver and retry quickly.
 pub fn test_config(db: &TestDb) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("address"),
         database_url: db.url.clone(),
         allow_private_targets: true,
+        retry_schedule: vec![Duration::from_millis(50)],
+        shutdown_grace: Duration::from_secs(2),
         ..Config::default()
     }
 }
@@ -178,6 +182,32 @@ impl TestApp {
             .await;
         assert_eq!(status, 201, "{body}");
         body["data"].clone()
+    }
+}
+
+impl TestApp {
+    /// Ingests one event for `agent_id`; returns `data` of the 202.
+    pub async fn ingest(&self, agent_id: &str, event: Value) -> Value {
+        let (status, body) = self
+            .call(Method::POST, &format!("/api/v1/agents/{agent_id}/events"), Some(event))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["data"].clone()
+    }
+
+    /// Polls a log until its status is `status`; returns the log with its attempts.
+    pub async fn wait_for_log(&self, agent: &str, webhook: &str, log: &str, status: &str) -> Value {
+        let path = format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, body) = self.call(Method::GET, &path, None).await;
+            assert_eq!(code, 200, "{body}");
+            if body["data"]["status"] == status {
+                return body["data"].clone();
+            }
+            assert!(Instant::now() < deadline, "log never became {status}: {body}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 }
 

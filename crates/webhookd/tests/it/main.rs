@@ -4,11 +4,17 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod process;
+mod receiver;
 
 mod agents;
 mod auth;
 mod cli;
+mod crash;
+mod delivery;
 mod errors;
+mod ingestion;
+mod logs;
 mod openapi;
 mod organization;
 mod store;

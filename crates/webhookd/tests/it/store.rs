@@ -2,8 +2,12 @@
 
 use uuid::Uuid;
 use webhookd::app::open_store;
+use webhookd::domain::clock::{now_ms, DAY_MS};
 use webhookd::domain::secrets::hash_api_key;
-use webhookd::domain::{Authorization, CustomHeader, HttpMethod, WebhookSettings};
+use webhookd::domain::{
+    Authorization, CustomHeader, HttpMethod, LogStatus, SendType, WebhookSettings,
+};
+use webhookd::store::AttemptRecord;
 
 use crate::backend_tests;
 use crate::harness::{Backend, TestDb};
@@ -15,6 +19,7 @@ backend_tests!(
     agents_are_scoped_to_their_organization,
     webhook_settings_round_trip_exactly,
     toggling_and_rotating_change_only_what_they_name,
+    a_webhook_failing_for_five_days_is_disabled_with_a_reason,
 );
 
 fn settings() -> WebhookSettings {
@@ -122,4 +127,50 @@ async fn toggling_and_rotating_change_only_what_they_name(backend: Backend) {
     assert_eq!(rotated.secrets.active_at(1_999), vec!["whsec_new", "whsec_old"]);
     assert_eq!(rotated.secrets.active_at(2_000), vec!["whsec_new"]);
     assert_eq!(rotated.settings, on.settings);
+}
+
+fn failure(webhook_id: Uuid, sent_at: i64, status: LogStatus) -> AttemptRecord {
+    AttemptRecord {
+        log_id: Uuid::now_v7(),
+        webhook_id: Some(webhook_id),
+        send_type: SendType::Spawn,
+        sent_at,
+        response_code: Some(if status == LogStatus::Success { 200 } else { 500 }),
+        duration_ms: 5,
+        response_body: None,
+        response_headers: None,
+        error: None,
+        status,
+        next_attempt_at: None,
+        counts_as_retry: false,
+        disable_webhook: None,
+    }
+}
+
+async fn a_webhook_failing_for_five_days_is_disabled_with_a_reason(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = open_store(&db.url).await.unwrap();
+    let org = store.create_org("one").await.unwrap().org.id;
+    let agent = store.create_agent(org, "a").await.unwrap().id;
+    let webhook = store.create_webhook(org, agent, settings(), "whsec_x".into()).await.unwrap();
+    let now = now_ms();
+    let read = || async { store.webhook(org, agent, webhook.id).await.unwrap().unwrap() };
+
+    // A streak that started four days ago does not disable; a success ends the streak.
+    store.record(&[failure(webhook.id, now - 4 * DAY_MS, LogStatus::Failed)], &[]).await.unwrap();
+    store.record(&[failure(webhook.id, now, LogStatus::Pending)], &[]).await.unwrap();
+    assert!(read().await.settings.enabled);
+    assert_eq!(read().await.failing_since, Some(now - 4 * DAY_MS));
+    store.record(&[failure(webhook.id, now, LogStatus::Success)], &[]).await.unwrap();
+    assert_eq!(read().await.failing_since, None);
+
+    // Failing since six days ago, and failing still: disabled, with the reason.
+    store.record(&[failure(webhook.id, now - 6 * DAY_MS, LogStatus::Failed)], &[]).await.unwrap();
+    store.record(&[failure(webhook.id, now, LogStatus::Failed)], &[]).await.unwrap();
+    let disabled = read().await;
+    assert!(!disabled.settings.enabled);
+    assert_eq!(
+        disabled.disabled_reason.as_deref(),
+        Some("Deliveries failed for 5 days without a success")
+    );
 }

@@ -1,0 +1,238 @@
+//! `/api/v1/agents/{agent_id}/events`: ingestion. The event and its delivery logs are committed
+//! before the 202; no network I/O happens here (the dispatcher sends).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::agents::AgentPath;
+use super::envelope::{ok, Envelope};
+use super::error::{ApiError, ErrorBody, Missing};
+use super::extract::{parse_json, ApiPath, CurrentOrg, JsonBody};
+use super::AppState;
+use crate::domain::validation::{bounded_text, FieldErrors};
+use crate::domain::{webhook, EventCatalog};
+use crate::store::{CreatedLog, IngestedEvent, NewEvent};
+
+/// Most events in one batch request.
+pub const BATCH_MAX: usize = 1_000;
+const ID_MAX: usize = 255;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(ingest_event)).routes(routes!(ingest_batch))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EventInput {
+    /// An event type from the catalog, e.g. `call.completed`.
+    event: Option<String>,
+    /// The call this event is about (at most 255 characters).
+    call_id: Option<String>,
+    /// Any JSON value: delivered byte for byte as the request body.
+    #[schema(value_type = Object)]
+    data: Option<Box<RawValue>>,
+    /// Repeats within 24 h return the first event and create nothing (per organization).
+    idempotency_key: Option<String>,
+    /// A one-off destination for this event, signed with the organization's secret.
+    webhook_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BatchInput {
+    /// 1–1000 events, each shaped like a single ingestion body.
+    #[schema(value_type = Vec<EventInput>)]
+    events: Option<Vec<Box<RawValue>>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogRef {
+    log_id: Uuid,
+    /// `null` for a per-call `webhook_url`.
+    webhook_id: Option<Uuid>,
+    url: String,
+    /// `pending`, or `skipped` for a disabled webhook.
+    status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventAccepted {
+    event_id: Uuid,
+    /// The idempotency key had been used: this is the first event; nothing new was created.
+    duplicate: bool,
+    logs: Vec<LogRef>,
+}
+
+impl From<IngestedEvent> for EventAccepted {
+    fn from(event: IngestedEvent) -> Self {
+        Self {
+            event_id: event.event_id,
+            duplicate: event.duplicate,
+            logs: event.logs.into_iter().map(LogRef::from).collect(),
+        }
+    }
+}
+
+impl From<CreatedLog> for LogRef {
+    fn from(log: CreatedLog) -> Self {
+        Self { log_id: log.id, webhook_id: log.webhook_id, url: log.url, status: log.status }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItem {
+    /// Position in the request's `events`.
+    index: usize,
+    success: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    accepted: Option<EventAccepted>,
+    /// `VALIDATION_FAILED` when `success` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<BTreeMap<String, Vec<String>>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAccepted {
+    accepted: usize,
+    failed: usize,
+    results: Vec<BatchItem>,
+}
+
+/// Checks one ingestion body.
+fn validate(input: EventInput, catalog: &EventCatalog) -> Result<NewEvent, FieldErrors> {
+    let mut errors = FieldErrors::default();
+    let event_type = match input.event {
+        None => {
+            errors.add("event", "is required");
+            None
+        }
+        Some(event) if !catalog.contains(&event) => {
+            errors.add("event", format!("unknown event type {event:?}; see available_events"));
+            None
+        }
+        Some(event) => Some(event),
+    };
+    let optional_id = |errors: &mut FieldErrors, field: &str, value: Option<String>| {
+        value.and_then(|value| errors.check(field, bounded_text(&value, ID_MAX).map(|_| value)))
+    };
+    let call_id = optional_id(&mut errors, "call_id", input.call_id);
+    let idempotency_key = optional_id(&mut errors, "idempotency_key", input.idempotency_key);
+    let webhook_url =
+        input.webhook_url.and_then(|url| errors.check("webhook_url", webhook::parse_url(&url)));
+    if input.data.is_none() {
+        errors.add("data", "is required");
+    }
+    errors.finish()?;
+    match (event_type, input.data) {
+        (Some(event_type), Some(data)) => Ok(NewEvent {
+            event_type,
+            call_id,
+            payload: data.get().as_bytes().to_vec(),
+            idempotency_key,
+            webhook_url,
+        }),
+        _ => Err(FieldErrors::default()),
+    }
+}
+
+async fn require_agent(state: &AppState, org_id: Uuid, agent_id: Uuid) -> Result<(), ApiError> {
+    match state.store.agent(org_id, agent_id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound(Missing::Agent)),
+    }
+}
+
+/// Ingest one event: it is stored, with one delivery log per subscribed webhook (and one for a
+/// per-call `webhook_url`), before this answers.
+#[utoipa::path(post, path = "/agents/{agent_id}/events", tag = "events",
+    params(("agent_id" = Uuid, Path)), request_body = EventInput,
+    responses(
+        (status = 202, body = Envelope<EventAccepted>),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+async fn ingest_event(
+    State(state): State<AppState>,
+    CurrentOrg(org_id): CurrentOrg,
+    ApiPath(path): ApiPath<AgentPath>,
+    JsonBody(input): JsonBody<EventInput>,
+) -> Result<(StatusCode, Json<Envelope<EventAccepted>>), ApiError> {
+    let event = validate(input, &state.catalog)?;
+    require_agent(&state, org_id, path.agent_id).await?;
+    let mut ingested = state.store.ingest(org_id, path.agent_id, vec![event]).await?;
+    let accepted = EventAccepted::from(ingested.remove(0));
+    let message = if accepted.duplicate { "Event already accepted" } else { "Event accepted" };
+    Ok((StatusCode::ACCEPTED, ok(message, accepted)))
+}
+
+/// Ingest up to 1000 events in one transaction. Each item is validated on its own: invalid items
+/// are reported by index and the valid ones are accepted.
+#[utoipa::path(post, path = "/agents/{agent_id}/events/batch", tag = "events",
+    params(("agent_id" = Uuid, Path)), request_body = BatchInput,
+    responses(
+        (status = 202, body = Envelope<BatchAccepted>),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ))]
+async fn ingest_batch(
+    State(state): State<AppState>,
+    CurrentOrg(org_id): CurrentOrg,
+    ApiPath(path): ApiPath<AgentPath>,
+    JsonBody(input): JsonBody<BatchInput>,
+) -> Result<(StatusCode, Json<Envelope<BatchAccepted>>), ApiError> {
+    let items = input.events.ok_or_else(|| ApiError::field("events", "is required"))?;
+    if items.is_empty() || items.len() > BATCH_MAX {
+        return Err(ApiError::field("events", format!("must contain 1 to {BATCH_MAX} events")));
+    }
+    require_agent(&state, org_id, path.agent_id).await?;
+    let mut results: Vec<BatchItem> = Vec::with_capacity(items.len());
+    let mut valid = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let parsed = match parse_json::<EventInput>(item.get().as_bytes()) {
+            Ok(input) => validate(input, &state.catalog),
+            Err(ApiError::Validation(errors)) => Err(errors),
+            Err(_) => Err({
+                let mut errors = FieldErrors::default();
+                errors.add("body", "must be an event object");
+                errors
+            }),
+        };
+        match parsed {
+            Ok(event) => {
+                valid.push(event);
+                results.push(BatchItem {
+                    index,
+                    success: true,
+                    accepted: None,
+                    code: None,
+                    errors: None,
+                });
+            }
+            Err(errors) => results.push(BatchItem {
+                index,
+                success: false,
+                accepted: None,
+                code: Some("VALIDATION_FAILED"),
+                errors: Some(errors.into_map()),
+            }),
+        }
+    }
+    let mut ingested = state.store.ingest(org_id, path.agent_id, valid).await?.into_iter();
+    for item in results.iter_mut().filter(|item| item.success) {
+        item.accepted = ingested.next().map(EventAccepted::from);
+    }
+    let accepted = results.iter().filter(|item| item.success).count();
+    let batch = BatchAccepted { accepted, failed: results.len() - accepted, results };
+    Ok((StatusCode::ACCEPTED, ok(format!("{accepted} events accepted"), batch)))
+}

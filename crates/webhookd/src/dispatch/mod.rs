@@ -1,0 +1,194 @@
+//! The delivery workers: claim due logs → send → record → reschedule.
+//!
+//! [`Dispatcher::step`] claims as many due logs as there are free sending slots and starts an
+//! attempt for each; [`Dispatcher::run`] calls it in a loop, sleeping when idle until new work is
+//! announced or the next log falls due. Results go to the [`recorder`], which writes them in
+//! batches. No transaction or row lock is held across an HTTP call: a claim is a lease.
+
+pub mod immediate;
+mod plan;
+pub mod recorder;
+pub mod retry;
+pub mod sender;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use plan::{decide, Job};
+use recorder::Recorder;
+use retry::RetryPolicy;
+use sender::Sender;
+
+use crate::domain::clock::now_ms;
+use crate::store::{Store, StoreError};
+
+/// Tuning of one node's dispatcher.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Attempts in flight at once on this node.
+    pub concurrency: usize,
+    /// Most logs claimed by one query.
+    pub claim_batch: usize,
+    /// On shutdown, how long attempts in flight may take to finish.
+    pub shutdown_grace: Duration,
+    pub policy: RetryPolicy,
+}
+
+/// When idle, look again at least this often (catches a missed wake-up or another node's
+/// expired lease without polling busily).
+const IDLE_RECHECK: Duration = Duration::from_secs(30);
+
+/// What one [`Dispatcher::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Started this many attempts.
+    Dispatched(usize),
+    /// Nothing is due.
+    Idle,
+    /// Every sending slot is busy.
+    Saturated,
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    sender: Sender,
+    config: Arc<DispatchConfig>,
+    permits: Arc<Semaphore>,
+    recorder: Recorder,
+    /// Claimed logs whose result is not recorded yet; released on shutdown.
+    in_flight: Arc<Mutex<HashSet<Uuid>>>,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, sender: Sender, config: DispatchConfig) -> Self {
+        let in_flight = Arc::new(Mutex::new(HashSet::new()));
+        let recorder = Recorder::spawn(store.clone(), in_flight.clone());
+        Self {
+            permits: Arc::new(Semaphore::new(config.concurrency)),
+            config: Arc::new(config),
+            store,
+            sender,
+            recorder,
+            in_flight,
+        }
+    }
+
+    /// Claims what is due (up to the free slots) and starts an attempt for each.
+    pub async fn step(&self) -> Result<Step, StoreError> {
+        let free = self.permits.available_permits();
+        if free == 0 {
+            return Ok(Step::Saturated);
+        }
+        let claimed = self.store.claim_due(free.min(self.config.claim_batch)).await?;
+        if claimed.is_empty() {
+            return Ok(Step::Idle);
+        }
+        self.track(claimed.iter().map(|log| log.id));
+        let (jobs, skips) = plan::prepare(&self.store, claimed).await?;
+        self.recorder.skip(skips).await;
+        let started = jobs.len();
+        for job in jobs {
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                // Cannot happen (we claimed at most the free slots); the lease covers it anyway.
+                break;
+            };
+            let (sender, recorder, policy) =
+                (self.sender.clone(), self.recorder.clone(), self.config.clone());
+            tokio::spawn(async move {
+                let sent = sender.send(&job.outgoing).await;
+                drop(permit);
+                recorder.attempt(decide(&job, &sent, &policy.policy, rand::random())).await;
+            });
+        }
+        Ok(Step::Dispatched(started))
+    }
+
+    /// Runs until `stop`, then lets attempts in flight finish (within the grace period), records
+    /// their results and releases the claims of any still unfinished.
+    pub async fn run(self, stop: CancellationToken) {
+        let wake = self.store.work_notifier();
+        self.store.spawn_work_listener(stop.clone());
+        match self.store.release_orphaned_claims().await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "released claims left by a previous process"),
+            Err(error) => tracing::warn!(error = %error, "cannot release orphaned claims"),
+        }
+        while !stop.is_cancelled() {
+            // Registered before looking, so a wake-up during the claim is not lost.
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.step().await {
+                Ok(Step::Dispatched(_)) => continue,
+                Ok(Step::Saturated) => {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = self.permits.acquire() => {}
+                    }
+                }
+                Ok(Step::Idle) => {
+                    let wait = self.idle_wait().await;
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "claiming due deliveries failed");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Until the next log falls due, but no longer than [`IDLE_RECHECK`].
+    async fn idle_wait(&self) -> Duration {
+        match self.store.next_due_at().await {
+            Ok(Some(due)) => {
+                let until = u64::try_from(due - now_ms()).unwrap_or(0);
+                Duration::from_millis(until.max(5)).min(IDLE_RECHECK)
+            }
+            Ok(None) => IDLE_RECHECK,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot read the next due time");
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    async fn drain(self) {
+        let all = u32::try_from(self.config.concurrency).unwrap_or(u32::MAX);
+        let finished =
+            tokio::time::timeout(self.config.shutdown_grace, self.permits.acquire_many(all)).await;
+        if finished.is_err() {
+            tracing::warn!("attempts still in flight after the shutdown grace period");
+        }
+        self.recorder.finish().await;
+        let unfinished: Vec<Uuid> = self.lock_in_flight().drain().collect();
+        if !unfinished.is_empty() {
+            tracing::info!(count = unfinished.len(), "releasing unfinished claims");
+            if let Err(error) = self.store.release(&unfinished).await {
+                tracing::warn!(error = %error, "cannot release claims; their leases will expire");
+            }
+        }
+    }
+
+    fn track(&self, ids: impl Iterator<Item = Uuid>) {
+        self.lock_in_flight().extend(ids);
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,234 @@
+//! Sends one signed HTTP request to a customer endpoint with one shared, pooled client, and
+//! captures what came back within bounds: the whole attempt ends within its timeout, and at most
+//! 16 KiB of response body and of response headers is kept.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+
+use super::retry::{parse_retry_after, AttemptOutcome};
+use crate::domain::clock::now_ms;
+use crate::domain::{Authorization, CustomHeader, HttpMethod};
+use crate::signing;
+
+/// Stored response bodies and headers are cut at this many bytes.
+pub const RESPONSE_LIMIT: usize = 16 * 1024;
+
+/// Everything one HTTP attempt needs.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub method: HttpMethod,
+    pub url: String,
+    /// The Standard Webhooks `webhook-id`: the event id, the same on every attempt.
+    pub message_id: String,
+    pub body: Bytes,
+    /// Active signing secrets, current first.
+    pub secrets: Vec<String>,
+    pub authorization: Authorization,
+    pub custom_headers: Vec<CustomHeader>,
+    pub timeout: Duration,
+}
+
+/// What one attempt produced.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub sent_at: i64,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub body: Option<String>,
+    pub headers: Option<String>,
+    pub error: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+impl Sent {
+    pub fn outcome(&self) -> AttemptOutcome {
+        match self.status {
+            Some(status) if (200..300).contains(&status) && self.error.is_none() => {
+                AttemptOutcome::Delivered
+            }
+            status => AttemptOutcome::Failed { status, retry_after: self.retry_after },
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+}
+
+impl Sender {
+    pub fn new() -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("webhookd/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Self { client })
+    }
+
+    /// Sends `outgoing` once. Never fails: a failure is an attempt with an error.
+    pub async fn send(&self, outgoing: &Outgoing) -> Sent {
+        let sent_at = now_ms();
+        let started = Instant::now();
+        let attempt =
+            tokio::time::timeout(outgoing.timeout, self.exchange(outgoing, sent_at)).await;
+        let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let mut sent = Sent {
+            sent_at,
+            duration_ms,
+            status: None,
+            body: None,
+            headers: None,
+            error: None,
+            retry_after: None,
+        };
+        match attempt {
+            Err(_) => {
+                sent.error = Some(format!("timed out after {}s", outgoing.timeout.as_secs()));
+            }
+            Ok(Err(error)) => sent.error = Some(describe(&error)),
+            Ok(Ok(response)) => {
+                sent.status = Some(response.status);
+                sent.retry_after = response.retry_after;
+                sent.headers = Some(response.headers);
+                sent.body = Some(response.body);
+                sent.error = response.body_error;
+            }
+        }
+        sent
+    }
+
+    async fn exchange(
+        &self,
+        outgoing: &Outgoing,
+        sent_at: i64,
+    ) -> Result<Captured, reqwest::Error> {
+        let method = match outgoing.method {
+            HttpMethod::Post => reqwest::Method::POST,
+            HttpMethod::Put => reqwest::Method::PUT,
+            HttpMethod::Patch => reqwest::Method::PATCH,
+        };
+        let headers = request_headers(outgoing, sent_at / 1000);
+        let mut response = self
+            .client
+            .request(method, &outgoing.url)
+            .headers(headers)
+            .body(outgoing.body.clone())
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let headers = headers_json(response.headers());
+        let mut body = Vec::new();
+        let mut body_error = None;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = RESPONSE_LIMIT - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if body.len() >= RESPONSE_LIMIT {
+                        break; // The rest is not needed; dropping the response closes it.
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    body_error = Some(format!("response body failed: {}", describe(&error)));
+                    break;
+                }
+            }
+        }
+        let body = String::from_utf8_lossy(&body).into_owned();
+        Ok(Captured { status, retry_after, headers, body, body_error })
+    }
+}
+
+struct Captured {
+    status: u16,
+    retry_after: Option<Duration>,
+    headers: String,
+    body: String,
+    body_error: Option<String>,
+}
+
+/// The signed request headers (SPEC §4). Custom headers and the auth header were validated when
+/// the webhook was saved; one that no longer parses is left out rather than failing the attempt.
+fn request_headers(outgoing: &Outgoing, timestamp: i64) -> HeaderMap {
+    let secrets: Vec<&str> = outgoing.secrets.iter().map(String::as_str).collect();
+    let signature =
+        signing::standard_signature(&secrets, &outgoing.message_id, timestamp, &outgoing.body);
+    let body_signature = secrets
+        .first()
+        .map(|secret| signing::body_signature(secret, &outgoing.body))
+        .unwrap_or_default();
+    let mut headers = HeaderMap::with_capacity(6 + outgoing.custom_headers.len());
+    let mut put = |name: &str, value: &str| {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
+        {
+            headers.insert(name, value);
+        }
+    };
+    for header in &outgoing.custom_headers {
+        put(&header.key, &header.value);
+    }
+    if let Some((name, value)) = outgoing.authorization.header() {
+        put(&name, &value);
+    }
+    put(CONTENT_TYPE.as_str(), "application/json");
+    put("webhook-id", &outgoing.message_id);
+    put("webhook-timestamp", &timestamp.to_string());
+    put("webhook-signature", &signature);
+    put("x-webhook-signature", &body_signature);
+    headers
+}
+
+/// Response headers as a JSON object (repeated names joined with ", "), cut at the limit.
+fn headers_json(headers: &HeaderMap) -> String {
+    let mut object = serde_json::Map::new();
+    let mut size = 2;
+    for name in headers.keys() {
+        let value = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        size += name.as_str().len() + value.len() + 6;
+        if size > RESPONSE_LIMIT {
+            break;
+        }
+        object.insert(name.as_str().to_string(), serde_json::Value::String(value));
+    }
+    serde_json::Value::Object(object).to_string()
+}
+
+/// A transport error as one readable line with its causes.
+fn describe(error: &reqwest::Error) -> String {
+    let kind = if error.is_connect() {
+        "connection failed"
+    } else if error.is_timeout() {
+        "timed out"
+    } else if error.is_body() || error.is_decode() {
+        "response body failed"
+    } else {
+        "request failed"
+    };
+    let mut message = kind.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

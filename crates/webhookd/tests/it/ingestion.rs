@@ -1,0 +1,219 @@
+//! Ingestion: validation, one transaction per request, idempotency, batches, skipped logs.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::backend_tests;
+use crate::harness::{assert_error, Backend, TestApp};
+use crate::receiver::Receiver;
+
+backend_tests!(
+    events_are_stored_even_when_nothing_subscribes,
+    invalid_events_are_422_naming_each_field,
+    an_idempotency_key_returns_the_first_event_and_creates_nothing,
+    a_batch_reports_each_item_and_accepts_the_valid_ones,
+    a_disabled_webhook_gets_a_skipped_log_and_no_request,
+    events_go_only_to_webhooks_subscribed_to_them,
+    another_organizations_agent_cannot_receive_events,
+);
+
+async fn events_are_stored_even_when_nothing_subscribes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let agent = app.create_agent().await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/agents/{agent}/events"),
+            Some(json!({"event": "call.started", "data": {"a": 1}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["success"], true);
+    assert!(uuid::Uuid::parse_str(body["data"]["event_id"].as_str().unwrap()).is_ok());
+    assert_eq!(body["data"]["logs"], json!([]));
+    assert_eq!(body["data"]["duplicate"], false);
+}
+
+async fn invalid_events_are_422_naming_each_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let agent = app.create_agent().await;
+    let path = format!("/api/v1/agents/{agent}/events");
+    let (status, body) = app.call(Method::POST, &path, Some(json!({}))).await;
+    assert_error(status, &body, 422, "VALIDATION_FAILED");
+    assert!(body["errors"]["event"].is_array() && body["errors"]["data"].is_array(), "{body}");
+    let cases = [
+        (json!({"event": "call.exploded", "data": {}}), "event"),
+        (json!({"event": 7, "data": {}}), "event"),
+        (json!({"event": "call.ended", "data": null}), "data"),
+        (json!({"event": "call.ended", "data": {}, "call_id": ""}), "call_id"),
+        (json!({"event": "call.ended", "data": {}, "call_id": "c".repeat(256)}), "call_id"),
+        (
+            json!({"event": "call.ended", "data": {}, "idempotency_key": "k".repeat(256)}),
+            "idempotency_key",
+        ),
+        (json!({"event": "call.ended", "data": {}, "webhook_url": "gopher://x"}), "webhook_url"),
+        (json!({"event": "call.ended", "data": {}, "webhook_url": 5}), "webhook_url"),
+    ];
+    for (event, field) in cases {
+        let (status, body) = app.call(Method::POST, &path, Some(event.clone())).await;
+        assert_error(status, &body, 422, "VALIDATION_FAILED");
+        assert!(body["errors"][field].is_array(), "{event} should fail on {field}: {body}");
+    }
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/agents/{}/events", uuid::Uuid::new_v4()),
+            Some(json!({"event": "call.ended", "data": {}})),
+        )
+        .await;
+    assert_error(status, &body, 404, "AGENT_NOT_FOUND");
+}
+
+async fn an_idempotency_key_returns_the_first_event_and_creates_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let agent = app.create_agent().await;
+    app.create_webhook(&agent, json!({"webhook_url": receiver.url("/")})).await;
+    let event = json!({"event": "call.completed", "data": {"n": 1}, "idempotency_key": "k-1"});
+    let first = app.ingest(&agent, event.clone()).await;
+    let second = app
+        .ingest(
+            &agent,
+            json!({"event": "call.completed", "data": {"n": 2}, "idempotency_key": "k-1"}),
+        )
+        .await;
+    assert_eq!(second["event_id"], first["event_id"]);
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(second["logs"].as_array().unwrap().len(), 1);
+    assert_eq!(second["logs"][0]["log_id"], first["logs"][0]["log_id"]);
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].json(), json!({"n": 1}));
+
+    // Keys are per organization: the same key elsewhere is a new event.
+    let other = app.other_org_key().await;
+    let (_, agent_body) = crate::harness::send(
+        app.client.post(app.url("/api/v1/agents")).bearer_auth(&other).json(&json!({"name": "a"})),
+    )
+    .await;
+    let other_agent = agent_body["data"]["id"].as_str().unwrap();
+    let (status, body) = crate::harness::send(
+        app.client
+            .post(app.url(&format!("/api/v1/agents/{other_agent}/events")))
+            .bearer_auth(&other)
+            .json(&event),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_ne!(body["data"]["event_id"], first["event_id"]);
+    assert_eq!(body["data"]["duplicate"], false);
+}
+
+async fn a_batch_reports_each_item_and_accepts_the_valid_ones(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let agent = app.create_agent().await;
+    app.create_webhook(&agent, json!({"webhook_url": receiver.url("/")})).await;
+    let mut events: Vec<Value> = (0..10)
+        .map(|i| json!({"event": "call.completed", "call_id": format!("c_{i}"), "data": {"i": i}}))
+        .collect();
+    events[3] = json!({"event": "nope", "data": {}});
+    events[7] = json!("not an object");
+    let path = format!("/api/v1/agents/{agent}/events/batch");
+    let (status, body) = app.call(Method::POST, &path, Some(json!({"events": events}))).await;
+    assert_eq!(status, 202, "{body}");
+    let data = &body["data"];
+    assert_eq!((data["accepted"].as_u64(), data["failed"].as_u64()), (Some(8), Some(2)));
+    let results = data["results"].as_array().unwrap();
+    assert_eq!(results.len(), 10);
+    assert_eq!(results[3]["success"], false);
+    assert_eq!(results[3]["code"], "VALIDATION_FAILED");
+    assert!(results[3]["errors"]["event"].is_array());
+    assert_eq!(results[7]["success"], false);
+    assert_eq!(results[0]["success"], true);
+    assert!(results[0]["event_id"].is_string());
+    assert_eq!(results[0]["logs"].as_array().unwrap().len(), 1);
+    let received = receiver.wait_for(8, Duration::from_secs(10)).await;
+    let mut seen: Vec<i64> = received.iter().map(|r| r.json()["i"].as_i64().unwrap()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 4, 5, 6, 8, 9]);
+
+    for bad in [
+        json!({}),
+        json!({"events": []}),
+        json!({"events": vec![json!({}); 1001]}),
+        json!({"events": "x"}),
+    ] {
+        let (status, body) = app.call(Method::POST, &path, Some(bad)).await;
+        assert_error(status, &body, 422, "VALIDATION_FAILED");
+    }
+    let full: Vec<Value> =
+        (0..1000).map(|i| json!({"event": "call.started", "data": {"i": i}})).collect();
+    let (status, body) = app.call(Method::POST, &path, Some(json!({"events": full}))).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["data"]["accepted"], 1000);
+}
+
+async fn a_disabled_webhook_gets_a_skipped_log_and_no_request(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let agent = app.create_agent().await;
+    let webhook = app
+        .create_webhook(&agent, json!({"webhook_url": receiver.url("/"), "enabled": false}))
+        .await;
+    let accepted = app.ingest(&agent, json!({"event": "call.completed", "data": {}})).await;
+    assert_eq!(accepted["logs"][0]["status"], "skipped");
+    let log_id = accepted["logs"][0]["log_id"].as_str().unwrap();
+    let log = app.wait_for_log(&agent, webhook["id"].as_str().unwrap(), log_id, "skipped").await;
+    assert_eq!(log["attempts"], json!([]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.received().is_empty());
+}
+
+async fn events_go_only_to_webhooks_subscribed_to_them(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let agent = app.create_agent().await;
+    app.create_webhook(
+        &agent,
+        json!({"webhook_url": receiver.url("/ended"), "events": ["call.ended"]}),
+    )
+    .await;
+    app.create_webhook(
+        &agent,
+        json!({"webhook_url": receiver.url("/both"), "events": ["call.ended", "call.completed"]}),
+    )
+    .await;
+    let other_agent = app.create_agent().await;
+    app.create_webhook(
+        &other_agent,
+        json!({"webhook_url": receiver.url("/other-agent"), "events": ["call.completed"]}),
+    )
+    .await;
+    let accepted = app.ingest(&agent, json!({"event": "call.completed", "data": {}})).await;
+    assert_eq!(accepted["logs"].as_array().unwrap().len(), 1);
+    let received = receiver.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(received[0].path, "/both");
+}
+
+async fn another_organizations_agent_cannot_receive_events(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let agent = app.create_agent().await;
+    let intruder = app.other_org_key().await;
+    for path in
+        [format!("/api/v1/agents/{agent}/events"), format!("/api/v1/agents/{agent}/events/batch")]
+    {
+        let body = json!({"event": "call.ended", "data": {}, "events": [{"event": "call.ended", "data": {}}]});
+        let (status, response) = crate::harness::send(
+            app.client.post(app.url(&path)).bearer_auth(&intruder).json(&body),
+        )
+        .await;
+        assert_error(status, &response, 404, "AGENT_NOT_FOUND");
+    }
+}
