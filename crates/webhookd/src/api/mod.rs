@@ -4,6 +4,7 @@
 
 mod agents;
 mod auth;
+mod bland;
 mod envelope;
 pub mod error;
 mod events;
@@ -11,6 +12,7 @@ pub mod extract;
 mod health;
 mod logs;
 mod organization;
+mod redelivery;
 mod secrets;
 mod webhooks;
 
@@ -74,6 +76,8 @@ impl AppState {
         (name = "webhooks", description = "Customer endpoints under an agent"),
         (name = "events", description = "Event ingestion"),
         (name = "logs", description = "Delivery logs and their attempts"),
+        (name = "redelivery", description = "Talkover's retry and bulk recovery"),
+        (name = "bland", description = "Bland's post-call webhook endpoints, with Bland's envelope"),
         (name = "organization", description = "The caller's organization"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -99,9 +103,11 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(agents::router())
         .merge(webhooks::router())
         .merge(events::router())
-        .merge(logs::router());
+        .merge(logs::router())
+        .merge(redelivery::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
+        .merge(bland::router())
         .merge(health::router())
         .split_for_parts()
 }

@@ -486,8 +486,15 @@ async fn test_webhook(
     });
     let claimed =
         state.store.create_test_delivery(&webhook, payload.to_string().into_bytes()).await?;
-    let sent =
-        immediate::send_now(&state.store, &state.sender, &state.policy, vec![claimed], 1).await?;
+    let sent = immediate::send_now(
+        &state.store,
+        &state.sender,
+        &state.policy,
+        vec![claimed],
+        crate::domain::SendType::Test,
+        1,
+    )
+    .await?;
     let (job, record) = sent
         .into_iter()
         .next()

@@ -7,18 +7,21 @@ use futures::stream::{self, StreamExt};
 use super::plan::{self, decide, Job};
 use super::retry::RetryPolicy;
 use super::sender::Sender;
+use crate::domain::SendType;
 use crate::store::{AttemptRecord, ClaimedLog, Store, StoreError};
 
-/// Sends each claimed log once, at most `concurrency` at a time, and records every attempt.
-/// Returns each job with its recorded attempt, in the order of `claimed` minus skipped logs.
+/// Sends each claimed log once as a `send_type` attempt, at most `concurrency` at a time, and
+/// records every attempt. Returns each job with its recorded attempt, in the order of `claimed`
+/// minus skipped logs.
 pub async fn send_now(
     store: &Store,
     sender: &Sender,
     policy: &RetryPolicy,
     claimed: Vec<ClaimedLog>,
+    send_type: SendType,
     concurrency: usize,
 ) -> Result<Vec<(Job, AttemptRecord)>, StoreError> {
-    let (jobs, skips) = plan::prepare(store, claimed).await?;
+    let (jobs, skips) = plan::prepare(store, claimed, Some(send_type)).await?;
     let results: Vec<(Job, AttemptRecord)> = stream::iter(jobs)
         .map(|job| async move {
             let sent = sender.send(&job.outgoing).await;

@@ -8,6 +8,7 @@
 pub mod immediate;
 mod plan;
 pub mod recorder;
+pub mod recovery;
 pub mod retry;
 pub mod sender;
 
@@ -90,7 +91,7 @@ impl Dispatcher {
             return Ok(Step::Idle);
         }
         self.track(claimed.iter().map(|log| log.id));
-        let (jobs, skips) = plan::prepare(&self.store, claimed).await?;
+        let (jobs, skips) = plan::prepare(&self.store, claimed, None).await?;
         self.recorder.skip(skips).await;
         let started = jobs.len();
         for job in jobs {
@@ -114,6 +115,7 @@ impl Dispatcher {
     pub async fn run(self, stop: CancellationToken) {
         let wake = self.store.work_notifier();
         self.store.spawn_work_listener(stop.clone());
+        tokio::spawn(recovery::run(self.store.clone(), stop.clone()));
         match self.store.release_orphaned_claims().await {
             Ok(0) => {}
             Ok(released) => tracing::info!(released, "released claims left by a previous process"),

@@ -23,11 +23,13 @@ pub struct Job {
     pub max_retries: i64,
 }
 
-/// Loads what the claimed logs need. Logs whose webhook is disabled (or gone) are closed as
-/// skipped instead of sent.
+/// Loads what the claimed logs need. `send_type` forces the attempt's kind (explicit sends:
+/// test, resend, create); otherwise each log's next kind is used. Logs whose webhook is gone, or
+/// disabled for an automatic send, are closed as skipped instead of sent.
 pub async fn prepare(
     store: &Store,
     claimed: Vec<ClaimedLog>,
+    send_type: Option<SendType>,
 ) -> Result<(Vec<Job>, Vec<SkipRecord>), StoreError> {
     let event_ids = unique(claimed.iter().map(|log| log.event_id));
     let webhook_ids = unique(claimed.iter().filter_map(|log| log.webhook_id));
@@ -54,7 +56,8 @@ pub async fn prepare(
             });
             continue;
         };
-        let send_type = log.next_send_type();
+        let send_type = send_type.unwrap_or_else(|| log.next_send_type());
+        let explicit = matches!(send_type, SendType::Test | SendType::Resend | SendType::Create);
         let message_id = log.event_id.to_string();
         let (outgoing, max_retries) = match log.webhook_id {
             Some(webhook_id) => {
@@ -62,7 +65,7 @@ pub async fn prepare(
                     skips.push(skip("Webhook no longer exists"));
                     continue;
                 };
-                if !webhook.settings.enabled && send_type != SendType::Test {
+                if !webhook.settings.enabled && !explicit {
                     skips.push(skip("Webhook is disabled"));
                     continue;
                 }

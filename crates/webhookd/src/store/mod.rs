@@ -14,6 +14,8 @@ mod logs;
 mod models;
 mod orgs;
 mod postgres;
+mod recover;
+mod redelivery;
 mod sqlite;
 mod webhooks;
 
@@ -29,6 +31,8 @@ pub use events::{CreatedLog, IngestedEvent, NewEvent};
 pub use logs::{Attempt, DeliveryLog, LogFilter, LogListing, LogPage};
 pub use models::{Agent, Organization, Webhook, WebhookSecrets};
 pub use orgs::CreatedOrg;
+pub use recover::{Recovery, Window, RECOVER_PAGE};
+pub use redelivery::PostCallEvent;
 
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +85,8 @@ pub struct Store {
     db: Db,
     /// Woken whenever this process commits work that is due now.
     wake: Arc<Notify>,
+    /// Woken when this process records a recovery to run in the background.
+    recoveries: Arc<Notify>,
 }
 
 impl Store {
@@ -95,7 +101,7 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
-        Ok(Self { db, wake: Arc::new(Notify::new()) })
+        Ok(Self { db, wake: Arc::new(Notify::new()), recoveries: Arc::new(Notify::new()) })
     }
 
     /// Tells this process's dispatcher that work is due (other nodes hear a PostgreSQL `NOTIFY`).
@@ -106,6 +112,11 @@ impl Store {
     /// What the dispatcher waits on between claims.
     pub fn work_notifier(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+
+    /// What the recovery runner waits on.
+    pub fn recovery_notifier(&self) -> Arc<Notify> {
+        self.recoveries.clone()
     }
 
     /// On PostgreSQL, relays other nodes' work notifications to this process until `stop`.

@@ -93,6 +93,17 @@ pub struct TestApp {
     shutdown: CancellationToken,
 }
 
+/// A node started by [`TestApp::spawn_on`]; stopped when dropped.
+pub struct Node {
+    shutdown: CancellationToken,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -136,6 +147,17 @@ impl TestApp {
             _db: db,
             shutdown,
         }
+    }
+
+    /// Another node (its own `App` and store) on this app's database, e.g. a worker-only one.
+    pub async fn spawn_on(&self, configure: impl FnOnce(&mut Config)) -> Node {
+        let mut config = test_config(&self._db);
+        configure(&mut config);
+        let store = open_store(&self._db.url).await.expect("open store");
+        let app = App::start(&config, store).await.expect("start node");
+        let shutdown = app.shutdown_token();
+        tokio::spawn(app.wait());
+        Node { shutdown }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -9,6 +9,7 @@ mod receiver;
 
 mod agents;
 mod auth;
+mod bland;
 mod cli;
 mod crash;
 mod delivery;
@@ -17,5 +18,6 @@ mod ingestion;
 mod logs;
 mod openapi;
 mod organization;
+mod redelivery;
 mod store;
 mod webhooks;

@@ -38,12 +38,23 @@ async fn openapi_document_covers_every_route_with_schemas() {
         "PATCH /api/v1/agents/{agent_id}/webhooks/{webhook_id}/toggle",
         "GET /api/v1/agents/{agent_id}/webhooks/{webhook_id}/secret",
         "POST /api/v1/agents/{agent_id}/webhooks/{webhook_id}/secret/rotate",
+        "POST /api/v1/agents/{agent_id}/webhooks/{webhook_id}/test",
+        "POST /api/v1/agents/{agent_id}/events",
+        "POST /api/v1/agents/{agent_id}/events/batch",
+        "GET /api/v1/agents/{agent_id}/webhooks/{webhook_id}/logs",
+        "GET /api/v1/agents/{agent_id}/webhooks/{webhook_id}/logs/{log_id}",
+        "POST /api/v1/agents/{agent_id}/webhooks/{webhook_id}/logs/{log_id}/retry",
+        "POST /api/v1/agents/{agent_id}/webhooks/{webhook_id}/recover",
+        "GET /api/v1/agents/{agent_id}/webhooks/{webhook_id}/recover/{recovery_id}",
+        "POST /v1/postcall/webhooks/resend",
+        "POST /v1/postcall/webhooks/create",
+        "GET /v1/postcall/webhooks/{call_id}",
     ];
     for operation in expected {
         assert!(operations.contains(operation), "missing {operation}; have {operations:?}");
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for schema in ["WebhookInput", "WebhookView", "AgentView", "ErrorBody"] {
+    for schema in ["WebhookInput", "WebhookView", "AgentView", "ErrorBody", "EventInput", "LogView", "BlandLog", "RecoverInput"] {
         assert!(schemas.contains_key(schema), "missing schema {schema}");
     }
     // Every operation documents its responses.

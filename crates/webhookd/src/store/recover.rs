@@ -1,0 +1,247 @@
+//! Bulk recovery of a time window: the failed and skipped logs of a webhook that have no later
+//! success get a new log each (`send_type: recover`), page by page. A large recovery is a row in
+//! `recoveries` whose cursor advances in the same transaction as each page, so it resumes where
+//! it stopped after a restart and two workers never queue the same page.
+
+use sqlx::QueryBuilder;
+use uuid::Uuid;
+
+use super::{on_reader, on_writer, Backend, Store, StoreError, Webhook};
+use crate::domain::clock::{now_ms, UnixMs};
+use crate::domain::SendType;
+
+/// The logs a recovery re-queues: failed or skipped, created in the window, with no success or
+/// pending log for the same event and webhook, and no later failed/skipped one in the window
+/// (one new log per event).
+const CANDIDATES: &str = "FROM delivery_logs l
+    WHERE l.webhook_id = $1 AND l.status IN ('failed', 'skipped')
+      AND l.created_at >= $2 AND l.created_at <= $3
+      AND NOT EXISTS (
+          SELECT 1 FROM delivery_logs o
+          WHERE o.event_id = l.event_id AND o.webhook_id = l.webhook_id AND o.id <> l.id
+            AND (o.status IN ('success', 'pending')
+                 OR (o.id > l.id AND o.created_at <= $3)))";
+
+/// Logs queued per transaction.
+pub const RECOVER_PAGE: i64 = 500;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub since: UnixMs,
+    pub until: UnixMs,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Recovery {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub webhook_id: Uuid,
+    pub since: UnixMs,
+    pub until: UnixMs,
+    /// `running` or `completed`.
+    pub status: String,
+    pub total: i64,
+    pub queued: i64,
+    pub cursor: Option<Uuid>,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+}
+
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    id: Uuid,
+    agent_id: Uuid,
+    event_id: Uuid,
+    event_type: String,
+    call_id: Option<String>,
+}
+
+const RECOVERY_COLUMNS: &str =
+    "id, org_id, webhook_id, since, until, status, total, queued, cursor, created_at, updated_at";
+
+impl Store {
+    /// How many logs a recovery of `window` would queue now.
+    pub async fn recover_count(
+        &self,
+        webhook: &Webhook,
+        window: Window,
+    ) -> Result<i64, StoreError> {
+        on_reader!(self, |pool| {
+            Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) {CANDIDATES}"))
+                .bind(webhook.id)
+                .bind(window.since)
+                .bind(window.until)
+                .fetch_one(pool)
+                .await?)
+        })
+    }
+
+    /// Queues the next page of the window after `after` (log id order). With `recovery`, the page
+    /// only commits if that recovery's cursor is still `after`, and advances it. Returns how many
+    /// were queued and the new cursor (`None` when the window is exhausted).
+    pub async fn recover_page(
+        &self,
+        webhook: &Webhook,
+        window: Window,
+        after: Option<Uuid>,
+        recovery: Option<Uuid>,
+    ) -> Result<(i64, Option<Uuid>), StoreError> {
+        let now = now_ms();
+        let select = format!(
+            "SELECT l.id, l.agent_id, l.event_id, l.event_type, l.call_id {CANDIDATES}
+               AND l.id > $4 ORDER BY l.id LIMIT $5"
+        );
+        let queued = on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let candidates: Vec<Candidate> = sqlx::query_as(&select)
+                .bind(webhook.id)
+                .bind(window.since)
+                .bind(window.until)
+                .bind(after.unwrap_or(Uuid::nil()))
+                .bind(RECOVER_PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+            let cursor = candidates.last().map(|c| c.id);
+            if !candidates.is_empty() {
+                let mut insert = QueryBuilder::new(
+                    "INSERT INTO delivery_logs (id, org_id, agent_id, webhook_id, event_id, event_type,
+                        call_id, url, status, first_send_type, original_log_id, next_attempt_at,
+                        created_at, updated_at) ",
+                );
+                insert.push_values(&candidates, |mut row, c| {
+                    row.push_bind(Uuid::now_v7())
+                        .push_bind(webhook.org_id)
+                        .push_bind(c.agent_id)
+                        .push_bind(webhook.id)
+                        .push_bind(c.event_id)
+                        .push_bind(&c.event_type)
+                        .push_bind(&c.call_id)
+                        .push_bind(&webhook.settings.url)
+                        .push_bind("pending")
+                        .push_bind(SendType::Recover.as_str())
+                        .push_bind(c.id)
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            let count = i64::try_from(candidates.len()).unwrap_or(i64::MAX);
+            if let Some(recovery) = recovery {
+                let done = count < RECOVER_PAGE;
+                let advanced = sqlx::query(
+                    "UPDATE recoveries SET cursor = COALESCE($1, cursor), queued = queued + $2,
+                        status = CASE WHEN $3 THEN 'completed' ELSE status END, updated_at = $4
+                     WHERE id = $5 AND status = 'running' AND cursor IS NOT DISTINCT FROM $6",
+                )
+                .bind(cursor)
+                .bind(count)
+                .bind(done)
+                .bind(now)
+                .bind(recovery)
+                .bind(after)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if advanced == 0 {
+                    // Another worker queued this page first.
+                    return Ok((0, None));
+                }
+            }
+            if count > 0 && self.backend() == Backend::Postgres {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(super::postgres::WORK_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            (count, if count < RECOVER_PAGE { None } else { cursor })
+        });
+        if queued.0 > 0 {
+            self.wake_dispatcher();
+        }
+        Ok(queued)
+    }
+
+    /// Records a recovery to run in the background.
+    pub async fn create_recovery(
+        &self,
+        webhook: &Webhook,
+        window: Window,
+        total: i64,
+    ) -> Result<Recovery, StoreError> {
+        let now = now_ms();
+        let recovery = Recovery {
+            id: Uuid::now_v7(),
+            org_id: webhook.org_id,
+            webhook_id: webhook.id,
+            since: window.since,
+            until: window.until,
+            status: "running".into(),
+            total,
+            queued: 0,
+            cursor: None,
+            created_at: now,
+            updated_at: now,
+        };
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO recoveries (id, org_id, webhook_id, since, until, status, total, queued,
+                    created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, 'running', $6, 0, $7, $7)",
+            )
+            .bind(recovery.id)
+            .bind(recovery.org_id)
+            .bind(recovery.webhook_id)
+            .bind(recovery.since)
+            .bind(recovery.until)
+            .bind(total)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        self.recoveries.notify_one();
+        Ok(recovery)
+    }
+
+    pub async fn recovery(
+        &self,
+        org_id: Uuid,
+        webhook_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Recovery>, StoreError> {
+        let sql = format!(
+            "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE id = $1 AND org_id = $2 AND webhook_id = $3"
+        );
+        on_reader!(self, |pool| {
+            Ok(sqlx::query_as(&sql)
+                .bind(id)
+                .bind(org_id)
+                .bind(webhook_id)
+                .fetch_optional(pool)
+                .await?)
+        })
+    }
+
+    /// Recoveries still running, oldest first.
+    pub async fn running_recoveries(&self) -> Result<Vec<Recovery>, StoreError> {
+        let sql = format!(
+            "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE status = 'running' ORDER BY id"
+        );
+        on_reader!(self, |pool| Ok(sqlx::query_as(&sql).fetch_all(pool).await?))
+    }
+
+    /// Ends a recovery whose webhook is gone or disabled.
+    pub async fn complete_recovery(&self, id: Uuid) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE recoveries SET status = 'completed', updated_at = $1 WHERE id = $2",
+            )
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+}
