@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::dispatch::retry::RetryPolicy;
 use crate::dispatch::sender::Sender;
 use crate::dispatch::{DispatchConfig, Dispatcher};
+use crate::maintenance;
 use crate::store::Store;
 
 /// Most logs one claim query takes.
@@ -38,10 +39,12 @@ pub struct App {
 impl App {
     /// Starts the roles `config` asks for on an opened, migrated `store`.
     pub async fn start(config: &Config, store: Store) -> anyhow::Result<App> {
+        crate::telemetry::metrics::handle();
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut local_addr = None;
         let sender = Sender::new().context("cannot build the HTTP client")?;
+        let mut workers = None;
         if config.run_worker {
             let dispatcher = Dispatcher::new(
                 store.clone(),
@@ -53,18 +56,27 @@ impl App {
                     policy: RetryPolicy { schedule: config.retry_schedule.clone() },
                 },
             );
+            workers = Some(dispatcher.running_flag());
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 dispatcher.run(stop).await;
                 Ok(())
             });
+            tokio::spawn(maintenance::run_retention(
+                store.clone(),
+                config.retention,
+                shutdown.clone(),
+            ));
+            tokio::spawn(maintenance::run_gauges(store.clone(), shutdown.clone()));
         }
         if config.run_api {
             let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             local_addr = Some(listener.local_addr()?);
-            let router = api::router(AppState::new(store.clone(), config, sender.clone()));
+            let mut state = AppState::new(store.clone(), config, sender.clone());
+            state.workers = workers;
+            let router = api::router(state);
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 axum::serve(listener, router)

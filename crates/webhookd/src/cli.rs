@@ -11,6 +11,10 @@ use crate::config::{self, Config};
 #[derive(Debug, Parser)]
 #[command(name = "webhookd", version, about = "Webhook delivery service", propagate_version = true)]
 pub struct Cli {
+    /// A TOML file with any of `serve`'s settings (see webhookd.example.toml); flags and
+    /// environment variables override it.
+    #[arg(long, global = true, env = "WEBHOOKD_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// Log line format (filter with RUST_LOG, e.g. `info,webhookd=debug`).
     #[arg(long, global = true, env = "WEBHOOKD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -30,6 +34,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Run a local receiver that prints each webhook and whether its signature verifies.
+    Listen(ListenArgs),
     /// Manage organizations.
     Org {
         #[command(subcommand)]
@@ -41,6 +47,16 @@ pub enum Command {
 pub enum OrgCommand {
     /// Create an organization and print `{"org_id": "...", "api_key": "..."}`.
     Create(OrgCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, env = "WEBHOOKD_LISTEN_PORT", default_value_t = 9000)]
+    pub port: u16,
+    /// The webhook's signing secret (`whsec_…`), to verify signatures.
+    #[arg(long, env = "WEBHOOKD_LISTEN_SECRET")]
+    pub secret: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -143,4 +159,66 @@ pub fn exit_for_parse_error(error: clap::Error) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Settings a configuration file may hold: `serve`'s flags, spelled with `_` or `-`.
+pub const FILE_SETTINGS: &[&str] = &[
+    "listen",
+    "database",
+    "allow_private_targets",
+    "retry_schedule",
+    "retry_window",
+    "retention",
+    "no_worker",
+    "no_api",
+    "extra_event_types",
+    "concurrency",
+    "shutdown_grace",
+    "log_format",
+];
+
+/// Applies `--config FILE` (or `WEBHOOKD_CONFIG`): each setting becomes the `WEBHOOKD_*` variable
+/// of its flag unless that variable is set already. Precedence is therefore flag, then
+/// environment, then file, then default — clap's own order, with the file slotted in.
+pub fn apply_config_file(args: &[std::ffi::OsString]) -> Result<(), String> {
+    let from_args = args.iter().enumerate().find_map(|(i, arg)| {
+        let arg = arg.to_str()?;
+        match arg.strip_prefix("--config=") {
+            Some(path) => Some(path.to_string()),
+            None if arg == "--config" => {
+                args.get(i + 1).and_then(|p| p.to_str()).map(str::to_string)
+            }
+            None => None,
+        }
+    });
+    let Some(path) = from_args.or_else(|| std::env::var("WEBHOOKD_CONFIG").ok()) else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("{path} is not valid TOML: {}", e.message()))?;
+    for (key, value) in table {
+        let setting = key.replace('-', "_");
+        if !FILE_SETTINGS.contains(&setting.as_str()) {
+            return Err(format!("{path}: unknown setting {key:?}"));
+        }
+        let value = match value {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| item.as_str().map(str::to_string).ok_or(()))
+                .collect::<Result<Vec<_>, ()>>()
+                .map_err(|()| format!("{path}: {key} must be a list of strings"))?
+                .join(","),
+            _ => return Err(format!("{path}: {key} must be a string, number, boolean or list")),
+        };
+        let variable = format!("WEBHOOKD_{}", setting.to_ascii_uppercase());
+        if std::env::var_os(&variable).is_none() {
+            std::env::set_var(variable, value);
+        }
+    }
+    Ok(())
 }

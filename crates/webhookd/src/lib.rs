@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod listen;
+pub mod maintenance;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
@@ -21,6 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::Listen(args) => listen::run(args.port, args.secret).await,
         Command::Org { command: OrgCommand::Create(args) } => {
             let name = domain::webhook::parse_name(&args.name)
                 .map_err(|e| anyhow::anyhow!("--name {e}"))?;

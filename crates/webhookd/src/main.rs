@@ -4,7 +4,12 @@ use clap::Parser;
 use webhookd::cli::{exit_for_parse_error, Cli};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(message) = webhookd::cli::apply_config_file(&args) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => return exit_for_parse_error(error),
     };

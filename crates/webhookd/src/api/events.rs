@@ -21,6 +21,7 @@ use super::AppState;
 use crate::domain::validation::{bounded_text, FieldErrors};
 use crate::domain::{webhook, EventCatalog};
 use crate::store::{CreatedLog, IngestedEvent, NewEvent};
+use crate::telemetry::metrics;
 
 /// Most events in one batch request.
 pub const BATCH_MAX: usize = 1_000;
@@ -171,6 +172,9 @@ async fn ingest_event(
     require_agent(&state, org_id, path.agent_id).await?;
     let mut ingested = state.store.ingest(org_id, path.agent_id, vec![event]).await?;
     let accepted = EventAccepted::from(ingested.remove(0));
+    if !accepted.duplicate {
+        metrics::events_ingested(1);
+    }
     let message = if accepted.duplicate { "Event already accepted" } else { "Event accepted" };
     Ok((StatusCode::ACCEPTED, ok(message, accepted)))
 }
@@ -228,7 +232,9 @@ async fn ingest_batch(
             }),
         }
     }
-    let mut ingested = state.store.ingest(org_id, path.agent_id, valid).await?.into_iter();
+    let ingested = state.store.ingest(org_id, path.agent_id, valid).await?;
+    metrics::events_ingested(ingested.iter().filter(|event| !event.duplicate).count());
+    let mut ingested = ingested.into_iter();
     for item in results.iter_mut().filter(|item| item.success) {
         item.accepted = ingested.next().map(EventAccepted::from);
     }

@@ -1,5 +1,7 @@
 //! `/healthz` (the process answers) and `/readyz` (the database answers, migrations applied).
 
+use std::sync::atomic::Ordering;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -28,7 +30,8 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok", reason: None })
 }
 
-/// Readiness: the database answers and the schema is current.
+/// Readiness: the database answers, the schema is current, and this node's delivery workers (if
+/// it runs them) are running.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
@@ -38,7 +41,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
             Json(Health { status: "unavailable", reason: Some(reason) }),
         )
     };
+    let workers_down =
+        state.workers.as_ref().is_some_and(|running| !running.load(Ordering::Relaxed));
     match state.store.is_ready().await {
+        Ok(true) if workers_down => unavailable("delivery workers are not running".into()),
         Ok(true) => (StatusCode::OK, Json(Health { status: "ready", reason: None })),
         Ok(false) => unavailable("database migrations are not applied".into()),
         Err(error) => {

@@ -16,10 +16,13 @@ mod redelivery;
 mod secrets;
 mod webhooks;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -51,6 +54,8 @@ pub struct AppState {
     pub sender: Sender,
     pub policy: Arc<RetryPolicy>,
     pub config: Arc<Config>,
+    /// This node's dispatcher's running flag, when it runs one (readiness).
+    pub workers: Option<Arc<AtomicBool>>,
 }
 
 impl AppState {
@@ -62,6 +67,7 @@ impl AppState {
             sender,
             policy: Arc::new(RetryPolicy { schedule: config.retry_schedule.clone() }),
             config: Arc::new(config.clone()),
+            workers: None,
         }
     }
 }
@@ -122,12 +128,38 @@ pub fn router(state: AppState) -> Router {
     let openapi = Arc::new(openapi);
     routes
         .route("/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
+        .route("/metrics", get(render_metrics))
         .fallback(|| async { ApiError::NotFound(Missing::Resource) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(track_request))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| panic_response()))
         .with_state(state)
+}
+
+/// Prometheus text exposition of every `webhookd_*` metric.
+async fn render_metrics() -> impl IntoResponse {
+    let body = crate::telemetry::metrics::handle().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Counts and times each request by its route template (bounded labels: no ids).
+async fn track_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let response = next.run(request).await;
+    crate::telemetry::metrics::http_request(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// A panicking handler is a bug; the client still gets the envelope, never a dropped connection.

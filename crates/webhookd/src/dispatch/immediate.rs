@@ -26,6 +26,7 @@ pub async fn send_now(
         .map(|job| async move {
             let sent = sender.send(&job.outgoing).await;
             let record = decide(&job, &sent, policy, rand::random());
+            plan::observe(&job, &record);
             (job, record)
         })
         .buffered(concurrency.max(1))

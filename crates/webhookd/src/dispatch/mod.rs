@@ -13,20 +13,23 @@ pub mod retry;
 pub mod sender;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
-pub use plan::{decide, Job};
+pub use plan::{decide, observe, Job};
 use recorder::Recorder;
 use retry::RetryPolicy;
 use sender::Sender;
 
 use crate::domain::clock::now_ms;
 use crate::store::{Store, StoreError};
+use crate::telemetry::metrics;
 
 /// Tuning of one node's dispatcher.
 #[derive(Debug, Clone)]
@@ -64,6 +67,8 @@ pub struct Dispatcher {
     recorder: Recorder,
     /// Claimed logs whose result is not recorded yet; released on shutdown.
     in_flight: Arc<Mutex<HashSet<Uuid>>>,
+    /// True while [`Dispatcher::run`] runs (readiness).
+    running: Arc<AtomicBool>,
 }
 
 impl Dispatcher {
@@ -77,7 +82,13 @@ impl Dispatcher {
             sender,
             recorder,
             in_flight,
+            running: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// A flag that is true while this dispatcher runs.
+    pub fn running_flag(&self) -> Arc<AtomicBool> {
+        self.running.clone()
     }
 
     /// Claims what is due (up to the free slots) and starts an attempt for each.
@@ -99,20 +110,34 @@ impl Dispatcher {
                 // Cannot happen (we claimed at most the free slots); the lease covers it anyway.
                 break;
             };
-            let (sender, recorder, policy) =
-                (self.sender.clone(), self.recorder.clone(), self.config.clone());
-            tokio::spawn(async move {
-                let sent = sender.send(&job.outgoing).await;
-                drop(permit);
-                recorder.attempt(decide(&job, &sent, &policy.policy, rand::random())).await;
-            });
+            let (sender, recorder, config, permits) = (
+                self.sender.clone(),
+                self.recorder.clone(),
+                self.config.clone(),
+                self.permits.clone(),
+            );
+            let span =
+                tracing::info_span!("attempt", log.id = %job.log.id, event.id = %job.log.event_id);
+            tokio::spawn(
+                async move {
+                    let sent = sender.send(&job.outgoing).await;
+                    drop(permit);
+                    metrics::in_flight(config.concurrency - permits.available_permits());
+                    let record = decide(&job, &sent, &config.policy, rand::random());
+                    observe(&job, &record);
+                    recorder.attempt(record).await;
+                }
+                .instrument(span),
+            );
         }
+        metrics::in_flight(self.config.concurrency - self.permits.available_permits());
         Ok(Step::Dispatched(started))
     }
 
     /// Runs until `stop`, then lets attempts in flight finish (within the grace period), records
     /// their results and releases the claims of any still unfinished.
     pub async fn run(self, stop: CancellationToken) {
+        self.running.store(true, Ordering::Relaxed);
         let wake = self.store.work_notifier();
         self.store.spawn_work_listener(stop.clone());
         tokio::spawn(recovery::run(self.store.clone(), stop.clone()));
@@ -151,6 +176,7 @@ impl Dispatcher {
                 }
             }
         }
+        self.running.store(false, Ordering::Relaxed);
         self.drain().await;
     }
 

@@ -74,6 +74,7 @@ pub async fn prepare(
                     method: settings.http_method,
                     url: log.url.clone(),
                     message_id,
+                    event_type: log.event_type.clone(),
                     body,
                     secrets: webhook.secrets.active_at(now).into_iter().map(String::from).collect(),
                     authorization: settings.authorization.clone(),
@@ -94,6 +95,7 @@ pub async fn prepare(
                     method: HttpMethod::Post,
                     url: log.url.clone(),
                     message_id,
+                    event_type: log.event_type.clone(),
                     body,
                     secrets: secrets.active_at(now).into_iter().map(String::from).collect(),
                     authorization: Authorization::None,
@@ -147,6 +149,31 @@ pub fn decide(job: &Job, sent: &Sent, policy: &RetryPolicy, unit: f64) -> Attemp
         next_attempt_at,
         counts_as_retry,
         disable_webhook,
+    }
+}
+
+/// Counts a finished attempt in the metrics and the log (at debug level: one line per attempt).
+pub fn observe(job: &Job, record: &AttemptRecord) {
+    let success = record.status == LogStatus::Success;
+    let duration = Duration::from_millis(record.duration_ms.unsigned_abs());
+    let since_ingest = success.then(|| {
+        Duration::from_millis(
+            (record.sent_at + record.duration_ms - job.log.created_at).unsigned_abs(),
+        )
+    });
+    crate::telemetry::metrics::attempt(success, record.response_code, duration, since_ingest);
+    tracing::debug!(
+        log.id = %job.log.id,
+        event.id = %job.log.event_id,
+        webhook.id = ?job.log.webhook_id,
+        send_type = job.send_type.as_str(),
+        status = ?record.response_code,
+        duration_ms = record.duration_ms,
+        outcome = record.status.as_str(),
+        "attempt finished"
+    );
+    if let Some(reason) = &record.disable_webhook {
+        tracing::warn!(webhook.id = ?job.log.webhook_id, reason, "disabling webhook");
     }
 }
 

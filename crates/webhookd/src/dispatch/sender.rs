@@ -22,6 +22,8 @@ pub struct Outgoing {
     pub url: String,
     /// The Standard Webhooks `webhook-id`: the event id, the same on every attempt.
     pub message_id: String,
+    /// Sent as `x-webhook-event`, so receivers can route without parsing the body.
+    pub event_type: String,
     pub body: Bytes,
     /// Active signing secrets, current first.
     pub secrets: Vec<String>,
@@ -186,6 +188,7 @@ fn request_headers(outgoing: &Outgoing, timestamp: i64) -> HeaderMap {
     }
     put(CONTENT_TYPE.as_str(), "application/json");
     put("webhook-id", &outgoing.message_id);
+    put("x-webhook-event", &outgoing.event_type);
     put("webhook-timestamp", &timestamp.to_string());
     put("webhook-signature", &signature);
     put("x-webhook-signature", &body_signature);

@@ -16,6 +16,7 @@ mod orgs;
 mod postgres;
 mod recover;
 mod redelivery;
+mod retention;
 mod sqlite;
 mod webhooks;
 
@@ -33,6 +34,7 @@ pub use models::{Agent, Organization, Webhook, WebhookSecrets};
 pub use orgs::CreatedOrg;
 pub use recover::{Recovery, Window, RECOVER_PAGE};
 pub use redelivery::PostCallEvent;
+pub use retention::{Deleted, RETENTION_BATCH};
 
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

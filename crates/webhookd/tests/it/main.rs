@@ -17,6 +17,7 @@ mod errors;
 mod ingestion;
 mod logs;
 mod openapi;
+mod operations;
 mod organization;
 mod redelivery;
 mod store;

@@ -54,7 +54,16 @@ async fn openapi_document_covers_every_route_with_schemas() {
         assert!(operations.contains(operation), "missing {operation}; have {operations:?}");
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for schema in ["WebhookInput", "WebhookView", "AgentView", "ErrorBody", "EventInput", "LogView", "BlandLog", "RecoverInput"] {
+    for schema in [
+        "WebhookInput",
+        "WebhookView",
+        "AgentView",
+        "ErrorBody",
+        "EventInput",
+        "LogView",
+        "BlandLog",
+        "RecoverInput",
+    ] {
         assert!(schemas.contains_key(schema), "missing schema {schema}");
     }
     // Every operation documents its responses.

@@ -1,5 +1,7 @@
 //! Log output: human text or one JSON object per line, on stderr (stdout carries command output
-//! such as `org create`'s JSON). Filtered with `RUST_LOG`.
+//! such as `org create`'s JSON). Filtered with `RUST_LOG`. Metrics live in [`metrics`].
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 

@@ -1,0 +1,101 @@
+//! Retention: deleting events older than the retention period with their logs and attempts, a
+//! small batch per transaction so no lock is held long and deliveries never pause.
+
+use sqlx::QueryBuilder;
+use uuid::Uuid;
+
+use super::{on_reader, on_writer, Store, StoreError};
+use crate::domain::clock::{now_ms, UnixMs, DAY_MS};
+
+/// Events per deletion transaction.
+pub const RETENTION_BATCH: i64 = 200;
+
+/// Rows one retention batch removed, per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub events: u64,
+    pub delivery_logs: u64,
+    pub attempts: u64,
+}
+
+impl Store {
+    /// Deletes up to [`RETENTION_BATCH`] events created before `cutoff` — never one that still has
+    /// a pending log — with their logs and attempts.
+    pub async fn delete_expired_batch(&self, cutoff: UnixMs) -> Result<Deleted, StoreError> {
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let ids: Vec<(Uuid,)> = sqlx::query_as(
+                "SELECT e.id FROM events e WHERE e.created_at < $1
+                   AND NOT EXISTS (SELECT 1 FROM delivery_logs l
+                                   WHERE l.event_id = e.id AND l.status = 'pending')
+                 ORDER BY e.created_at LIMIT $2",
+            )
+            .bind(cutoff)
+            .bind(RETENTION_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            if ids.is_empty() {
+                return Ok(Deleted::default());
+            }
+            let in_list = |prefix: &str| {
+                let mut query = QueryBuilder::new(prefix);
+                let mut list = query.separated(", ");
+                for (id,) in &ids {
+                    list.push_bind(*id);
+                }
+                query.push(")");
+                query
+            };
+            let attempts = in_list(
+                "DELETE FROM attempts WHERE log_id IN (SELECT id FROM delivery_logs WHERE event_id IN (",
+            )
+            .push(")")
+            .build()
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let delivery_logs = in_list("DELETE FROM delivery_logs WHERE event_id IN (")
+                .build()
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let events = in_list("DELETE FROM events WHERE id IN (")
+                .build()
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            // Idempotency keys only matter for a day; finished recoveries as long as their logs.
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                .bind(now_ms() - DAY_MS)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM recoveries WHERE status = 'completed' AND updated_at < $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Deleted { events, delivery_logs, attempts })
+        })
+    }
+
+    /// Logs due now and not claimed: work waiting for a free sender.
+    pub async fn due_count(&self) -> Result<i64, StoreError> {
+        on_reader!(self, |pool| {
+            Ok(sqlx::query_scalar(
+                "SELECT COUNT(*) FROM delivery_logs
+                 WHERE status = 'pending' AND next_attempt_at <= $1 AND claimed_at IS NULL",
+            )
+            .bind(now_ms())
+            .fetch_one(pool)
+            .await?)
+        })
+    }
+
+    pub async fn disabled_webhooks_count(&self) -> Result<i64, StoreError> {
+        on_reader!(self, |pool| {
+            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE NOT enabled")
+                .fetch_one(pool)
+                .await?)
+        })
+    }
+}

@@ -1,0 +1,112 @@
+//! Prometheus metrics, all named `webhookd_*`, with bounded label sets (never an id as a label).
+//! Recording goes through the `metrics` facade; `/metrics` renders the process-wide recorder.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 3600.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide recorder (installed on first use; several apps in one process share it).
+pub fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("buckets are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Fails only when another recorder is installed; then ours still renders (empty).
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("webhookd_events_ingested_total", "Events accepted by ingestion");
+    describe_counter!(
+        "webhookd_attempts_total",
+        "Delivery attempts by outcome and response status class"
+    );
+    describe_histogram!(
+        "webhookd_delivery_latency_seconds",
+        Unit::Seconds,
+        "From ingestion to a successful delivery"
+    );
+    describe_histogram!(
+        "webhookd_attempt_duration_seconds",
+        Unit::Seconds,
+        "Duration of one HTTP attempt"
+    );
+    describe_gauge!("webhookd_logs_due", "Delivery logs due now and not yet claimed");
+    describe_gauge!("webhookd_attempts_in_flight", "Attempts being sent by this node");
+    describe_gauge!("webhookd_webhooks_disabled", "Webhooks currently disabled");
+    describe_counter!("webhookd_http_requests_total", "API requests by route and status");
+    describe_histogram!(
+        "webhookd_http_request_duration_seconds",
+        Unit::Seconds,
+        "API request duration by route"
+    );
+    describe_counter!("webhookd_retention_deleted_total", "Rows deleted by retention, by table");
+}
+
+pub fn events_ingested(count: usize) {
+    counter!("webhookd_events_ingested_total").increment(count as u64);
+}
+
+/// One finished attempt: its outcome, status class (`2xx`…, or `none` without a response), and
+/// duration; for a success, the latency since ingestion.
+pub fn attempt(
+    success: bool,
+    status: Option<i64>,
+    duration: Duration,
+    since_ingest: Option<Duration>,
+) {
+    let outcome = if success { "success" } else { "failure" };
+    let class = match status {
+        Some(code @ 100..=599) => ["1xx", "2xx", "3xx", "4xx", "5xx"][(code / 100 - 1) as usize],
+        Some(_) => "other",
+        None => "none",
+    };
+    counter!("webhookd_attempts_total", "outcome" => outcome, "status_class" => class).increment(1);
+    histogram!("webhookd_attempt_duration_seconds").record(duration.as_secs_f64());
+    if let Some(latency) = since_ingest {
+        histogram!("webhookd_delivery_latency_seconds").record(latency.as_secs_f64());
+    }
+}
+
+pub fn in_flight(count: usize) {
+    gauge!("webhookd_attempts_in_flight").set(count as f64);
+}
+
+pub fn logs_due(count: i64) {
+    gauge!("webhookd_logs_due").set(count as f64);
+}
+
+pub fn webhooks_disabled(count: i64) {
+    gauge!("webhookd_webhooks_disabled").set(count as f64);
+}
+
+/// One API request; `route` is the matched route template, never the concrete path.
+pub fn http_request(method: &str, route: &str, status: u16, duration: Duration) {
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route.to_string()),
+        ("status", status.to_string()),
+    ];
+    counter!("webhookd_http_requests_total", &labels).increment(1);
+    histogram!("webhookd_http_request_duration_seconds", "route" => route.to_string())
+        .record(duration.as_secs_f64());
+}
+
+pub fn retention_deleted(table: &'static str, rows: u64) {
+    counter!("webhookd_retention_deleted_total", "table" => table).increment(rows);
+}
