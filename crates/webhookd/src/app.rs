@@ -43,7 +43,8 @@ impl App {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut local_addr = None;
-        let sender = Sender::new().context("cannot build the HTTP client")?;
+        let sender =
+            Sender::new(config.allow_private_targets).context("cannot build the HTTP client")?;
         let mut workers = None;
         if config.run_worker {
             let dispatcher = Dispatcher::new(

@@ -114,6 +114,9 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = "30s",
         value_parser = config::parse_duration)]
     pub shutdown_grace: Duration,
+    /// API requests per second allowed per API key, with a burst of as many (0: unlimited).
+    #[arg(long, env = "WEBHOOKD_RATE_LIMIT", default_value_t = config::DEFAULT_RATE_LIMIT)]
+    pub rate_limit: u32,
 }
 
 /// A parsed `--retry-schedule` (a newtype, so clap takes the list as one value).
@@ -138,6 +141,7 @@ impl ServeArgs {
             extra_event_types: self.extra_event_types,
             concurrency: usize::try_from(self.concurrency).unwrap_or(config::DEFAULT_CONCURRENCY),
             shutdown_grace: self.shutdown_grace,
+            rate_limit: self.rate_limit,
         }
     }
 }
@@ -174,6 +178,7 @@ pub const FILE_SETTINGS: &[&str] = &[
     "extra_event_types",
     "concurrency",
     "shutdown_grace",
+    "rate_limit",
     "log_format",
 ];
 

@@ -9,6 +9,7 @@ pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,14h,20h,24h";
 pub const DEFAULT_RETRY_WINDOW: &str = "7d";
 pub const DEFAULT_RETENTION: &str = "30d";
 pub const DEFAULT_CONCURRENCY: usize = 256;
+pub const DEFAULT_RATE_LIMIT: u32 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,6 +31,8 @@ pub struct Config {
     pub concurrency: usize,
     /// On shutdown, how long attempts in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// API requests per second allowed per API key (0: unlimited).
+    pub rate_limit: u32,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             extra_event_types: Vec::new(),
             concurrency: DEFAULT_CONCURRENCY,
             shutdown_grace: Duration::from_secs(30),
+            rate_limit: DEFAULT_RATE_LIMIT,
         }
     }
 }

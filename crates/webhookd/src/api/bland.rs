@@ -24,6 +24,7 @@ use super::logs::raw_json;
 use super::AppState;
 use crate::dispatch::immediate;
 use crate::domain::clock::format_ms;
+use crate::domain::destination::check_url;
 use crate::domain::{webhook, SendType};
 use crate::store::{Attempt, ClaimedLog, DeliveryLog};
 
@@ -342,6 +343,7 @@ async fn create(
     let call_ids = parse_call_ids(input.call_ids)?;
     let url = match input.webhook_url {
         Some(Value::String(url)) => webhook::parse_url(&url)
+            .and_then(|url| check_url(&url, state.config.allow_private_targets).map(|()| url))
             .map_err(|e| BlandFailure::invalid(format!("webhook_url {e}")))?,
         Some(_) => return Err(BlandFailure::invalid("webhook_url must be a string")),
         None => return Err(BlandFailure::invalid("webhook_url is required")),

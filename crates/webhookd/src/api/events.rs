@@ -18,6 +18,7 @@ use super::envelope::{ok, Envelope};
 use super::error::{ApiError, ErrorBody, Missing};
 use super::extract::{parse_json, ApiPath, CurrentOrg, JsonBody};
 use super::AppState;
+use crate::domain::destination::check_url;
 use crate::domain::validation::{bounded_text, FieldErrors};
 use crate::domain::{webhook, EventCatalog};
 use crate::store::{CreatedLog, IngestedEvent, NewEvent};
@@ -109,7 +110,11 @@ pub struct BatchAccepted {
 }
 
 /// Checks one ingestion body.
-fn validate(input: EventInput, catalog: &EventCatalog) -> Result<NewEvent, FieldErrors> {
+fn validate(
+    input: EventInput,
+    catalog: &EventCatalog,
+    allow_private: bool,
+) -> Result<NewEvent, FieldErrors> {
     let mut errors = FieldErrors::default();
     let event_type = match input.event {
         None => {
@@ -127,8 +132,11 @@ fn validate(input: EventInput, catalog: &EventCatalog) -> Result<NewEvent, Field
     };
     let call_id = optional_id(&mut errors, "call_id", input.call_id);
     let idempotency_key = optional_id(&mut errors, "idempotency_key", input.idempotency_key);
-    let webhook_url =
-        input.webhook_url.and_then(|url| errors.check("webhook_url", webhook::parse_url(&url)));
+    let webhook_url = input.webhook_url.and_then(|url| {
+        let checked =
+            webhook::parse_url(&url).and_then(|url| check_url(&url, allow_private).map(|()| url));
+        errors.check("webhook_url", checked)
+    });
     if input.data.is_none() {
         errors.add("data", "is required");
     }
@@ -168,7 +176,7 @@ async fn ingest_event(
     ApiPath(path): ApiPath<AgentPath>,
     JsonBody(input): JsonBody<EventInput>,
 ) -> Result<(StatusCode, Json<Envelope<EventAccepted>>), ApiError> {
-    let event = validate(input, &state.catalog)?;
+    let event = validate(input, &state.catalog, state.config.allow_private_targets)?;
     require_agent(&state, org_id, path.agent_id).await?;
     let mut ingested = state.store.ingest(org_id, path.agent_id, vec![event]).await?;
     let accepted = EventAccepted::from(ingested.remove(0));
@@ -204,7 +212,7 @@ async fn ingest_batch(
     let mut valid = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let parsed = match parse_json::<EventInput>(item.get().as_bytes()) {
-            Ok(input) => validate(input, &state.catalog),
+            Ok(input) => validate(input, &state.catalog, state.config.allow_private_targets),
             Err(ApiError::Validation(errors)) => Err(errors),
             Err(_) => Err({
                 let mut errors = FieldErrors::default();

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, Missing};
 use super::AppState;
+use crate::domain::secrets::hash_api_key;
 
 /// A JSON body: 400 `INVALID_JSON` when it is not JSON (or not UTF-8), 422 `VALIDATION_FAILED`
 /// naming the field when a value has the wrong type, 413 past the body limit.
@@ -144,10 +145,15 @@ impl FromRequestParts<AppState> for CurrentOrg {
         if key.is_empty() {
             return Err(ApiError::Unauthorized("Invalid API key"));
         }
-        match state.auth.org_for_key(&state.store, key).await? {
-            Some(org_id) => Ok(CurrentOrg(org_id)),
-            None => Err(ApiError::Unauthorized("Invalid API key")),
-        }
+        let key_hash = hash_api_key(key);
+        let Some(org_id) = state.auth.org_for_key_hash(&state.store, &key_hash).await? else {
+            return Err(ApiError::Unauthorized("Invalid API key"));
+        };
+        state
+            .auth
+            .check_rate(&key_hash)
+            .map_err(|retry_after_secs| ApiError::RateLimited { retry_after_secs })?;
+        Ok(CurrentOrg(org_id))
     }
 }
 

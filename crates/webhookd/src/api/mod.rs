@@ -63,7 +63,7 @@ impl AppState {
         Self {
             store,
             catalog: Arc::new(EventCatalog::with_extra(&config.extra_event_types)),
-            auth: Arc::new(AuthCache::default()),
+            auth: Arc::new(AuthCache::new(config.rate_limit)),
             sender,
             policy: Arc::new(RetryPolicy { schedule: config.retry_schedule.clone() }),
             config: Arc::new(config.clone()),

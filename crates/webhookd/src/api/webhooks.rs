@@ -20,10 +20,11 @@ use super::AppState;
 use crate::dispatch::immediate;
 use crate::domain::catalog::TEST_EVENT;
 use crate::domain::clock::{format_ms, now_ms};
+use crate::domain::destination::check_url;
 use crate::domain::secrets::generate_signing_secret;
 use crate::domain::validation::FieldErrors;
 use crate::domain::webhook::{self, AuthorizationInput};
-use crate::domain::{Authorization, CustomHeader, EventCatalog, HttpMethod, WebhookSettings};
+use crate::domain::{Authorization, CustomHeader, HttpMethod, WebhookSettings};
 use crate::store::Webhook;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -173,8 +174,15 @@ fn given_or<T>(
 fn resolve_settings(
     input: &WebhookInput,
     base: Option<&WebhookSettings>,
-    catalog: &EventCatalog,
+    state: &AppState,
 ) -> Result<WebhookSettings, ApiError> {
+    let catalog = &state.catalog;
+    let allow_private = state.config.allow_private_targets;
+    let parse_url = |url: &str| {
+        let url = webhook::parse_url(url)?;
+        check_url(&url, allow_private)?;
+        Ok(url)
+    };
     let mut errors = FieldErrors::default();
     let e = &mut errors;
     let name = given_or(
@@ -186,7 +194,7 @@ fn resolve_settings(
     let url = given_or(
         e,
         "webhook_url",
-        input.webhook_url.as_deref().map(webhook::parse_url),
+        input.webhook_url.as_deref().map(parse_url),
         base.map(|b| b.url.clone()),
     );
     let events = given_or(
@@ -325,7 +333,7 @@ async fn create_webhook(
     if state.store.agent(org_id, path.agent_id).await?.is_none() {
         return Err(ApiError::NotFound(Missing::Agent));
     }
-    let settings = resolve_settings(&input, None, &state.catalog)?;
+    let settings = resolve_settings(&input, None, &state)?;
     let secret = input.webhook_secret.clone().unwrap_or_else(generate_signing_secret);
     let webhook = state.store.create_webhook(org_id, path.agent_id, settings, secret).await?;
     let signing_secret = webhook.secrets.current.clone();
@@ -366,7 +374,7 @@ async fn update_webhook(
     JsonBody(input): JsonBody<WebhookInput>,
 ) -> Result<Json<Envelope<WebhookView>>, ApiError> {
     let current = find_webhook(&state, org_id, &path).await?;
-    let settings = resolve_settings(&input, Some(&current.settings), &state.catalog)?;
+    let settings = resolve_settings(&input, Some(&current.settings), &state)?;
     let mut updated = state.store.update_webhook(&current, &settings).await?;
     if let (Some(secret), Some(webhook)) = (&input.webhook_secret, &updated) {
         let grace_until = now_ms() + SECRET_GRACE_MS;

@@ -9,6 +9,7 @@ pub mod immediate;
 mod plan;
 pub mod recorder;
 pub mod recovery;
+mod resolver;
 pub mod retry;
 pub mod sender;
 

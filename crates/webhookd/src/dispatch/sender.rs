@@ -9,6 +9,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 
 use super::retry::{parse_retry_after, AttemptOutcome};
 use crate::domain::clock::now_ms;
+use crate::domain::destination::check_url;
 use crate::domain::{Authorization, CustomHeader, HttpMethod};
 use crate::signing;
 
@@ -58,11 +59,17 @@ impl Sent {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    allow_private: bool,
 }
 
 impl Sender {
-    pub fn new() -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+    /// A client with the SSRF guard, unless `allow_private` (then any address is a destination).
+    pub fn new(allow_private: bool) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder();
+        if !allow_private {
+            builder = builder.dns_resolver(std::sync::Arc::new(super::resolver::GuardedResolver));
+        }
+        let client = builder
             .user_agent(concat!("webhookd/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -71,13 +78,26 @@ impl Sender {
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Self { client })
+        Ok(Self { client, allow_private })
     }
 
     /// Sends `outgoing` once. Never fails: a failure is an attempt with an error.
     pub async fn send(&self, outgoing: &Outgoing) -> Sent {
         let sent_at = now_ms();
         let started = Instant::now();
+        // IP literals never reach the resolver: check them here (URLs saved before the guard was
+        // switched on included).
+        if let Err(reason) = check_url(&outgoing.url, self.allow_private) {
+            return Sent {
+                sent_at,
+                duration_ms: 0,
+                status: None,
+                body: None,
+                headers: None,
+                error: Some(format!("destination refused: webhook_url {reason}")),
+                retry_after: None,
+            };
+        }
         let attempt =
             tokio::time::timeout(outgoing.timeout, self.exchange(outgoing, sent_at)).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod clock;
+pub mod destination;
 pub mod secrets;
 pub mod validation;
 pub mod webhook;

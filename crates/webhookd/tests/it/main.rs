@@ -20,5 +20,6 @@ mod openapi;
 mod operations;
 mod organization;
 mod redelivery;
+mod security;
 mod store;
 mod webhooks;

@@ -1,0 +1,192 @@
+//! Which destinations webhookd may connect to. By default none on loopback, private, link-local,
+//! unique-local, CGNAT, multicast, reserved or cloud-metadata addresses, whatever their spelling
+//! (the URL parser turns `2130706433` and `0x7f.1` into `127.0.0.1`; IPv4 inside IPv6 is unwrapped).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use url::{Host, Url};
+
+/// Why an address may not be a destination, or `None` when it may.
+pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => forbidden_v4(v4),
+        IpAddr::V6(v6) => forbidden_v6(v6),
+    }
+}
+
+fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    let reason = if ip.is_loopback() {
+        "loopback"
+    } else if ip.is_private() {
+        "private"
+    } else if ip.is_link_local() {
+        "link-local (cloud metadata lives here)"
+    } else if a == 100 && (64..128).contains(&b) {
+        "shared address space (CGNAT)"
+    } else if ip.is_multicast() || ip.is_broadcast() {
+        "multicast or broadcast"
+    } else if a == 0 || a >= 240 {
+        "reserved"
+    } else if ip.is_documentation()
+        || (a == 192 && b == 0 && c == 0)
+        || (a == 198 && (18..20).contains(&b))
+    {
+        "reserved for documentation, protocols or benchmarking"
+    } else {
+        return None;
+    };
+    Some(reason)
+}
+
+fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    // IPv4 carried inside IPv6: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64
+    // (64:ff9b::a.b.c.d) and 6to4 (2002:aabb:ccdd::) all reach the IPv4 address.
+    let segments = ip.segments();
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return forbidden_v4(v4);
+    }
+    if segments[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
+        return forbidden_v4(Ipv4Addr::from(ip.to_bits() as u32));
+    }
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return forbidden_v4(Ipv4Addr::from(ip.to_bits() as u32));
+    }
+    if segments[0] == 0x2002 {
+        let embedded = (u32::from(segments[1]) << 16) | u32::from(segments[2]);
+        return forbidden_v4(Ipv4Addr::from(embedded));
+    }
+    let reason = if ip.is_loopback() {
+        "loopback"
+    } else if ip.is_unspecified() {
+        "unspecified"
+    } else if ip.is_unique_local() {
+        "unique-local (private)"
+    } else if ip.is_unicast_link_local() || (segments[0] & 0xffc0) == 0xfec0 {
+        "link-local"
+    } else if ip.is_multicast() {
+        "multicast"
+    } else if segments[0] == 0x2001 && (segments[1] == 0x0db8 || segments[1] == 0) {
+        "reserved for documentation or Teredo"
+    } else {
+        return None;
+    };
+    Some(reason)
+}
+
+/// `Ok` when `url` may be a destination as far as its spelling shows (names are checked when they
+/// are resolved); the message says why not otherwise.
+pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
+    match literal_forbidden(url) {
+        Some(reason) if !allow_private => {
+            Err(format!("must not point to a private or loopback address ({reason})"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// For a URL whose host is an IP literal (or `localhost`), why it may not be a destination.
+/// Names are checked when they are resolved, at delivery.
+pub fn literal_forbidden(url: &str) -> Option<String> {
+    let url = Url::parse(url).ok()?;
+    let ip = match url.host()? {
+        Host::Ipv4(v4) => IpAddr::V4(v4),
+        Host::Ipv6(v6) => IpAddr::V6(v6),
+        Host::Domain(name) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "localhost" || name.ends_with(".localhost") {
+                return Some(format!("{name} is a loopback name"));
+            }
+            return None;
+        }
+    };
+    forbidden_reason(ip).map(|reason| format!("{ip} is a {reason} address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forbidden(ip: &str) -> bool {
+        forbidden_reason(ip.parse().unwrap()).is_some()
+    }
+
+    #[test]
+    fn private_and_special_ipv4_ranges_are_forbidden() {
+        for ip in [
+            "127.0.0.1",
+            "127.255.0.9",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "224.0.0.1",
+            "255.255.255.255",
+            "0.0.0.0",
+            "0.1.2.3",
+            "240.0.0.1",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "192.0.0.8",
+            "198.18.0.1",
+        ] {
+            assert!(forbidden(ip), "{ip}");
+        }
+        for ip in
+            ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "93.184.216.34", "192.169.0.1"]
+        {
+            assert!(!forbidden(ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_inside_ipv6_are_checked() {
+        for ip in [
+            "::1",
+            "::",
+            "fc00::1",
+            "fd00:ec2::254",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "2001:db8::1",
+        ] {
+            assert!(forbidden(ip), "{ip}");
+        }
+        for ip in ["2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::"] {
+            assert!(!forbidden(ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn literal_urls_are_refused_in_every_spelling() {
+        for url in [
+            "http://127.0.0.1/",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://[::1]:8080/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://169.254.169.254/latest/meta-data",
+            "https://10.0.0.1/x",
+            "http://localhost:9000/",
+            "http://LOCALHOST./",
+            "http://api.localhost/",
+        ] {
+            assert!(literal_forbidden(url).is_some(), "{url}");
+        }
+        for url in ["https://example.com/hook", "http://8.8.8.8/", "https://[2606:4700::1111]/"] {
+            assert_eq!(literal_forbidden(url), None, "{url}");
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! Hostile input and SSRF: private destinations refused in every spelling, at the API and at
+//! delivery. Only loopback addresses are ever contacted.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use webhookd::domain::{Authorization, HttpMethod, WebhookSettings};
+
+use crate::backend_tests;
+use crate::harness::{assert_error, send, Backend, TestApp};
+use crate::receiver::Receiver;
+
+backend_tests!(
+    private_destinations_are_refused_in_every_spelling,
+    names_resolving_to_private_addresses_fail_the_delivery,
+    each_api_key_is_rate_limited_with_retry_after,
+);
+
+const PRIVATE_URLS: [&str; 10] = [
+    "http://127.0.0.1:9000/",
+    "http://2130706433/",
+    "http://0x7f.1/",
+    "http://127.1/",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://10.0.0.1/",
+    "http://192.168.1.10/",
+    "http://localhost:9000/",
+];
+
+async fn guarded(backend: Backend) -> TestApp {
+    TestApp::spawn_with(backend, |c| c.allow_private_targets = false).await
+}
+
+async fn private_destinations_are_refused_in_every_spelling(backend: Backend) {
+    let app = guarded(backend).await;
+    let agent = app.create_agent().await;
+    let webhook =
+        app.create_webhook(&agent, json!({"webhook_url": "https://example.com/hook"})).await;
+    let webhook_path =
+        format!("/api/v1/agents/{agent}/webhooks/{}", webhook["id"].as_str().unwrap());
+    for url in PRIVATE_URLS {
+        let body = json!({"name": "x", "webhook_url": url, "events": ["call.completed"]});
+        let (status, response) =
+            app.call(Method::POST, &format!("/api/v1/agents/{agent}/webhooks"), Some(body)).await;
+        assert_error(status, &response, 422, "VALIDATION_FAILED");
+        assert!(
+            response["errors"]["webhook_url"][0].as_str().unwrap().contains("private or loopback"),
+            "{url}: {response}"
+        );
+
+        let (status, response) =
+            app.call(Method::PUT, &webhook_path, Some(json!({"webhook_url": url}))).await;
+        assert_error(status, &response, 422, "VALIDATION_FAILED");
+
+        let event = json!({"event": "call.completed", "data": {}, "webhook_url": url});
+        let (status, response) =
+            app.call(Method::POST, &format!("/api/v1/agents/{agent}/events"), Some(event)).await;
+        assert_error(status, &response, 422, "VALIDATION_FAILED");
+
+        let create = json!({"call_ids": ["c_1"], "webhook_url": url});
+        let request = app
+            .client
+            .post(app.url("/v1/postcall/webhooks/create"))
+            .header("authorization", &app.api_key)
+            .json(&create);
+        let (status, response) = send(request).await;
+        assert_eq!(status, 400, "{url}: {response}");
+    }
+    let (_, unchanged) = app.call(Method::GET, &webhook_path, None).await;
+    assert_eq!(unchanged["data"]["webhook_url"], "https://example.com/hook");
+}
+
+/// A webhook saved with a name (or saved before the guard was on) that turns out to point at
+/// loopback: the attempt fails with a clear error and nothing reaches the address.
+async fn names_resolving_to_private_addresses_fail_the_delivery(backend: Backend) {
+    let app = guarded(backend).await;
+    let receiver = Receiver::start().await;
+    let agent = app.create_agent().await;
+    let org_id = uuid::Uuid::parse_str(&app.org_id).unwrap();
+    let agent_id = uuid::Uuid::parse_str(&agent).unwrap();
+    let port = receiver.addr.port();
+    for url in
+        [format!("http://localhost:{port}/by-name"), format!("http://127.0.0.1:{port}/literal")]
+    {
+        let settings = WebhookSettings {
+            name: "sneaky".into(),
+            url: url.clone(),
+            events: vec!["call.completed".into()],
+            timeout_secs: 5,
+            max_retries: 0,
+            enabled: true,
+            http_method: HttpMethod::Post,
+            authorization: Authorization::None,
+            custom_headers: vec![],
+        };
+        let webhook = app
+            .store
+            .create_webhook(org_id, agent_id, settings, "whsec_AAAA".into())
+            .await
+            .unwrap();
+        let accepted = app.ingest(&agent, json!({"event": "call.completed", "data": {}})).await;
+        let log = accepted["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["url"] == Value::String(url.clone()))
+            .unwrap()
+            .clone();
+        let detail = app
+            .wait_for_log(
+                &agent,
+                &webhook.id.to_string(),
+                log["log_id"].as_str().unwrap(),
+                "failed",
+            )
+            .await;
+        let error = detail["error"].as_str().unwrap();
+        assert!(error.contains("destination refused"), "{url}: {error}");
+        assert_eq!(detail["http_status"], Value::Null);
+        app.store.delete_webhook(&webhook).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(receiver.received().is_empty(), "a forbidden address was contacted");
+}
+
+async fn each_api_key_is_rate_limited_with_retry_after(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.rate_limit = 5).await;
+    let mut limited = None;
+    for _ in 0..20 {
+        let response = app.request(Method::GET, "/api/v1/agents").send().await.unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("20 requests at once were not limited at 5 per second");
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body: Value = response.json().await.unwrap();
+    assert_error(429, &body, 429, "RATE_LIMITED");
+    // Another key has its own budget.
+    let other = app.other_org_key().await;
+    let (status, _) = send(app.client.get(app.url("/api/v1/agents")).bearer_auth(other)).await;
+    assert_eq!(status, 200);
+    // The budget refills.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = app.call(Method::GET, "/api/v1/agents", None).await;
+    assert_eq!(status, 200);
+}
