@@ -13,8 +13,9 @@ use crate::config::Config;
 use crate::dispatch::retry::RetryPolicy;
 use crate::dispatch::sender::Sender;
 use crate::dispatch::{DispatchConfig, Dispatcher};
+use crate::domain::sealing::Sealer;
 use crate::maintenance;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// Most logs one claim query takes.
 const CLAIM_BATCH: usize = 256;
@@ -26,6 +27,50 @@ pub async fn open_store(url: &str) -> anyhow::Result<Store> {
         .with_context(|| format!("cannot open database {}", redact(url)))?;
     store.migrate().await.context("cannot migrate the database")?;
     Ok(store)
+}
+
+/// Opens and migrates the database, sealing secrets at rest with the server key: `secret_key`
+/// if given; for an embedded SQLite database, else the key file beside it (made on first start);
+/// PostgreSQL nodes must all be given the same key.
+pub async fn open_sealed_store(url: &str, secret_key: Option<&str>) -> anyhow::Result<Store> {
+    let store = open_store(url).await?;
+    let key = match secret_key {
+        Some(key) => key.to_string(),
+        None => match store.backend() {
+            Backend::Postgres => anyhow::bail!(
+                "PostgreSQL needs --secret-key (or WEBHOOKD_SECRET_KEY), the same on every node; \
+                 make one with `openssl rand -base64 32`"
+            ),
+            Backend::Sqlite => sqlite_key_file(url)?,
+        },
+    };
+    let sealer = Sealer::from_base64(&key).map_err(|e| anyhow::anyhow!("--secret-key: {e}"))?;
+    Ok(store.with_sealer(sealer))
+}
+
+/// The key in `<database file>.key`, created (readable by this user only) when missing. An
+/// in-memory database gets a key of its own lifetime.
+fn sqlite_key_file(url: &str) -> anyhow::Result<String> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") {
+        return Ok(Sealer::generate_key());
+    }
+    let key_path = std::path::PathBuf::from(format!("{path}.key"));
+    if let Ok(key) = std::fs::read_to_string(&key_path) {
+        return Ok(key.trim().to_string());
+    }
+    let key = Sealer::generate_key();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&key_path)
+        .with_context(|| format!("cannot create the key file {}", key_path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes())?;
+    tracing::info!(path = %key_path.display(), "created the key that seals secrets at rest; back it up with the database");
+    Ok(key)
 }
 
 /// A running webhookd: its API address (when it serves the API) and its background tasks.
@@ -118,7 +163,7 @@ impl App {
 
 /// `webhookd serve`: runs until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config.database_url).await?;
+    let store = open_sealed_store(&config.database_url, config.secret_key.as_deref()).await?;
     if let Some(created) = store.bootstrap_org("default").await? {
         println!(
             "Created organization {} (\"default\"). Its API key, shown only this once: {}",

@@ -64,6 +64,10 @@ pub struct DatabaseArgs {
     /// `sqlite://PATH` (embedded, created if missing) or `postgres://USER@HOST/DB`.
     #[arg(long, env = "WEBHOOKD_DATABASE", default_value = config::DEFAULT_DATABASE)]
     pub database: String,
+    /// Base64 key of 32 bytes sealing secrets at rest (`openssl rand -base64 32`). Required with
+    /// PostgreSQL (the same on every node); with SQLite, default: a key file beside the database.
+    #[arg(long, env = "WEBHOOKD_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +136,7 @@ impl ServeArgs {
         Config {
             listen: self.listen,
             database_url: self.database.database,
+            secret_key: self.database.secret_key,
             allow_private_targets: self.allow_private_targets,
             retry_schedule: self.retry_schedule.0,
             retry_window: self.retry_window,
@@ -179,6 +184,7 @@ pub const FILE_SETTINGS: &[&str] = &[
     "concurrency",
     "shutdown_grace",
     "rate_limit",
+    "secret_key",
     "log_format",
 ];
 

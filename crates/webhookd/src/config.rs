@@ -33,6 +33,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// API requests per second allowed per API key (0: unlimited).
     pub rate_limit: u32,
+    /// Base64 key (32 bytes) that seals secrets at rest; see `app::open_sealed_store`.
+    pub secret_key: Option<String>,
 }
 
 impl Default for Config {
@@ -51,6 +53,7 @@ impl Default for Config {
             concurrency: DEFAULT_CONCURRENCY,
             shutdown_grace: Duration::from_secs(30),
             rate_limit: DEFAULT_RATE_LIMIT,
+            secret_key: None,
         }
     }
 }

@@ -27,7 +27,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Org { command: OrgCommand::Create(args) } => {
             let name = domain::webhook::parse_name(&args.name)
                 .map_err(|e| anyhow::anyhow!("--name {e}"))?;
-            let store = app::open_store(&args.database.database).await?;
+            let database = &args.database;
+            let store =
+                app::open_sealed_store(&database.database, database.secret_key.as_deref()).await?;
             let created = store.create_org(&name).await?;
             store.close().await;
             println!(

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod destination;
+pub mod sealing;
 pub mod secrets;
 pub mod validation;
 pub mod webhook;

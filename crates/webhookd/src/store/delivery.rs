@@ -132,7 +132,7 @@ impl Store {
             query.push(")");
             query.build_query_as().fetch_all(pool).await?
         });
-        rows.into_iter().map(|row| Webhook::try_from(row).map(|w| (w.id, w))).collect()
+        rows.into_iter().map(|row| self.webhook_from_row(row).map(|w| (w.id, w))).collect()
     }
 
     /// Org-level secrets by organization id (they sign per-call `webhook_url` deliveries).

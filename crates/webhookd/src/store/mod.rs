@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::Notify;
+
+use crate::domain::sealing::Sealer;
 use tokio_util::sync::CancellationToken;
 
 pub use delivery::{AttemptRecord, ClaimedLog, SkipRecord, LEASE_MARGIN_MS};
@@ -89,6 +91,8 @@ pub struct Store {
     wake: Arc<Notify>,
     /// Woken when this process records a recovery to run in the background.
     recoveries: Arc<Notify>,
+    /// Seals secrets and credentials at rest; without one they are stored as they are.
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl Store {
@@ -103,7 +107,49 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl);
         };
-        Ok(Self { db, wake: Arc::new(Notify::new()), recoveries: Arc::new(Notify::new()) })
+        Ok(Self {
+            db,
+            wake: Arc::new(Notify::new()),
+            recoveries: Arc::new(Notify::new()),
+            sealer: None,
+        })
+    }
+
+    /// Seals secrets and credentials written from now on, and opens sealed ones read.
+    pub fn with_sealer(mut self, sealer: Sealer) -> Self {
+        self.sealer = Some(Arc::new(sealer));
+        self
+    }
+
+    /// The form in which a secret is stored.
+    pub(crate) fn seal(&self, plaintext: &str) -> String {
+        match &self.sealer {
+            Some(sealer) => sealer.seal(plaintext),
+            None => plaintext.to_string(),
+        }
+    }
+
+    /// A stored secret's plaintext.
+    pub(crate) fn open(&self, stored: String) -> Result<String, StoreError> {
+        match &self.sealer {
+            Some(sealer) => sealer
+                .open(&stored)
+                .map_err(|detail| StoreError::Corrupt { table: "secrets", detail }),
+            None => Ok(stored),
+        }
+    }
+
+    fn webhook_from_row(&self, row: models::WebhookRow) -> Result<Webhook, StoreError> {
+        Webhook::try_from(row.opened(|stored| self.open(stored))?)
+    }
+
+    /// A webhook and previous secret pair as stored, opened.
+    fn open_secrets(&self, secrets: WebhookSecrets) -> Result<WebhookSecrets, StoreError> {
+        Ok(WebhookSecrets {
+            current: self.open(secrets.current)?,
+            previous: secrets.previous.map(|p| self.open(p)).transpose()?,
+            previous_expires_at: secrets.previous_expires_at,
+        })
     }
 
     /// Tells this process's dispatcher that work is due (other nodes hear a PostgreSQL `NOTIFY`).

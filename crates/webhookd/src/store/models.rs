@@ -81,6 +81,19 @@ pub(super) struct WebhookRow {
     updated_at: i64,
 }
 
+impl WebhookRow {
+    /// The row with its sealed columns (secrets, credentials) opened by `open`.
+    pub(super) fn opened(
+        mut self,
+        open: impl Fn(String) -> Result<String, StoreError>,
+    ) -> Result<Self, StoreError> {
+        self.signing_secret = open(self.signing_secret)?;
+        self.previous_signing_secret = self.previous_signing_secret.map(&open).transpose()?;
+        self.auth_config = open(self.auth_config)?;
+        Ok(self)
+    }
+}
+
 fn corrupt(detail: impl ToString) -> StoreError {
     StoreError::Corrupt { table: "webhooks", detail: detail.to_string() }
 }

@@ -19,7 +19,7 @@ impl Store {
     pub async fn create_org(&self, name: &str) -> Result<CreatedOrg, StoreError> {
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let created = insert_org(&mut tx, name).await?;
+            let created = insert_org(&mut tx, name, self.seal(&generate_signing_secret())).await?;
             tx.commit().await?;
             Ok(created)
         })
@@ -39,7 +39,7 @@ impl Store {
             if existing > 0 {
                 return Ok(None);
             }
-            let created = insert_org(&mut tx, name).await?;
+            let created = insert_org(&mut tx, name, self.seal(&generate_signing_secret())).await?;
             tx.commit().await?;
             Ok(Some(created))
         })
@@ -73,7 +73,7 @@ impl Store {
             .bind(org_id)
             .fetch_optional(pool)
             .await?;
-            Ok(row.map(secrets_from_columns))
+            row.map(|row| self.open_secrets(secrets_from_columns(row))).transpose()
         })
     }
 
@@ -91,12 +91,12 @@ impl Store {
                  RETURNING signing_secret, previous_signing_secret, previous_secret_expires_at",
             )
             .bind(grace_until)
-            .bind(generate_signing_secret())
+            .bind(self.seal(&generate_signing_secret()))
             .bind(now_ms())
             .bind(org_id)
             .fetch_optional(pool)
             .await?;
-            Ok(row.map(secrets_from_columns))
+            row.map(|row| self.open_secrets(secrets_from_columns(row))).transpose()
         })
     }
 }
@@ -107,9 +107,11 @@ pub(super) fn secrets_from_columns(
     WebhookSecrets { current, previous, previous_expires_at }
 }
 
+/// Inserts an organization with its (already sealed) signing secret and a first API key.
 async fn insert_org<DB>(
     tx: &mut sqlx::Transaction<'_, DB>,
     name: &str,
+    sealed_secret: String,
 ) -> Result<CreatedOrg, StoreError>
 where
     DB: sqlx::Database,
@@ -129,7 +131,7 @@ where
     )
     .bind(org.id)
     .bind(name)
-    .bind(generate_signing_secret())
+    .bind(sealed_secret)
     .bind(now)
     .execute(&mut **tx)
     .await?;

@@ -12,10 +12,6 @@ pub(super) const WEBHOOK_COLUMNS: &str =
     enabled, disabled_reason, http_method, auth_config, custom_headers, signing_secret,
     previous_signing_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
 
-fn decode(row: Option<WebhookRow>) -> Result<Option<Webhook>, StoreError> {
-    row.map(Webhook::try_from).transpose()
-}
-
 impl Store {
     pub async fn create_webhook(
         &self,
@@ -41,6 +37,8 @@ impl Store {
             updated_at: now,
         };
         let columns = SettingsColumns::new(&webhook.settings);
+        let (sealed_auth, sealed_secret) =
+            (self.seal(&columns.authorization), self.seal(&webhook.secrets.current));
         on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO webhooks (id, org_id, agent_id, name, url, events, timeout_secs,
@@ -58,9 +56,9 @@ impl Store {
             .bind(columns.settings.max_retries)
             .bind(columns.settings.enabled)
             .bind(columns.settings.http_method.as_str())
-            .bind(&columns.authorization)
+            .bind(&sealed_auth)
             .bind(&columns.custom_headers)
-            .bind(&webhook.secrets.current)
+            .bind(&sealed_secret)
             .bind(now)
             .execute(pool)
             .await?;
@@ -80,7 +78,7 @@ impl Store {
         let rows: Vec<WebhookRow> = on_reader!(self, |pool| {
             sqlx::query_as(&query).bind(agent_id).bind(org_id).fetch_all(pool).await?
         });
-        rows.into_iter().map(Webhook::try_from).collect()
+        rows.into_iter().map(|row| self.webhook_from_row(row)).collect()
     }
 
     pub async fn webhook(
@@ -100,7 +98,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        decode(row)
+        row.map(|row| self.webhook_from_row(row)).transpose()
     }
 
     /// Stores new settings. Re-enabling clears the disabled reason and the failure streak.
@@ -110,6 +108,7 @@ impl Store {
         settings: &WebhookSettings,
     ) -> Result<Option<Webhook>, StoreError> {
         let columns = SettingsColumns::new(settings);
+        let sealed_auth = self.seal(&columns.authorization);
         let query = format!(
             "UPDATE webhooks SET name = $1, url = $2, events = $3, timeout_secs = $4,
                 max_retries = $5, enabled = $6, http_method = $7, auth_config = $8,
@@ -128,7 +127,7 @@ impl Store {
                 .bind(settings.max_retries)
                 .bind(settings.enabled)
                 .bind(settings.http_method.as_str())
-                .bind(&columns.authorization)
+                .bind(&sealed_auth)
                 .bind(&columns.custom_headers)
                 .bind(now_ms())
                 .bind(webhook.id)
@@ -136,7 +135,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        decode(row)
+        row.map(|row| self.webhook_from_row(row)).transpose()
     }
 
     /// Flips `enabled` in one statement, so concurrent toggles cannot lose an update.
@@ -155,7 +154,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        decode(row)
+        row.map(|row| self.webhook_from_row(row)).transpose()
     }
 
     /// Replaces the signing secret with `new_secret`; the old one keeps signing until
@@ -175,14 +174,14 @@ impl Store {
         let row = on_writer!(self, |pool| {
             sqlx::query_as(&query)
                 .bind(grace_until)
-                .bind(new_secret)
+                .bind(self.seal(new_secret))
                 .bind(now_ms())
                 .bind(webhook.id)
                 .bind(webhook.org_id)
                 .fetch_optional(pool)
                 .await?
         });
-        decode(row)
+        row.map(|row| self.webhook_from_row(row)).transpose()
     }
 
     /// Deletes the webhook with its delivery logs. `false` when there was none.

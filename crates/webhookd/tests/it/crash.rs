@@ -186,7 +186,7 @@ async fn postgres_notify_wakes_another_nodes_worker_at_once() {
     let db = TestDb::new(Backend::Postgres).await;
     let key = create_org(&db.url);
     let receiver = Receiver::start().await;
-    let api = ServeProcess::start(&db.url, &["--no-worker"]);
+    let api = ServeProcess::start(&db.url, &["--no-worker", "--allow-private-targets"]);
     let _worker = ServeProcess::start(&db.url, &["--no-api", "--allow-private-targets"]);
     // Let the worker settle into its idle wait before the event comes.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -7,11 +7,13 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Method, RequestBuilder};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use webhookd::app::{open_store, App};
+use webhookd::app::{open_sealed_store, App};
 use webhookd::config::Config;
 use webhookd::store::Store;
 
 pub const POSTGRES_URL_VAR: &str = "WEBHOOKD_TEST_POSTGRES_URL";
+/// The server key of PostgreSQL test nodes (SQLite ones make their own key file).
+pub const TEST_SECRET_KEY: &str = "dGVzdC1rZXktdGhhdC1pcy0zMi1ieXRlcy1sb25nISE=";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -54,6 +56,7 @@ pub fn postgres_base_url() -> Option<String> {
 /// schema, selected through the connection's `search_path`.
 pub struct TestDb {
     pub url: String,
+    pub backend: Backend,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -63,7 +66,7 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("webhookd.db").display());
-                TestDb { url, _dir: Some(dir) }
+                TestDb { url, backend, _dir: Some(dir) }
             }
             Backend::Postgres => {
                 let base = postgres_base_url().expect("PostgreSQL URL");
@@ -76,7 +79,7 @@ impl TestDb {
                 admin.close().await;
                 let separator = if base.contains('?') { '&' } else { '?' };
                 let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-                TestDb { url, _dir: None }
+                TestDb { url, backend, _dir: None }
             }
         }
     }
@@ -118,6 +121,7 @@ pub fn test_config(db: &TestDb) -> Config {
         allow_private_targets: true,
         retry_schedule: vec![Duration::from_millis(50)],
         shutdown_grace: Duration::from_secs(2),
+        secret_key: (db.backend == Backend::Postgres).then(|| TEST_SECRET_KEY.to_string()),
         ..Config::default()
     }
 }
@@ -132,7 +136,8 @@ impl TestApp {
         let db = TestDb::new(backend).await;
         let mut config = test_config(&db);
         configure(&mut config);
-        let store = open_store(&db.url).await.expect("open store");
+        let store =
+            open_sealed_store(&db.url, config.secret_key.as_deref()).await.expect("open store");
         let created = store.create_org("test org").await.expect("create org");
         let app = App::start(&config, store.clone()).await.expect("start app");
         let addr = app.local_addr().expect("API address");
@@ -153,11 +158,17 @@ impl TestApp {
     pub async fn spawn_on(&self, configure: impl FnOnce(&mut Config)) -> Node {
         let mut config = test_config(&self._db);
         configure(&mut config);
-        let store = open_store(&self._db.url).await.expect("open store");
+        let store = open_sealed_store(&self._db.url, config.secret_key.as_deref())
+            .await
+            .expect("open store");
         let app = App::start(&config, store).await.expect("start node");
         let shutdown = app.shutdown_token();
         tokio::spawn(app.wait());
         Node { shutdown }
+    }
+
+    pub fn db(&self) -> &TestDb {
+        &self._db
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 pub fn webhookd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_webhookd"));
-    command.env_remove("WEBHOOKD_DATABASE").env_remove("RUST_LOG");
+    command
+        .env_remove("WEBHOOKD_DATABASE")
+        .env_remove("RUST_LOG")
+        .env("WEBHOOKD_SECRET_KEY", crate::harness::TEST_SECRET_KEY);
     command
 }
 

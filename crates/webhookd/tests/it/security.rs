@@ -15,6 +15,7 @@ backend_tests!(
     private_destinations_are_refused_in_every_spelling,
     names_resolving_to_private_addresses_fail_the_delivery,
     each_api_key_is_rate_limited_with_retry_after,
+    secrets_and_credentials_are_sealed_at_rest,
 );
 
 const PRIVATE_URLS: [&str; 10] = [
@@ -149,4 +150,52 @@ async fn each_api_key_is_rate_limited_with_retry_after(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, _) = app.call(Method::GET, "/api/v1/agents", None).await;
     assert_eq!(status, 200);
+}
+
+/// The raw stored values of a column, read past webhookd.
+async fn raw_column(app: &TestApp, sql: &str) -> Vec<String> {
+    let db = app.db();
+    match db.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            let values = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            values
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            let values = sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap();
+            pool.close().await;
+            values
+        }
+    }
+}
+
+async fn secrets_and_credentials_are_sealed_at_rest(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let agent = app.create_agent().await;
+    let webhook = app
+        .create_webhook(&agent, json!({"webhook_secret": "whsec_known_secret", "authorization_scheme": "bearer", "auth_token": "tok-known-123"}))
+        .await;
+    let path = format!("/api/v1/agents/{agent}/webhooks/{}", webhook["id"].as_str().unwrap());
+    app.call(Method::POST, &format!("{path}/secret/rotate"), None).await;
+    for sql in [
+        "SELECT signing_secret FROM webhooks",
+        "SELECT previous_signing_secret FROM webhooks",
+        "SELECT auth_config FROM webhooks",
+        "SELECT signing_secret FROM organizations",
+    ] {
+        for value in raw_column(&app, sql).await {
+            assert!(value.starts_with("enc:v1:"), "{sql} stored {value:?}");
+            assert!(!value.contains("known"), "{sql} stored {value:?}");
+        }
+    }
+    let (_, secret) = app.call(Method::GET, &format!("{path}/secret"), None).await;
+    assert!(secret["data"]["signing_secret"].as_str().unwrap().starts_with("whsec_"));
+    if backend == Backend::Sqlite {
+        let file = app.db().url.trim_start_matches("sqlite://").to_string() + ".key";
+        let metadata = std::fs::metadata(&file).expect("the key file was made beside the database");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+    }
 }
