@@ -13,7 +13,7 @@ mod resolver;
 pub mod retry;
 pub mod sender;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +44,12 @@ pub struct DispatchConfig {
     pub policy: RetryPolicy,
 }
 
+/// A destination (webhook) may use at most this share of the sending slots, so a slow or hanging
+/// endpoint cannot hold up deliveries to the others.
+const DESTINATION_SHARE: usize = 2;
+/// A log deferred because its destination is at its share is due again this much later.
+const DEFER_MS: i64 = 1_000;
+
 /// When idle, look again at least this often (catches a missed wake-up or another node's
 /// expired lease without polling busily).
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
@@ -70,6 +76,8 @@ pub struct Dispatcher {
     in_flight: Arc<Mutex<HashSet<Uuid>>>,
     /// True while [`Dispatcher::run`] runs (readiness).
     running: Arc<AtomicBool>,
+    /// Attempts in flight per destination (webhook, or organization for per-call URLs).
+    per_destination: Arc<Mutex<HashMap<Uuid, usize>>>,
 }
 
 impl Dispatcher {
@@ -84,6 +92,7 @@ impl Dispatcher {
             recorder,
             in_flight,
             running: Arc::new(AtomicBool::new(false)),
+            per_destination: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -105,6 +114,7 @@ impl Dispatcher {
         self.track(claimed.iter().map(|log| log.id));
         let (jobs, skips) = plan::prepare(&self.store, claimed, None).await?;
         self.recorder.skip(skips).await;
+        let jobs = self.admit(jobs).await?;
         let started = jobs.len();
         for job in jobs {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -117,12 +127,14 @@ impl Dispatcher {
                 self.config.clone(),
                 self.permits.clone(),
             );
+            let per_destination = self.per_destination.clone();
             let span =
                 tracing::info_span!("attempt", log.id = %job.log.id, event.id = %job.log.event_id);
             tokio::spawn(
                 async move {
                     let sent = sender.send(&job.outgoing).await;
                     drop(permit);
+                    leave(&per_destination, destination(&job));
                     metrics::in_flight(config.concurrency - permits.available_permits());
                     let record = decide(&job, &sent, &config.policy, rand::random());
                     observe(&job, &record);
@@ -207,10 +219,34 @@ impl Dispatcher {
         let unfinished: Vec<Uuid> = self.lock_in_flight().drain().collect();
         if !unfinished.is_empty() {
             tracing::info!(count = unfinished.len(), "releasing unfinished claims");
-            if let Err(error) = self.store.release(&unfinished).await {
+            if let Err(error) = self.store.release(&unfinished, now_ms()).await {
                 tracing::warn!(error = %error, "cannot release claims; their leases will expire");
             }
         }
+    }
+
+    /// Keeps the jobs whose destination is under its share of the slots (counting them in);
+    /// gives the others back to the queue for a little later.
+    async fn admit(&self, jobs: Vec<Job>) -> Result<Vec<Job>, StoreError> {
+        let share = (self.config.concurrency / DESTINATION_SHARE).max(1);
+        let (admitted, deferred): (Vec<Job>, Vec<Job>) = {
+            let mut counts = lock(&self.per_destination);
+            jobs.into_iter().partition(|job| {
+                let count = counts.entry(destination(job)).or_default();
+                let admit = *count < share;
+                *count += usize::from(admit);
+                admit
+            })
+        };
+        if !deferred.is_empty() {
+            let ids: Vec<Uuid> = deferred.iter().map(|job| job.log.id).collect();
+            self.store.release(&ids, now_ms() + DEFER_MS).await?;
+            let mut in_flight = self.lock_in_flight();
+            for id in &ids {
+                in_flight.remove(id);
+            }
+        }
+        Ok(admitted)
     }
 
     fn track(&self, ids: impl Iterator<Item = Uuid>) {
@@ -218,6 +254,26 @@ impl Dispatcher {
     }
 
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
-        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.in_flight)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whose share of the slots an attempt uses: its webhook, or for a per-call URL its organization.
+fn destination(job: &Job) -> Uuid {
+    job.log.webhook_id.unwrap_or(job.log.org_id)
+}
+
+/// One attempt to `destination` finished.
+fn leave(per_destination: &Mutex<HashMap<Uuid, usize>>, destination: Uuid) {
+    let mut counts = lock(per_destination);
+    if let Some(count) = counts.get_mut(&destination) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(&destination);
+        }
     }
 }

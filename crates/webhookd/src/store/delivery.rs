@@ -300,16 +300,16 @@ impl Store {
         })
     }
 
-    /// Makes claimed logs due now again (a worker shutting down with attempts it could not finish).
-    pub async fn release(&self, log_ids: &[Uuid]) -> Result<(), StoreError> {
+    /// Gives claimed logs back, due again at `due_at`: a worker shutting down with attempts it
+    /// could not finish (due now), or one deferring a destination that has enough in flight.
+    pub async fn release(&self, log_ids: &[Uuid], due_at: UnixMs) -> Result<(), StoreError> {
         if log_ids.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
         on_writer!(self, |pool| {
             let mut query =
                 QueryBuilder::new("UPDATE delivery_logs SET claimed_at = NULL, next_attempt_at = ");
-            query.push_bind(now).push(" WHERE status = 'pending' AND id IN (");
+            query.push_bind(due_at).push(" WHERE status = 'pending' AND id IN (");
             let mut ids = query.separated(", ");
             for id in log_ids {
                 ids.push_bind(*id);

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod hostile;
 mod process;
 mod receiver;
 
