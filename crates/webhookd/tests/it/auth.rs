@@ -44,6 +44,9 @@ async fn another_organizations_resources_are_404_on_every_route(backend: Backend
     let app = TestApp::spawn(backend).await;
     let agent = app.create_agent().await;
     let webhook = app.create_webhook(&agent, json!({})).await["id"].as_str().unwrap().to_string();
+    let accepted = app.ingest(&agent, json!({"event": "call.completed", "data": {}})).await;
+    let log = accepted["logs"][0]["log_id"].as_str().unwrap().to_string();
+    let recovery = uuid::Uuid::new_v4();
     let intruder = app.other_org_key().await;
 
     let agent_path = format!("/api/v1/agents/{agent}");
@@ -65,6 +68,19 @@ async fn another_organizations_resources_are_404_on_every_route(backend: Backend
         (Method::PATCH, format!("{webhook_path}/toggle"), None, "AGENT_NOT_FOUND"),
         (Method::GET, format!("{webhook_path}/secret"), None, "AGENT_NOT_FOUND"),
         (Method::POST, format!("{webhook_path}/secret/rotate"), None, "AGENT_NOT_FOUND"),
+        (Method::POST, format!("{webhook_path}/test"), None, "AGENT_NOT_FOUND"),
+        (Method::POST, format!("{agent_path}/events"), Some(json!({"event": "call.ended", "data": {}})), "AGENT_NOT_FOUND"),
+        (
+            Method::POST,
+            format!("{agent_path}/events/batch"),
+            Some(json!({"events": [{"event": "call.ended", "data": {}}]})),
+            "AGENT_NOT_FOUND",
+        ),
+        (Method::GET, format!("{webhook_path}/logs"), None, "AGENT_NOT_FOUND"),
+        (Method::GET, format!("{webhook_path}/logs/{log}"), None, "AGENT_NOT_FOUND"),
+        (Method::POST, format!("{webhook_path}/logs/{log}/retry"), None, "AGENT_NOT_FOUND"),
+        (Method::POST, format!("{webhook_path}/recover"), Some(json!({"since": 0})), "AGENT_NOT_FOUND"),
+        (Method::GET, format!("{webhook_path}/recover/{recovery}"), None, "AGENT_NOT_FOUND"),
     ];
     for (method, path, body, code) in cases {
         let mut request = app.client.request(method.clone(), app.url(&path)).bearer_auth(&intruder);
@@ -74,6 +90,7 @@ async fn another_organizations_resources_are_404_on_every_route(backend: Backend
         let (status, response) = send(request).await;
         assert_error(status, &response, 404, code);
         assert!(!response.to_string().contains(&webhook), "{method} {path} leaked: {response}");
+        assert!(!response.to_string().contains(&log), "{method} {path} leaked: {response}");
     }
     // The owner still sees everything unchanged.
     let (status, owned) = app.call(Method::GET, &webhook_path, None).await;
