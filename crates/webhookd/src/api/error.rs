@@ -36,6 +36,8 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("request headers too large")]
+    HeadersTooLarge,
     #[error("validation failed")]
     Validation(FieldErrors),
     #[error("log cannot be retried")]
@@ -92,6 +94,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
                 "Request body is larger than 1 MiB".into(),
+            ),
+            HeadersTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "HEADERS_TOO_LARGE",
+                "Request headers exceed 32 KiB or 100 fields".into(),
             ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,

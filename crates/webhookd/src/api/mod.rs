@@ -43,6 +43,9 @@ pub use auth::AuthCache;
 
 /// Request bodies larger than this are refused with 413 `PAYLOAD_TOO_LARGE`.
 pub const BODY_LIMIT: usize = 1024 * 1024;
+/// Requests with more header bytes (names and values) or more headers are refused with 431.
+pub const HEADER_BYTES_LIMIT: usize = 32 * 1024;
+pub const HEADER_COUNT_LIMIT: usize = 100;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -111,11 +114,47 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(events::router())
         .merge(logs::router())
         .merge(redelivery::router());
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .merge(bland::router())
         .merge(health::router())
-        .split_for_parts()
+        .split_for_parts();
+    document_common_responses(&mut openapi);
+    (router, openapi)
+}
+
+/// Responses any authenticated operation can give, added to each so the document describes every
+/// answer: 401 without a valid key, 429 past the rate limit, 500 on a server fault.
+fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+            )
+            .build()
+    };
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let authenticated = path.starts_with("/api/") || path.starts_with("/v1/");
+        let operations =
+            [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            if authenticated {
+                responses
+                    .entry("401".into())
+                    .or_insert_with(|| error("Missing or invalid API key").into());
+                responses
+                    .entry("429".into())
+                    .or_insert_with(|| error("Rate limit exceeded; see Retry-After").into());
+            }
+            responses
+                .entry("500".into())
+                .or_insert_with(|| error("Server fault (details in the server log)").into());
+        }
+    }
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -132,6 +171,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound(Missing::Resource) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(limit_headers))
         .layer(middleware::from_fn(track_request))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| panic_response()))
@@ -142,6 +182,16 @@ pub fn router(state: AppState) -> Router {
 async fn render_metrics() -> impl IntoResponse {
     let body = crate::telemetry::metrics::handle().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Refuses requests whose headers exceed the limits, in the envelope.
+async fn limit_headers(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if bytes > HEADER_BYTES_LIMIT || headers.len() > HEADER_COUNT_LIMIT {
+        return ApiError::HeadersTooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 /// Counts and times each request by its route template (bounded labels: no ids).

@@ -69,7 +69,12 @@ async fn another_organizations_resources_are_404_on_every_route(backend: Backend
         (Method::GET, format!("{webhook_path}/secret"), None, "AGENT_NOT_FOUND"),
         (Method::POST, format!("{webhook_path}/secret/rotate"), None, "AGENT_NOT_FOUND"),
         (Method::POST, format!("{webhook_path}/test"), None, "AGENT_NOT_FOUND"),
-        (Method::POST, format!("{agent_path}/events"), Some(json!({"event": "call.ended", "data": {}})), "AGENT_NOT_FOUND"),
+        (
+            Method::POST,
+            format!("{agent_path}/events"),
+            Some(json!({"event": "call.ended", "data": {}})),
+            "AGENT_NOT_FOUND",
+        ),
         (
             Method::POST,
             format!("{agent_path}/events/batch"),
@@ -79,7 +84,12 @@ async fn another_organizations_resources_are_404_on_every_route(backend: Backend
         (Method::GET, format!("{webhook_path}/logs"), None, "AGENT_NOT_FOUND"),
         (Method::GET, format!("{webhook_path}/logs/{log}"), None, "AGENT_NOT_FOUND"),
         (Method::POST, format!("{webhook_path}/logs/{log}/retry"), None, "AGENT_NOT_FOUND"),
-        (Method::POST, format!("{webhook_path}/recover"), Some(json!({"since": 0})), "AGENT_NOT_FOUND"),
+        (
+            Method::POST,
+            format!("{webhook_path}/recover"),
+            Some(json!({"since": 0})),
+            "AGENT_NOT_FOUND",
+        ),
         (Method::GET, format!("{webhook_path}/recover/{recovery}"), None, "AGENT_NOT_FOUND"),
     ];
     for (method, path, body, code) in cases {

@@ -74,6 +74,25 @@ async fn unknown_routes_malformed_ids_and_wrong_methods_get_the_envelope(backend
     }
 }
 
+/// Too many or too large headers are a 431 (in the envelope when the HTTP layer lets the request
+/// through to webhookd), and the server goes on.
+#[tokio::test]
+async fn oversized_headers_are_431() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut request = app.request(Method::GET, "/api/v1/agents");
+    for i in 0..150 {
+        request = request.header(format!("x-filler-{i}"), "v");
+    }
+    // More than 100 headers: the HTTP parser itself answers 431.
+    assert_eq!(request.send().await.unwrap().status().as_u16(), 431);
+    let huge = "a".repeat(64 * 1024);
+    let (status, body) =
+        send(app.request(Method::GET, "/api/v1/agents").header("x-huge", huge)).await;
+    assert_error(status, &body, 431, "HEADERS_TOO_LARGE");
+    let (status, _) = app.call(Method::GET, "/api/v1/agents", None).await;
+    assert_eq!(status, 200, "the server still answers");
+}
+
 async fn health_and_readiness_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (status, body) = send(app.client.get(app.url("/healthz"))).await;

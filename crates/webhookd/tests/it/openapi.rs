@@ -69,10 +69,17 @@ async fn openapi_document_covers_every_route_with_schemas() {
     // Every operation documents its responses.
     for (path, item) in paths {
         for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
             assert!(
-                !operation["responses"].as_object().unwrap().is_empty(),
-                "{method} {path} documents no response"
+                responses.keys().any(|code| code.starts_with('2')),
+                "{method} {path} documents no success"
             );
+            assert!(responses.contains_key("500"), "{method} {path} lacks 500");
+            if path.starts_with("/api/") {
+                for code in ["401", "429"] {
+                    assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+                }
+            }
         }
     }
 }
