@@ -22,7 +22,7 @@ pub async fn run(port: u16, secret: Option<String>) -> anyhow::Result<()> {
     let check = if secret.is_some() {
         "verifying signatures"
     } else {
-        "not verifying signatures (no --secret)"
+        "not verifying signatures: no --secret"
     };
     println!("Listening on http://{addr}/ ({check}). Ctrl-C to stop.");
     let _ = std::io::stdout().flush();
