@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+/// mimalloc: the delivery path allocates many small, short-lived buffers (requests, rows, JSON),
+/// where glibc's allocator showed up at a quarter of the CPU profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use webhookd::cli::{exit_for_parse_error, Cli};
 

@@ -104,7 +104,6 @@ CREATE INDEX delivery_logs_due ON delivery_logs (next_attempt_at) WHERE status =
 CREATE INDEX delivery_logs_webhook ON delivery_logs (webhook_id, id);
 CREATE INDEX delivery_logs_org_call ON delivery_logs (org_id, call_id, event_type) WHERE call_id IS NOT NULL;
 CREATE INDEX delivery_logs_event ON delivery_logs (event_id);
-CREATE INDEX delivery_logs_created ON delivery_logs (created_at);
 
 CREATE TABLE attempts (
     id                UUID PRIMARY KEY NOT NULL,

@@ -50,6 +50,9 @@ const DESTINATION_SHARE: usize = 2;
 /// A log deferred because its destination is at its share is due again this much later.
 const DEFER_MS: i64 = 1_000;
 
+/// Longest wait for a batch of free slots before claiming with what is free.
+const REFILL_WAIT: Duration = Duration::from_millis(2);
+
 /// When idle, look again at least this often (catches a missed wake-up or another node's
 /// expired lease without polling busily).
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
@@ -129,7 +132,7 @@ impl Dispatcher {
             );
             let per_destination = self.per_destination.clone();
             let span =
-                tracing::info_span!("attempt", log.id = %job.log.id, event.id = %job.log.event_id);
+                tracing::debug_span!("attempt", log.id = %job.log.id, event.id = %job.log.event_id);
             tokio::spawn(
                 async move {
                     let sent = sender.send(&job.outgoing).await;
@@ -159,7 +162,20 @@ impl Dispatcher {
             Ok(released) => tracing::info!(released, "released claims left by a previous process"),
             Err(error) => tracing::warn!(error = %error, "cannot release orphaned claims"),
         }
+        let mut waited = false;
         while !stop.is_cancelled() {
+            // Under load, claim when a worthwhile batch of slots is free (one query then fills
+            // many slots instead of one query per finished attempt), waiting for that briefly.
+            let free = self.permits.available_permits();
+            if !waited && free < self.refill_at() && free < self.config.concurrency {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = self.slots_to_fill() => {}
+                }
+                waited = true;
+                continue;
+            }
+            waited = false;
             // Registered before looking, so a wake-up during the claim is not lost.
             let notified = wake.notified();
             tokio::pin!(notified);
@@ -191,6 +207,18 @@ impl Dispatcher {
         }
         self.running.store(false, Ordering::Relaxed);
         self.drain().await;
+    }
+
+    /// Free slots worth a claim while attempts are in flight.
+    fn refill_at(&self) -> usize {
+        (self.config.concurrency / 4).clamp(1, self.config.claim_batch)
+    }
+
+    /// Waits until [`Self::refill_at`] slots are free, or briefly, so new work is never held
+    /// back long behind slow attempts.
+    async fn slots_to_fill(&self) {
+        let want = u32::try_from(self.refill_at()).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(REFILL_WAIT, self.permits.acquire_many(want)).await;
     }
 
     /// Until the next log falls due, but no longer than [`IDLE_RECHECK`].

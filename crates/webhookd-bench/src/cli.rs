@@ -1,0 +1,118 @@
+//! The command line. Defaults describe the reference run (50 000 events flat out on SQLite), so
+//! `webhookd-bench` with no flags is the number quoted in the benchmarks.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+/// webhookd's own default for `serve --concurrency`; the raw ceiling uses the same when the flag
+/// is not given, so both sides of the ratio keep the same number of requests in flight.
+pub const WEBHOOKD_DEFAULT_CONCURRENCY: usize = 256;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "webhookd-bench",
+    version,
+    about = "End-to-end webhookd benchmark: ingest → deliver → receive, next to the raw HTTP ceiling"
+)]
+pub struct Args {
+    /// Events to ingest.
+    #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub events: u64,
+    /// `sqlite` (a fresh temporary file) or a `postgres://` URL (a fresh schema per run).
+    #[arg(long, default_value = "sqlite")]
+    pub database: String,
+    /// The webhookd binary [default: `webhookd` next to this binary].
+    #[arg(long, value_name = "PATH")]
+    pub webhookd: Option<PathBuf>,
+    /// Offered events per second; 0 sends flat out.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Events per ingest request (1–1000) [default: 1000 flat out, rate/100 with --rate].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub batch_size: Option<u64>,
+    /// Ingest requests in flight at once when sending flat out.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub ingest_concurrency: u64,
+    /// Approximate size in bytes of each event's `data`.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub payload_bytes: u64,
+    /// Webhooks subscribed to every event (each on its own receiver path).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub webhooks: u64,
+    /// Milliseconds the receiver waits before answering.
+    #[arg(long, default_value_t = 0)]
+    pub receiver_delay_ms: u64,
+    /// Fraction (0–1) of deliveries whose first attempt is answered 500.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_ratio: f64,
+    /// Load everything with an API-only node, then time a worker-only node draining it.
+    #[arg(long)]
+    pub backlog: bool,
+    /// Passed to `webhookd serve --concurrency` [default: webhookd's own, 256].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub concurrency: Option<u64>,
+    /// After the summary, print one line holding a JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop waiting for deliveries after this many seconds (counted from the first ingest).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: u64,
+}
+
+impl Args {
+    /// Checks what clap cannot express.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(0.0..=1.0).contains(&self.fail_ratio) {
+            bail!("--fail-ratio must be between 0 and 1, got {}", self.fail_ratio);
+        }
+        if self.database != "sqlite"
+            && !self.database.starts_with("postgres://")
+            && !self.database.starts_with("postgresql://")
+        {
+            bail!("--database must be `sqlite` or a postgres:// URL, got {:?}", self.database);
+        }
+        Ok(())
+    }
+
+    /// Every event goes to every webhook.
+    pub fn expected(&self) -> u64 {
+        self.events * self.webhooks
+    }
+
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+            .and_then(|c| usize::try_from(c).ok())
+            .unwrap_or(WEBHOOKD_DEFAULT_CONCURRENCY)
+    }
+
+    /// Events per ingest request: given, or sized so one request goes out every 10 ms; never
+    /// more than fit in webhookd's 1 MiB request body.
+    pub fn batch_size(&self) -> u64 {
+        let fits = (900 * 1024 / (self.payload_bytes + 96)).max(1);
+        match (self.batch_size, self.rate) {
+            (Some(size), _) => size,
+            (None, 0) => 1000.min(fits),
+            (None, rate) => (rate / 100).clamp(1, 1000).min(fits),
+        }
+    }
+
+    /// The webhookd binary: given, or the one cargo built next to this binary.
+    pub fn webhookd_binary(&self) -> anyhow::Result<PathBuf> {
+        let path = match &self.webhookd {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .context("cannot find this binary's directory")?
+                .with_file_name("webhookd"),
+        };
+        if !path.is_file() {
+            bail!(
+                "webhookd binary not found at {}; run `cargo build --release -p webhookd` \
+                 or pass --webhookd PATH",
+                path.display()
+            );
+        }
+        Ok(path)
+    }
+}

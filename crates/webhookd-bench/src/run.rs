@@ -1,0 +1,172 @@
+//! One benchmark run, in order: receiver, raw ceiling (before webhookd exists, so it has the
+//! machine to itself), fresh database, webhookd, tenant setup, ingest, wait for deliveries,
+//! report. Locals are declared so that webhookd is dropped (stopped) before its database.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+
+use crate::cli::Args;
+use crate::database::Database;
+use crate::load::{self, Plan};
+use crate::receiver::{self, Store};
+use crate::report::{Latency, Report};
+use crate::server::Webhookd;
+use crate::usage::Totals;
+use crate::{payload, raw, setup};
+
+/// Retries come this soon with --fail-ratio, so a failed first attempt costs milliseconds.
+const FAST_RETRY_SCHEDULE: &str = "100ms";
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Progress goes to stderr: stdout holds only the summary and the JSON line.
+fn progress(message: &str) {
+    eprintln!("webhookd-bench: {message}");
+}
+
+/// Runs the benchmark and prints its report; `Ok(false)` if deliveries are missing.
+pub async fn run(args: Args) -> anyhow::Result<bool> {
+    args.validate()?;
+    let binary = args.webhookd_binary()?;
+    let expected = args.expected();
+    let concurrency = args.concurrency();
+    let payload_bytes = usize::try_from(args.payload_bytes).context("--payload-bytes too large")?;
+    let delay = Duration::from_millis(args.receiver_delay_ms);
+    let capacity = usize::try_from(expected).unwrap_or(usize::MAX);
+    let (receiver, store) = receiver::start(args.fail_ratio, delay, capacity).await?;
+
+    let raw_count = raw::request_count(expected);
+    progress(&format!("raw ceiling: {raw_count} POSTs at concurrency {concurrency}"));
+    let body = payload::event_data(0, payload_bytes);
+    let raw_post_per_sec = raw::measure(receiver, body, raw_count, concurrency).await?;
+
+    let database = Database::prepare(&args.database)?;
+    let api_key = setup::create_org(&binary, &database.url).await?;
+    let mut serve = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--database".into(),
+        database.url.clone(),
+        "--allow-private-targets".into(),
+    ];
+    if let Some(concurrency) = args.concurrency {
+        serve.extend(["--concurrency".into(), concurrency.to_string()]);
+    }
+    if args.fail_ratio > 0.0 {
+        serve.extend(["--retry-schedule".into(), FAST_RETRY_SCHEDULE.into()]);
+    }
+    let role = if args.backlog { "--no-worker" } else { "" };
+    let api_node = Webhookd::start(&binary, &with_flag(&serve, role)).await?;
+    let api = api_node.addr.ok_or_else(|| anyhow!("webhookd did not log its API address"))?;
+    let client = setup::client()?;
+    let agent = setup::create_agent(&client, api, &api_key, receiver, args.webhooks).await?;
+
+    progress(&format!("ingesting {} events on {}", args.events, database.backend));
+    let plan = Plan {
+        url: format!("http://{api}/api/v1/agents/{agent}/events/batch"),
+        api_key,
+        events: args.events,
+        batch_size: args.batch_size(),
+        rate: args.rate,
+        concurrency: usize::try_from(args.ingest_concurrency).unwrap_or(1),
+        payload_bytes,
+    };
+    let ingested = load::ingest(&client, plan).await?;
+
+    // Backlog: everything is stored; now a worker-only node drains it from a cold start.
+    let (mut node, mut usage, drain_start) = if args.backlog {
+        let usage = api_node.usage();
+        api_node.stop().await.context("stopping the API-only node")?;
+        progress("backlog loaded; starting a worker-only node");
+        let worker = Webhookd::start(&binary, &with_flag(&serve, "--no-api")).await?;
+        let start = worker.spawned;
+        (worker, usage, Some(start))
+    } else {
+        (api_node, Totals::default(), None)
+    };
+
+    let deadline = ingested.first_send + Duration::from_secs(args.timeout_secs);
+    wait_for_deliveries(&store, &mut node, expected, deadline).await?;
+    usage = usage.add(node.usage());
+    if let Err(error) = node.stop().await {
+        progress(&format!("warning: {error:#}"));
+    }
+
+    let arrivals = store.arrivals();
+    let last_arrival = arrivals.iter().map(|a| a.at).max();
+    let delivered = store.delivered.load(Relaxed);
+    let per_sec_since = |start: Instant| match last_arrival {
+        Some(last) => delivered as f64 / last.saturating_duration_since(start).as_secs_f64(),
+        None => 0.0,
+    };
+    let ingest_secs = ingested.last_ack.duration_since(ingested.first_send).as_secs_f64();
+    let report = Report {
+        backend: database.backend,
+        events: args.events,
+        webhooks: args.webhooks,
+        expected,
+        delivered,
+        duplicates: store.duplicates.load(Relaxed),
+        failed_on_purpose: store.failed_on_purpose.load(Relaxed),
+        malformed: store.malformed.load(Relaxed),
+        ingest_per_sec: args.events as f64 / ingest_secs,
+        delivered_per_sec: per_sec_since(ingested.first_send),
+        raw_post_per_sec,
+        latency: Latency::of(&arrivals, &ingested.sent),
+        server_peak_rss_mb: usage.peak_rss_mb,
+        server_cpu_s: usage.cpu_s,
+        payload_bytes: args.payload_bytes,
+        rate: args.rate,
+        batch_size: args.batch_size(),
+        concurrency,
+        ingest_concurrency: args.ingest_concurrency,
+        fail_ratio: args.fail_ratio,
+        receiver_delay_ms: args.receiver_delay_ms,
+        backlog: args.backlog,
+        drain_per_sec: drain_start.map(per_sec_since),
+    };
+    report.print_summary();
+    if args.json {
+        println!("{}", report.to_json());
+    }
+    if delivered < expected {
+        progress(&format!(
+            "error: only {delivered} of {expected} deliveries arrived within {}s",
+            args.timeout_secs
+        ));
+    }
+    Ok(delivered >= expected)
+}
+
+/// The serve arguments plus one role flag (none when `flag` is empty).
+fn with_flag(serve: &[String], flag: &str) -> Vec<String> {
+    let mut args = serve.to_vec();
+    if !flag.is_empty() {
+        args.push(flag.to_string());
+    }
+    args
+}
+
+/// Polls until every delivery has arrived or the deadline passes; fails if webhookd dies. The
+/// receiver timestamps arrivals itself, so the polling interval does not affect the results.
+async fn wait_for_deliveries(
+    store: &Store,
+    node: &mut Webhookd,
+    expected: u64,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    let mut next_progress = Instant::now() + PROGRESS_EVERY;
+    loop {
+        let delivered = store.delivered.load(Relaxed);
+        if delivered >= expected || Instant::now() >= deadline {
+            return Ok(());
+        }
+        node.check_alive()?;
+        if Instant::now() >= next_progress {
+            progress(&format!("{delivered} of {expected} delivered"));
+            next_progress += PROGRESS_EVERY;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
