@@ -22,7 +22,7 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), Store
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         .pragma("temp_store", "memory")
-        .pragma("cache_size", "-32000");
+        .pragma("cache_size", "-8000");
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let write = SqlitePoolOptions::new()
         .max_connections(1)

@@ -31,26 +31,41 @@ pub struct ServeProcess {
     /// `host:port` of its API.
     pub addr: String,
     pub stdout: Option<BufReader<std::process::ChildStdout>>,
+    /// Every line it wrote to stderr so far.
+    stderr_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServeProcess {
     /// Starts `webhookd serve --listen 127.0.0.1:0 --database <database> <extra…>` and waits for
     /// it to log its address (empty with `--no-api`). Its stderr is drained by a thread so it never blocks on a full pipe.
     pub fn start(database: &str, extra: &[&str]) -> ServeProcess {
+        Self::start_with_env(database, extra, &[])
+    }
+
+    /// [`ServeProcess::start`] with extra environment variables.
+    pub fn start_with_env(database: &str, extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
+        let (globals, serve): (Vec<&str>, Vec<&str>) = split_globals(extra);
         let mut child = webhookd()
+            .args(globals)
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
-            .args(extra)
+            .args(serve)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (found, address) = std::sync::mpsc::channel();
+        let stderr_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = stderr_lines.clone();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("addr=").nth(1) {
                     let _ =
                         found.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                } else if let Some(rest) = line.split("\"addr\":\"").nth(1) {
+                    let _ = found.send(rest.split('"').next().unwrap_or_default().to_string());
                 } else if line.contains("webhookd started without the API") {
                     let _ = found.send(String::new());
                 }
@@ -58,7 +73,12 @@ impl ServeProcess {
         });
         let addr = address.recv_timeout(Duration::from_secs(30)).expect("serve logged its address");
         let stdout = Some(BufReader::new(child.stdout.take().unwrap()));
-        ServeProcess { child, addr, stdout }
+        ServeProcess { child, addr, stdout, stderr_lines }
+    }
+
+    /// What it logged so far, one line per line.
+    pub fn stderr_log(&self) -> std::io::Cursor<Vec<u8>> {
+        std::io::Cursor::new(self.stderr_lines.lock().unwrap().join("\n").into_bytes())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -77,6 +97,22 @@ impl ServeProcess {
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
     }
+}
+
+/// `--log-format X` goes before the subcommand; every other flag after it.
+fn split_globals<'a>(args: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let mut globals = Vec::new();
+    let mut rest = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if *arg == "--log-format" {
+            globals.push(*arg);
+            globals.extend(iter.next());
+        } else {
+            rest.push(*arg);
+        }
+    }
+    (globals, rest)
 }
 
 impl Drop for ServeProcess {

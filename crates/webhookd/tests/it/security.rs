@@ -199,3 +199,43 @@ async fn secrets_and_credentials_are_sealed_at_rest(backend: Backend) {
         assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
     }
 }
+
+/// With debug logging on, a delivery's payload, the webhook's secret and credentials and the API
+/// key appear in no log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_or_payload_reaches_the_logs() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("logs.db").display());
+    let key = crate::process::create_org(&database);
+    let mut node = crate::process::ServeProcess::start_with_env(
+        &database,
+        &["--allow-private-targets", "--log-format", "json"],
+        &[("RUST_LOG", "debug")],
+    );
+    let receiver = Receiver::start().await;
+    let client = reqwest::Client::new();
+    let post =
+        |path: &str, body: Value| client.post(node.url(path)).bearer_auth(&key).json(&body).send();
+    let agent: Value =
+        post("/api/v1/agents", json!({"name": "a"})).await.unwrap().json().await.unwrap();
+    let agent = agent["data"]["id"].as_str().unwrap().to_string();
+    let hook = json!({"name": "w", "webhook_url": receiver.url("/"), "events": ["call.completed"],
+        "webhook_secret": "whsec_SECRETMARKER", "authorization_scheme": "bearer", "auth_token": "TOKENMARKER"});
+    post(&format!("/api/v1/agents/{agent}/webhooks"), hook).await.unwrap();
+    post(
+        &format!("/api/v1/agents/{agent}/events"),
+        json!({"event": "call.completed", "data": {"note": "PAYLOADMARKER"}}),
+    )
+    .await
+    .unwrap();
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.kill();
+    let mut logs = String::new();
+    node.stderr_log().read_to_string(&mut logs).unwrap();
+    assert!(logs.contains("attempt finished"), "debug logging was on: {logs}");
+    for marker in ["SECRETMARKER", "TOKENMARKER", "PAYLOADMARKER", key.as_str()] {
+        assert!(!logs.contains(marker), "{marker} reached the logs");
+    }
+}
