@@ -98,13 +98,21 @@ impl Args {
         }
     }
 
-    /// The webhookd binary: given, or the one cargo built next to this binary.
+    /// The webhookd binary: given, or the one cargo builds next to this binary. Under
+    /// `cargo run` (which sets `CARGO`), webhookd is built first, so a fresh clone needs one
+    /// command and a stale binary is never measured.
     pub fn webhookd_binary(&self) -> anyhow::Result<PathBuf> {
         let path = match &self.webhookd {
             Some(path) => path.clone(),
-            None => std::env::current_exe()
-                .context("cannot find this binary's directory")?
-                .with_file_name("webhookd"),
+            None => {
+                let beside = std::env::current_exe()
+                    .context("cannot find this binary's directory")?
+                    .with_file_name("webhookd");
+                if let Some(cargo) = std::env::var_os("CARGO") {
+                    build_webhookd(&cargo, &beside)?;
+                }
+                beside
+            }
         };
         if !path.is_file() {
             bail!(
@@ -115,4 +123,22 @@ impl Args {
         }
         Ok(path)
     }
+}
+
+/// `cargo build -p webhookd` in the profile this binary was built in (its directory's name).
+fn build_webhookd(cargo: &std::ffi::OsStr, beside: &std::path::Path) -> anyhow::Result<()> {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+    let release =
+        beside.parent().and_then(|dir| dir.file_name()).is_some_and(|name| name == "release");
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "-p", "webhookd", "--manifest-path", manifest]);
+    if release {
+        command.arg("--release");
+    }
+    eprintln!("webhookd-bench: building webhookd ({})", if release { "release" } else { "debug" });
+    let status = command.status().context("cannot run cargo to build webhookd")?;
+    if !status.success() {
+        bail!("building webhookd failed ({status})");
+    }
+    Ok(())
 }

@@ -17,7 +17,12 @@ pub fn request_count(expected: u64) -> u64 {
     expected.clamp(20_000, 200_000)
 }
 
-/// POSTs `body` to `/raw` `count` times with `concurrency` requests in flight; requests/second.
+/// The measurement also ends after this long: with a slow receiver (--receiver-delay-ms) and
+/// few requests in flight, `count` requests could otherwise take many minutes.
+const TIME_LIMIT: Duration = Duration::from_secs(30);
+
+/// POSTs `body` to `/raw` `count` times (or for at most 30 s) with `concurrency` requests in
+/// flight; returns completed requests per second.
 pub async fn measure(
     receiver: SocketAddr,
     body: String,
@@ -35,15 +40,16 @@ pub async fn measure(
     // Cloning `Bytes` shares one buffer: no copy of the payload per request.
     let body = hyper::body::Bytes::from(body);
     let next = Arc::new(AtomicU64::new(0));
+    let completed = Arc::new(AtomicU64::new(0));
     let workers = concurrency.min(usize::try_from(count).unwrap_or(usize::MAX));
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for _ in 0..workers {
         let (client, url, next) = (client.clone(), Arc::clone(&url), Arc::clone(&next));
-        let bytes = body.clone();
+        let (bytes, completed) = (body.clone(), Arc::clone(&completed));
         tasks.spawn(async move {
-            // Each worker takes the next request number until all are taken.
-            while next.fetch_add(1, Relaxed) < count {
+            // Each worker takes the next request number until all are taken or time is up.
+            while next.fetch_add(1, Relaxed) < count && start.elapsed() < TIME_LIMIT {
                 let response = client
                     .post(url.as_str())
                     .header("content-type", "application/json")
@@ -51,6 +57,7 @@ pub async fn measure(
                     .send()
                     .await?;
                 response.error_for_status()?.bytes().await?;
+                completed.fetch_add(1, Relaxed);
             }
             Ok::<_, reqwest::Error>(())
         });
@@ -58,5 +65,5 @@ pub async fn measure(
     while let Some(joined) = tasks.join_next().await {
         joined.context("raw ceiling worker panicked")?.context("raw ceiling request failed")?;
     }
-    Ok(count as f64 / start.elapsed().as_secs_f64())
+    Ok(completed.load(Relaxed) as f64 / start.elapsed().as_secs_f64())
 }

@@ -37,7 +37,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let (receiver, store) = receiver::start(args.fail_ratio, delay, capacity).await?;
 
     let raw_count = raw::request_count(expected);
-    progress(&format!("raw ceiling: {raw_count} POSTs at concurrency {concurrency}"));
+    progress(&format!(
+        "raw ceiling: {raw_count} POSTs (30 s at most) at concurrency {concurrency}"
+    ));
     let body = payload::event_data(0, payload_bytes);
     let raw_post_per_sec = raw::measure(receiver, body, raw_count, concurrency).await?;
 
