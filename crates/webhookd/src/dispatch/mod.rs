@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -48,7 +48,7 @@ pub struct DispatchConfig {
 /// endpoint cannot hold up deliveries to the others.
 const DESTINATION_SHARE: usize = 2;
 /// A log deferred because its destination is at its share is due again this much later.
-const DEFER_MS: i64 = 1_000;
+const DEFER_MS: i64 = 100;
 
 /// Longest wait for a batch of free slots before claiming with what is free.
 const REFILL_WAIT: Duration = Duration::from_millis(2);
@@ -66,6 +66,8 @@ pub enum Step {
     Idle,
     /// Every sending slot is busy.
     Saturated,
+    /// Everything claimed went back: its destinations are at their share of the slots.
+    Deferred,
 }
 
 #[derive(Clone)]
@@ -81,6 +83,8 @@ pub struct Dispatcher {
     running: Arc<AtomicBool>,
     /// Attempts in flight per destination (webhook, or organization for per-call URLs).
     per_destination: Arc<Mutex<HashMap<Uuid, usize>>>,
+    /// Notified whenever an attempt finishes (a destination may have room again).
+    finished: Arc<Notify>,
 }
 
 impl Dispatcher {
@@ -96,6 +100,7 @@ impl Dispatcher {
             in_flight,
             running: Arc::new(AtomicBool::new(false)),
             per_destination: Arc::new(Mutex::new(HashMap::new())),
+            finished: Arc::new(Notify::new()),
         }
     }
 
@@ -117,7 +122,11 @@ impl Dispatcher {
         self.track(claimed.iter().map(|log| log.id));
         let (jobs, skips) = plan::prepare(&self.store, claimed, None).await?;
         self.recorder.skip(skips).await;
+        let claimed_jobs = jobs.len();
         let jobs = self.admit(jobs).await?;
+        if jobs.is_empty() && claimed_jobs > 0 {
+            return Ok(Step::Deferred);
+        }
         let started = jobs.len();
         for job in jobs {
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -131,6 +140,7 @@ impl Dispatcher {
                 self.permits.clone(),
             );
             let per_destination = self.per_destination.clone();
+            let finished = self.finished.clone();
             let span =
                 tracing::debug_span!("attempt", log.id = %job.log.id, event.id = %job.log.event_id);
             tokio::spawn(
@@ -138,6 +148,7 @@ impl Dispatcher {
                     let sent = sender.send(&job.outgoing).await;
                     drop(permit);
                     leave(&per_destination, destination(&job));
+                    finished.notify_one();
                     metrics::in_flight(config.concurrency - permits.available_permits());
                     let record = decide(&job, &sent, &config.policy, rand::random());
                     observe(&job, &record);
@@ -186,6 +197,14 @@ impl Dispatcher {
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = self.permits.acquire() => {}
+                    }
+                }
+                Ok(Step::Deferred) => {
+                    // Claiming again at once would only defer again: wait for room.
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = self.finished.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(DEFER_MS.unsigned_abs())) => {}
                     }
                 }
                 Ok(Step::Idle) => {
