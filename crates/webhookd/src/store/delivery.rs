@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::models::WebhookRow;
 use super::{
-    on_reader, on_writer, postgres, sqlite, Db, Store, StoreError, Webhook, WebhookSecrets,
+    on_reader, on_writer, postgres, sqlite, with_ids, Db, Store, StoreError, Webhook,
+    WebhookSecrets,
 };
 use crate::domain::clock::{now_ms, UnixMs, DAY_MS};
 use crate::domain::{LogStatus, SendType};
@@ -104,12 +105,8 @@ impl Store {
             return Ok(HashMap::new());
         }
         on_reader!(self, |pool| {
-            let mut query = QueryBuilder::new("SELECT id, payload FROM events WHERE id IN (");
-            let mut ids = query.separated(", ");
-            for id in event_ids {
-                ids.push_bind(*id);
-            }
-            query.push(")");
+            let mut query =
+                with_ids("SELECT id, payload FROM events WHERE id IN ", event_ids.iter().copied());
             let rows: Vec<(Uuid, Vec<u8>)> = query.build_query_as().fetch_all(pool).await?;
             Ok(rows.into_iter().collect())
         })
@@ -121,15 +118,9 @@ impl Store {
             return Ok(HashMap::new());
         }
         let rows: Vec<WebhookRow> = on_reader!(self, |pool| {
-            let mut query = QueryBuilder::new(format!(
-                "SELECT {} FROM webhooks WHERE id IN (",
-                super::webhooks::WEBHOOK_COLUMNS
-            ));
-            let mut separated = query.separated(", ");
-            for id in ids {
-                separated.push_bind(*id);
-            }
-            query.push(")");
+            let sql =
+                format!("SELECT {} FROM webhooks WHERE id IN ", super::webhooks::WEBHOOK_COLUMNS);
+            let mut query = with_ids(sql, ids.iter().copied());
             query.build_query_as().fetch_all(pool).await?
         });
         rows.into_iter().map(|row| self.webhook_from_row(row).map(|w| (w.id, w))).collect()
@@ -167,12 +158,10 @@ impl Store {
             // A webhook may have been deleted (with its logs) while its attempt was in flight.
             let mut existing = HashSet::with_capacity(attempts.len());
             for chunk in attempts.chunks(super::events::INSERT_CHUNK) {
-                let mut query = QueryBuilder::new("SELECT id FROM delivery_logs WHERE id IN (");
-                let mut ids = query.separated(", ");
-                for a in chunk {
-                    ids.push_bind(a.log_id);
-                }
-                query.push(")");
+                let mut query = with_ids(
+                    "SELECT id FROM delivery_logs WHERE id IN ",
+                    chunk.iter().map(|a| a.log_id),
+                );
                 let rows: Vec<(Uuid,)> = query.build_query_as().fetch_all(&mut *tx).await?;
                 existing.extend(rows.into_iter().map(|(id,)| id));
             }
@@ -307,15 +296,12 @@ impl Store {
             return Ok(());
         }
         on_writer!(self, |pool| {
-            let mut query =
-                QueryBuilder::new("UPDATE delivery_logs SET claimed_at = NULL, next_attempt_at = ");
-            query.push_bind(due_at).push(" WHERE status = 'pending' AND id IN (");
-            let mut ids = query.separated(", ");
-            for id in log_ids {
-                ids.push_bind(*id);
-            }
-            query.push(")");
-            query.build().execute(pool).await?;
+            // The due time is a literal integer, so the ids are the only bound values.
+            let sql = format!(
+                "UPDATE delivery_logs SET claimed_at = NULL, next_attempt_at = {due_at}
+                 WHERE status = 'pending' AND id IN "
+            );
+            with_ids(sql, log_ids.iter().copied()).build().execute(pool).await?;
         });
         self.wake_dispatcher();
         Ok(())

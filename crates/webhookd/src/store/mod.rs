@@ -215,6 +215,25 @@ impl Store {
     }
 }
 
+/// `sql` followed by `(id, id, …)`: an `IN` list of bound ids, for any backend.
+pub(crate) fn with_ids<'args, DB>(
+    sql: impl Into<String>,
+    ids: impl IntoIterator<Item = uuid::Uuid>,
+) -> sqlx::QueryBuilder<'args, DB>
+where
+    DB: sqlx::Database,
+    uuid::Uuid: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
+{
+    let mut query = sqlx::QueryBuilder::new(sql);
+    query.push("(");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    query.push(")");
+    query
+}
+
 /// `OFFSET` of a 1-based page, saturating so absurd page numbers cannot overflow.
 pub(crate) fn offset(page: i64, per_page: i64) -> i64 {
     page.saturating_sub(1).saturating_mul(per_page)

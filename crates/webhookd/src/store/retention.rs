@@ -1,10 +1,9 @@
 //! Retention: deleting events older than the retention period with their logs and attempts, a
 //! small batch per transaction so no lock is held long and deliveries never pause.
 
-use sqlx::QueryBuilder;
 use uuid::Uuid;
 
-use super::{on_reader, on_writer, Store, StoreError};
+use super::{on_reader, on_writer, with_ids, Store, StoreError};
 use crate::domain::clock::{now_ms, UnixMs, DAY_MS};
 
 /// Events per deletion transaction.
@@ -37,29 +36,21 @@ impl Store {
             if ids.is_empty() {
                 return Ok(Deleted::default());
             }
-            let in_list = |prefix: &str| {
-                let mut query = QueryBuilder::new(prefix);
-                let mut list = query.separated(", ");
-                for (id,) in &ids {
-                    list.push_bind(*id);
-                }
-                query.push(")");
-                query
-            };
+            let in_list = |prefix: &str| with_ids(prefix, ids.iter().map(|(id,)| *id));
             let attempts = in_list(
-                "DELETE FROM attempts WHERE log_id IN (SELECT id FROM delivery_logs WHERE event_id IN (",
+                "DELETE FROM attempts WHERE log_id IN (SELECT id FROM delivery_logs WHERE event_id IN ",
             )
             .push(")")
             .build()
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            let delivery_logs = in_list("DELETE FROM delivery_logs WHERE event_id IN (")
+            let delivery_logs = in_list("DELETE FROM delivery_logs WHERE event_id IN ")
                 .build()
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            let events = in_list("DELETE FROM events WHERE id IN (")
+            let events = in_list("DELETE FROM events WHERE id IN ")
                 .build()
                 .execute(&mut *tx)
                 .await?
