@@ -151,15 +151,18 @@ impl ServeArgs {
     }
 }
 
-/// `--help` and `--version` print and succeed; any other parse error is one line and exit 2.
+/// `--help` and `--version` print and succeed; a missing command prints the usage and exits 2
+/// (a script that forgot its command must not pass); any other parse error is one line and exit 2.
 pub fn exit_for_parse_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match error.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = error.print();
             ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprint!("{}", error.render());
+            ExitCode::from(2)
         }
         _ => {
             let rendered = error.render().to_string();

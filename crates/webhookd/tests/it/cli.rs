@@ -40,6 +40,17 @@ fn help_is_available_on_every_command() {
 }
 
 #[test]
+fn no_command_prints_the_usage_and_exits_2() {
+    for args in [&[][..], &["org"]] {
+        let output = webhookd().args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains("Usage:"), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
 fn bad_flags_are_one_clear_line_and_a_non_zero_exit() {
     for args in [
         &["--bogus"][..],
