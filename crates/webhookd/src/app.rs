@@ -15,37 +15,40 @@ use crate::dispatch::sender::Sender;
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::domain::sealing::Sealer;
 use crate::maintenance;
-use crate::store::{Backend, Store};
+use crate::store::Store;
 
 /// Most logs one claim query takes.
 const CLAIM_BATCH: usize = 256;
 
-/// Opens the database named by `url` and brings its schema up to date.
-pub async fn open_store(url: &str) -> anyhow::Result<Store> {
-    let store = Store::connect(url)
+/// Opens and migrates the database, sealing secrets at rest with the server key: `secret_key`
+/// if given; for an embedded SQLite database, else the key file beside it (made on first start);
+/// PostgreSQL nodes must all be given the same key.
+pub async fn open_sealed_store(url: &str, secret_key: Option<&str>) -> anyhow::Result<Store> {
+    let key = match secret_key {
+        Some(key) => key.to_string(),
+        None if is_postgres(url) => anyhow::bail!(
+            "PostgreSQL needs --secret-key (or WEBHOOKD_SECRET_KEY), the same on every node; \
+             make one with `openssl rand -base64 32`"
+        ),
+        None => sqlite_key_file(url)?,
+    };
+    let sealer = Sealer::from_base64(&key).map_err(|e| anyhow::anyhow!("--secret-key: {e}"))?;
+    let store = Store::connect(url, sealer)
         .await
         .with_context(|| format!("cannot open database {}", redact(url)))?;
     store.migrate().await.context("cannot migrate the database")?;
     Ok(store)
 }
 
-/// Opens and migrates the database, sealing secrets at rest with the server key: `secret_key`
-/// if given; for an embedded SQLite database, else the key file beside it (made on first start);
-/// PostgreSQL nodes must all be given the same key.
-pub async fn open_sealed_store(url: &str, secret_key: Option<&str>) -> anyhow::Result<Store> {
-    let store = open_store(url).await?;
-    let key = match secret_key {
-        Some(key) => key.to_string(),
-        None => match store.backend() {
-            Backend::Postgres => anyhow::bail!(
-                "PostgreSQL needs --secret-key (or WEBHOOKD_SECRET_KEY), the same on every node; \
-                 make one with `openssl rand -base64 32`"
-            ),
-            Backend::Sqlite => sqlite_key_file(url)?,
-        },
-    };
-    let sealer = Sealer::from_base64(&key).map_err(|e| anyhow::anyhow!("--secret-key: {e}"))?;
-    Ok(store.with_sealer(sealer))
+/// `webhookd migrate`: brings the schema up to date without touching any secret.
+pub async fn migrate(url: &str) -> anyhow::Result<()> {
+    crate::store::migrate_database(url)
+        .await
+        .with_context(|| format!("cannot migrate database {}", redact(url)))
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// The key in `<database file>.key`, created (readable by this user only) when missing. An

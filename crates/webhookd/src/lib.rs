@@ -18,19 +18,15 @@ use cli::{Cli, Command, OrgCommand};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => app::serve(args.into_config()).await,
-        Command::Migrate(args) => {
-            let store = app::open_store(&args.database).await?;
-            store.close().await;
-            Ok(())
-        }
+        Command::Migrate(args) => app::migrate(&args.database).await,
         Command::Listen(args) => listen::run(args.port, args.secret).await,
         Command::Org { command: OrgCommand::Create(args) } => {
-            let name = domain::webhook::parse_name(&args.name)
+            let name = domain::webhook::Name::parse(&args.name)
                 .map_err(|e| anyhow::anyhow!("--name {e}"))?;
             let database = &args.database;
             let store =
                 app::open_sealed_store(&database.database, database.secret_key.as_deref()).await?;
-            let created = store.create_org(&name).await?;
+            let created = store.create_org(name.as_str()).await?;
             store.close().await;
             println!(
                 r#"{{"org_id": {}, "api_key": {}}}"#,

@@ -15,7 +15,7 @@ use super::extract::{ApiPath, ApiQuery, CurrentOrg, JsonBody};
 use super::AppState;
 use crate::domain::clock::format_ms;
 use crate::domain::validation::FieldErrors;
-use crate::domain::webhook::{parse_name, NAME_MAX};
+use crate::domain::webhook::{Name, NAME_MAX};
 use crate::store::Agent;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -63,10 +63,10 @@ pub struct AgentPath {
     pub agent_id: Uuid,
 }
 
-fn parse_agent_input(input: AgentInput) -> Result<String, ApiError> {
+fn parse_agent_input(input: AgentInput) -> Result<Name, ApiError> {
     let mut errors = FieldErrors::default();
     let name = match input.name {
-        Some(name) => errors.check("name", parse_name(&name)),
+        Some(name) => errors.check("name", Name::parse(&name)),
         None => {
             errors.add("name", "is required");
             None
@@ -89,7 +89,7 @@ async fn create_agent(
     JsonBody(input): JsonBody<AgentInput>,
 ) -> Result<(StatusCode, Json<Envelope<AgentView>>), ApiError> {
     let name = parse_agent_input(input)?;
-    let agent = state.store.create_agent(org_id, &name).await?;
+    let agent = state.store.create_agent(org_id, name.as_str()).await?;
     Ok((StatusCode::CREATED, ok("Agent created successfully", agent.into())))
 }
 
@@ -145,7 +145,7 @@ async fn update_agent(
     JsonBody(input): JsonBody<AgentInput>,
 ) -> Result<Json<Envelope<AgentView>>, ApiError> {
     let name = parse_agent_input(input)?;
-    let agent = state.store.rename_agent(org_id, path.agent_id, &name).await?;
+    let agent = state.store.rename_agent(org_id, path.agent_id, name.as_str()).await?;
     let agent = agent.ok_or(ApiError::NotFound(Missing::Agent))?;
     Ok(ok("Agent updated successfully", agent.into()))
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
@@ -18,15 +19,15 @@ use super::envelope::{ok, Envelope};
 use super::error::{ApiError, ErrorBody, Missing};
 use super::extract::{parse_json, ApiPath, CurrentOrg, JsonBody};
 use super::AppState;
-use crate::domain::destination::check_url;
-use crate::domain::validation::{bounded_text, FieldErrors};
-use crate::domain::{webhook, EventCatalog};
-use crate::store::{CreatedLog, IngestedEvent, NewEvent};
+use crate::domain::event::{CallId, EventType, IdempotencyKey, NewEvent};
+use crate::domain::validation::FieldErrors;
+use crate::domain::webhook::WebhookUrl;
+use crate::domain::EventCatalog;
+use crate::store::{CreatedLog, IngestedEvent};
 use crate::telemetry::metrics;
 
 /// Most events in one batch request.
 pub const BATCH_MAX: usize = 1_000;
-const ID_MAX: usize = 255;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(ingest_event)).routes(routes!(ingest_batch))
@@ -109,34 +110,27 @@ pub struct BatchAccepted {
     results: Vec<BatchItem>,
 }
 
-/// Checks one ingestion body.
-fn validate(
+/// One ingestion body as a [`NewEvent`], or every problem with it.
+fn parse_event(
     input: EventInput,
     catalog: &EventCatalog,
     allow_private: bool,
 ) -> Result<NewEvent, FieldErrors> {
     let mut errors = FieldErrors::default();
-    let event_type = match input.event {
+    let event_type = match &input.event {
         None => {
             errors.add("event", "is required");
             None
         }
-        Some(event) if !catalog.contains(&event) => {
-            errors.add("event", format!("unknown event type {event:?}; see available_events"));
-            None
-        }
-        Some(event) => Some(event),
+        Some(event) => errors.check("event", EventType::parse(event, catalog)),
     };
-    let optional_id = |errors: &mut FieldErrors, field: &str, value: Option<String>| {
-        value.and_then(|value| errors.check(field, bounded_text(&value, ID_MAX).map(|_| value)))
-    };
-    let call_id = optional_id(&mut errors, "call_id", input.call_id);
-    let idempotency_key = optional_id(&mut errors, "idempotency_key", input.idempotency_key);
-    let webhook_url = input.webhook_url.and_then(|url| {
-        let checked =
-            webhook::parse_url(&url).and_then(|url| check_url(&url, allow_private).map(|()| url));
-        errors.check("webhook_url", checked)
-    });
+    let call_id = input.call_id.and_then(|id| errors.check("call_id", CallId::parse(&id)));
+    let idempotency_key = input
+        .idempotency_key
+        .and_then(|key| errors.check("idempotency_key", IdempotencyKey::parse(&key)));
+    let webhook_url = input
+        .webhook_url
+        .and_then(|url| errors.check("webhook_url", WebhookUrl::parse(&url, allow_private)));
     if input.data.is_none() {
         errors.add("data", "is required");
     }
@@ -145,7 +139,7 @@ fn validate(
         (Some(event_type), Some(data)) => Ok(NewEvent {
             event_type,
             call_id,
-            payload: data.get().as_bytes().to_vec(),
+            payload: Bytes::copy_from_slice(data.get().as_bytes()),
             idempotency_key,
             webhook_url,
         }),
@@ -176,7 +170,7 @@ async fn ingest_event(
     ApiPath(path): ApiPath<AgentPath>,
     JsonBody(input): JsonBody<EventInput>,
 ) -> Result<(StatusCode, Json<Envelope<EventAccepted>>), ApiError> {
-    let event = validate(input, &state.catalog, state.config.allow_private_targets)?;
+    let event = parse_event(input, &state.catalog, state.config.allow_private_targets)?;
     require_agent(&state, org_id, path.agent_id).await?;
     let mut ingested = state.store.ingest(org_id, path.agent_id, vec![event]).await?;
     let accepted = EventAccepted::from(ingested.remove(0));
@@ -212,7 +206,7 @@ async fn ingest_batch(
     let mut valid = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let parsed = match parse_json::<EventInput>(item.get().as_bytes()) {
-            Ok(input) => validate(input, &state.catalog, state.config.allow_private_targets),
+            Ok(input) => parse_event(input, &state.catalog, state.config.allow_private_targets),
             Err(ApiError::Validation(errors)) => Err(errors),
             Err(_) => Err({
                 let mut errors = FieldErrors::default();

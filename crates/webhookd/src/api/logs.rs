@@ -15,6 +15,8 @@ use super::extract::{ApiPath, ApiQuery, CurrentOrg};
 use super::webhooks::{find_webhook, WebhookPath};
 use super::AppState;
 use crate::domain::clock::{format_ms, parse_timestamp};
+use crate::domain::event::ID_MAX as FILTER_MAX;
+use crate::domain::text;
 use crate::domain::validation::FieldErrors;
 use crate::domain::LogStatus;
 use crate::store::{Attempt, DeliveryLog, LogFilter, LogPage};
@@ -172,8 +174,14 @@ impl LogPath {
 fn parse_query(query: LogQuery) -> Result<(LogFilter, LogPage), ApiError> {
     let (page, per_page) = PageParams { page: query.page, per_page: query.per_page }.resolve()?;
     let mut errors = FieldErrors::default();
-    let mut filter =
-        LogFilter { event: query.event, call_id: query.call_id, ..LogFilter::default() };
+    let text = |errors: &mut FieldErrors, field: &str, value: Option<String>| {
+        value.and_then(|value| errors.check(field, text::parse_filter(&value, FILTER_MAX)))
+    };
+    let mut filter = LogFilter {
+        event: text(&mut errors, "event", query.event),
+        call_id: text(&mut errors, "call_id", query.call_id),
+        ..LogFilter::default()
+    };
     if let Some(status) = query.status {
         filter.status = errors.check(
             "status",

@@ -111,6 +111,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(organization::router())
         .merge(agents::router())
         .merge(webhooks::router())
+        .merge(secrets::router())
         .merge(events::router())
         .merge(logs::router())
         .merge(redelivery::router());

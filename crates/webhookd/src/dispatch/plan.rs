@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::retry::{AttemptOutcome, RetryPolicy, Verdict};
 use super::sender::{Outgoing, Sent};
 use crate::domain::clock::now_ms;
-use crate::domain::webhook::{MAX_RETRIES_DEFAULT, TIMEOUT_DEFAULT};
+use crate::domain::webhook::{MaxRetries, Timeout};
 use crate::domain::{Authorization, HttpMethod, LogStatus, SendType};
 use crate::store::{AttemptRecord, ClaimedLog, SkipRecord, Store, StoreError};
 
@@ -78,10 +78,10 @@ pub async fn prepare(
                     body,
                     secrets: webhook.secrets.active_at(now).into_iter().map(String::from).collect(),
                     authorization: settings.authorization.clone(),
-                    custom_headers: settings.custom_headers.clone(),
-                    timeout: Duration::from_secs(settings.timeout_secs.unsigned_abs()),
+                    custom_headers: settings.custom_headers.as_slice().to_vec(),
+                    timeout: settings.timeout.duration(),
                 };
-                (outgoing, settings.max_retries)
+                (outgoing, i64::from(settings.max_retries.get()))
             }
             None => {
                 let Some(secrets) = org_secrets.get(&log.org_id) else {
@@ -100,9 +100,9 @@ pub async fn prepare(
                     secrets: secrets.active_at(now).into_iter().map(String::from).collect(),
                     authorization: Authorization::None,
                     custom_headers: Vec::new(),
-                    timeout: Duration::from_secs(TIMEOUT_DEFAULT.unsigned_abs()),
+                    timeout: Timeout::DEFAULT.duration(),
                 };
-                (outgoing, MAX_RETRIES_DEFAULT)
+                (outgoing, i64::from(MaxRetries::DEFAULT.get()))
             }
         };
         jobs.push(Job { log, outgoing, send_type, max_retries });

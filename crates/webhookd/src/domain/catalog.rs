@@ -55,6 +55,21 @@ impl EventCatalog {
         self.events.contains_key(event)
     }
 
+    /// `Ok` for a known event type; otherwise a message that lists the catalog, so the fix is in
+    /// the error itself.
+    pub fn check(&self, event: &str) -> Result<(), String> {
+        if self.contains(event) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.events.keys().map(String::as_str).collect();
+        let shown = if event.chars().count() > 64 {
+            format!("{}…", event.chars().take(64).collect::<String>())
+        } else {
+            event.to_string()
+        };
+        Err(format!("unknown event type {shown:?}; available: {}", known.join(", ")))
+    }
+
     /// Event name → description, as `available_events` shows it.
     pub fn descriptions(&self) -> &BTreeMap<String, String> {
         &self.events

@@ -78,9 +78,10 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
 /// are resolved); the message says why not otherwise.
 pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
     match literal_forbidden(url) {
-        Some(reason) if !allow_private => {
-            Err(format!("must not point to a private or loopback address ({reason})"))
-        }
+        Some(reason) if !allow_private => Err(format!(
+            "must not point to a private or loopback address ({reason}); a server started \
+                 with --allow-private-targets permits it"
+        )),
         _ => Ok(()),
     }
 }

@@ -2,10 +2,14 @@
 //! trust them. Nothing here touches the network or the database.
 
 pub mod catalog;
+pub mod circuit;
 pub mod clock;
 pub mod destination;
+pub mod event;
+pub mod lane;
 pub mod sealing;
 pub mod secrets;
+pub mod text;
 pub mod validation;
 pub mod webhook;
 

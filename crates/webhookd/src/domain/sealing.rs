@@ -1,7 +1,8 @@
 //! Secrets at rest: webhook and organization signing secrets and webhook credentials are stored
 //! sealed with AES-256-GCM under the server key (`--secret-key`, or a key file made on first start
 //! beside an embedded SQLite database). A stored value reads `enc:v1:<base64(nonce ‖ ciphertext)>`;
-//! a value without that prefix is plaintext from before sealing and is read as it is.
+//! a value without that prefix is refused (the store seals plaintext left by versions from
+//! before sealing when it migrates, see `Store::migrate`).
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -42,10 +43,16 @@ impl Sealer {
         format!("{PREFIX}{}", STANDARD.encode(sealed))
     }
 
-    /// The plaintext of a stored value; an error when it was sealed under another key.
+    /// Whether `stored` is a sealed value (plaintext from before sealing is not).
+    pub fn is_sealed(stored: &str) -> bool {
+        stored.starts_with(PREFIX)
+    }
+
+    /// The plaintext of a stored value; an error when it was sealed under another key or is not
+    /// sealed at all.
     pub fn open(&self, stored: &str) -> Result<String, String> {
         let Some(encoded) = stored.strip_prefix(PREFIX) else {
-            return Ok(stored.to_string());
+            return Err("a secret is stored unsealed".into());
         };
         let sealed =
             STANDARD.decode(encoded).map_err(|_| "sealed value is not base64".to_string())?;
@@ -75,7 +82,8 @@ mod tests {
         assert_eq!(sealer.open(&sealed).unwrap(), "whsec_secret");
         let other = Sealer::from_base64(&Sealer::generate_key()).unwrap();
         assert!(other.open(&sealed).is_err());
-        assert_eq!(sealer.open("legacy-plaintext").unwrap(), "legacy-plaintext");
+        assert!(sealer.open("legacy-plaintext").is_err());
+        assert!(!Sealer::is_sealed("legacy-plaintext") && Sealer::is_sealed(&sealed));
     }
 
     #[test]

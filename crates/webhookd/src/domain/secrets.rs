@@ -36,6 +36,49 @@ pub fn generate_signing_secret() -> String {
     format!("{SIGNING_SECRET_PREFIX}{}", STANDARD.encode(random_bytes::<24>()))
 }
 
+/// Shortest and longest key a `whsec_` secret may decode to (Standard Webhooks uses 24–64 bytes).
+const WHSEC_KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
+
+/// A signing secret a customer brings (`webhook_secret`): 1–255 characters without surrounding
+/// whitespace or control characters. One in the `whsec_` form must carry valid base64 of a 24–64
+/// byte key, since receivers decode it that way; any other string signs with its own bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningSecret(String);
+
+impl SigningSecret {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        if value != value.trim() {
+            return Err("must not start or end with whitespace".into());
+        }
+        let value = super::text::parse_exact(value, super::webhook::SECRET_MAX)?;
+        if let Some(encoded) = value.strip_prefix(SIGNING_SECRET_PREFIX) {
+            let key = STANDARD
+                .decode(encoded)
+                .map_err(|_| "a whsec_ secret must be whsec_ followed by base64".to_string())?;
+            if !WHSEC_KEY_BYTES.contains(&key.len()) {
+                return Err(format!(
+                    "a whsec_ secret must carry a 24 to 64 byte key, not {} bytes",
+                    key.len()
+                ));
+            }
+        }
+        Ok(Self(value.to_string()))
+    }
+
+    /// A new `whsec_` secret.
+    pub fn generate() -> Self {
+        Self(generate_signing_secret())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// The HMAC key of a secret: the decoded bytes of a `whsec_` secret, otherwise the secret's own
 /// bytes (customers may bring any string, as Talkover's `webhook_secret` allows).
 pub fn signing_key(secret: &str) -> Vec<u8> {
@@ -57,6 +100,15 @@ mod tests {
         assert_eq!(hash_api_key(&a), hash_api_key(&a));
         assert_ne!(hash_api_key(&a), hash_api_key(&b));
         assert_eq!(api_key_prefix(&a).len(), 10);
+    }
+
+    #[test]
+    fn customer_secrets_in_the_whsec_form_must_carry_a_real_key() {
+        assert!(SigningSecret::parse(&generate_signing_secret()).is_ok());
+        assert!(SigningSecret::parse("any string works").is_ok());
+        for bad in ["whsec_", "whsec_!!!", "whsec_AAAA", " padded", "nul\0"] {
+            assert!(SigningSecret::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -32,23 +32,3 @@ impl FieldErrors {
         }
     }
 }
-
-/// A required, trimmed, non-empty string of at most `max` characters.
-pub fn bounded_text(value: &str, max: usize) -> Result<String, String> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if trimmed.chars().count() > max {
-        return Err(format!("must be at most {max} characters"));
-    }
-    Ok(trimmed.to_string())
-}
-
-pub fn in_range(value: i64, min: i64, max: i64) -> Result<i64, String> {
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(format!("must be between {min} and {max}"))
-    }
-}

@@ -7,6 +7,7 @@ use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use super::models::WebhookRow;
+use super::queue::{insert_logs, LogIds, NewLog};
 use super::{
     on_reader, on_writer, postgres, sqlite, with_ids, Db, Store, StoreError, Webhook,
     WebhookSecrets,
@@ -119,11 +120,11 @@ impl Store {
         }
         let rows: Vec<WebhookRow> = on_reader!(self, |pool| {
             let sql =
-                format!("SELECT {} FROM webhooks WHERE id IN ", super::webhooks::WEBHOOK_COLUMNS);
+                format!("SELECT {} FROM webhooks WHERE id IN ", super::models::WEBHOOK_COLUMNS);
             let mut query = with_ids(sql, ids.iter().copied());
             query.build_query_as().fetch_all(pool).await?
         });
-        rows.into_iter().map(|row| self.webhook_from_row(row).map(|w| (w.id, w))).collect()
+        rows.into_iter().map(|row| row.into_webhook(&self.sealer).map(|w| (w.id, w))).collect()
     }
 
     /// Org-level secrets by organization id (they sign per-call `webhook_url` deliveries).
@@ -157,7 +158,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             // A webhook may have been deleted (with its logs) while its attempt was in flight.
             let mut existing = HashSet::with_capacity(attempts.len());
-            for chunk in attempts.chunks(super::events::INSERT_CHUNK) {
+            for chunk in attempts.chunks(super::queue::INSERT_CHUNK) {
                 let mut query = with_ids(
                     "SELECT id FROM delivery_logs WHERE id IN ",
                     chunk.iter().map(|a| a.log_id),
@@ -167,7 +168,7 @@ impl Store {
             }
             let attempts: Vec<&AttemptRecord> =
                 attempts.iter().filter(|a| existing.contains(&a.log_id)).collect();
-            for chunk in attempts.chunks(super::events::INSERT_CHUNK) {
+            for chunk in attempts.chunks(super::queue::INSERT_CHUNK) {
                 let mut insert = QueryBuilder::new(
                     "INSERT INTO attempts (id, log_id, number, send_type, sent_at, response_code,
                         duration_ms, response_body, response_headers, error) ",
@@ -369,13 +370,13 @@ impl Store {
             webhook_id: Some(webhook.id),
             event_id: Uuid::now_v7(),
             event_type: crate::domain::catalog::TEST_EVENT.to_string(),
-            url: webhook.settings.url.clone(),
+            url: webhook.settings.url.as_str().to_string(),
             attempt_count: 0,
             retries: 0,
             first_send_type: SendType::Test.as_str().to_string(),
             created_at: now,
         };
-        let lease_until = now + webhook.settings.timeout_secs * 1000 + LEASE_MARGIN_MS;
+        let lease_until = now + webhook.settings.timeout.millis() + LEASE_MARGIN_MS;
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -390,23 +391,20 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO delivery_logs (id, org_id, agent_id, webhook_id, event_id, event_type,
-                    url, status, first_send_type, next_attempt_at, claimed_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $10, $10)",
-            )
-            .bind(log.id)
-            .bind(webhook.org_id)
-            .bind(webhook.agent_id)
-            .bind(webhook.id)
-            .bind(log.event_id)
-            .bind(&log.event_type)
-            .bind(&log.url)
-            .bind(&log.first_send_type)
-            .bind(lease_until)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let ids = LogIds {
+                org_id: webhook.org_id,
+                agent_id: webhook.agent_id,
+                webhook_id: Some(webhook.id),
+                event_id: log.event_id,
+            };
+            let row = NewLog::pending(ids, &log.event_type, None, &log.url, SendType::Test, now);
+            let row = NewLog {
+                id: log.id,
+                next_attempt_at: Some(lease_until),
+                claimed_at: Some(now),
+                ..row
+            };
+            insert_logs(&mut tx, std::slice::from_ref(&row)).await?;
             tx.commit().await?;
         });
         Ok(log)

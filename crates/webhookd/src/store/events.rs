@@ -5,26 +5,15 @@ use std::collections::HashMap;
 use sqlx::QueryBuilder;
 use uuid::Uuid;
 
+use super::queue::{insert_logs, LogIds, NewLog, INSERT_CHUNK};
 use super::{on_reader, on_writer, Backend, Store, StoreError};
 use crate::domain::clock::{now_ms, DAY_MS};
+use crate::domain::event::NewEvent;
+use crate::domain::webhook::{EventTypes, Ordering};
 use crate::domain::{LogStatus, SendType};
 
-/// Rows per multi-row `INSERT`: well under SQLite's 32,766 bound variables.
-pub(super) const INSERT_CHUNK: usize = 500;
 /// An idempotency key returns the first event for this long.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = DAY_MS;
-
-/// A validated event to ingest.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub event_type: String,
-    pub call_id: Option<String>,
-    /// The `data` bytes, delivered verbatim.
-    pub payload: Vec<u8>,
-    pub idempotency_key: Option<String>,
-    /// A one-off destination signed with the organization's secret.
-    pub webhook_url: Option<String>,
-}
 
 /// A log created by ingestion, as the ingestion response shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -50,20 +39,7 @@ struct Subscriber {
     url: String,
     events: String,
     enabled: bool,
-}
-
-/// A log row about to be inserted.
-struct LogRow {
-    id: Uuid,
-    event_id: Uuid,
-    webhook_id: Option<Uuid>,
-    event_type: String,
-    call_id: Option<String>,
-    url: String,
-    status: LogStatus,
-    first_send_type: SendType,
-    error: Option<&'static str>,
-    next_attempt_at: Option<i64>,
+    ordering: String,
 }
 
 impl Store {
@@ -79,20 +55,23 @@ impl Store {
         let results = on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let subscribers: Vec<Subscriber> = sqlx::query_as(
-                "SELECT id, url, events, enabled FROM webhooks WHERE agent_id = $1 AND org_id = $2
-                 ORDER BY id",
+                "SELECT id, url, events, enabled, ordering FROM webhooks
+                 WHERE agent_id = $1 AND org_id = $2 ORDER BY id",
             )
             .bind(agent_id)
             .bind(org_id)
             .fetch_all(&mut *tx)
             .await?;
-            let subscriptions: Vec<(Subscriber, Vec<String>)> = subscribers
+            let subscriptions = subscribers
                 .into_iter()
                 .map(|s| {
-                    let events = serde_json::from_str(&s.events).unwrap_or_default();
-                    (s, events)
+                    let corrupt =
+                        |detail: String| StoreError::Corrupt { table: "webhooks", detail };
+                    let events = EventTypes::from_stored(&s.events).map_err(corrupt)?;
+                    let ordering = Ordering::parse(&s.ordering).map_err(corrupt)?;
+                    Ok((s, events, ordering))
                 })
-                .collect();
+                .collect::<Result<Vec<_>, StoreError>>()?;
 
             let mut results = Vec::with_capacity(events.len());
             let mut new_events = Vec::with_capacity(events.len());
@@ -108,7 +87,7 @@ impl Store {
                             WHERE idempotency_keys.created_at < $5",
                     )
                     .bind(org_id)
-                    .bind(key)
+                    .bind(key.as_str())
                     .bind(event_id)
                     .bind(now)
                     .bind(now - IDEMPOTENCY_WINDOW_MS)
@@ -121,7 +100,7 @@ impl Store {
                              WHERE org_id = $1 AND idempotency_key = $2",
                         )
                         .bind(org_id)
-                        .bind(key)
+                        .bind(key.as_str())
                         .fetch_one(&mut *tx)
                         .await?;
                         results.push(IngestedEvent {
@@ -133,25 +112,45 @@ impl Store {
                     }
                 }
                 let mut created = Vec::new();
-                for (subscriber, subscribed) in &subscriptions {
-                    if !subscribed.contains(&event.event_type) {
+                let event_type = event.event_type.as_str();
+                let call_id = event.call_id.as_ref().map(|id| id.as_str());
+                for (subscriber, subscribed, ordering) in &subscriptions {
+                    if !subscribed.contains(event_type) {
                         continue;
                     }
-                    let row = log_row(
-                        event_id,
-                        &event,
-                        Some(subscriber.id),
+                    let ids =
+                        LogIds { org_id, agent_id, webhook_id: Some(subscriber.id), event_id };
+                    let mut log = NewLog::pending(
+                        ids,
+                        event_type,
+                        call_id,
                         &subscriber.url,
-                        subscriber.enabled,
+                        SendType::Spawn,
                         now,
                     );
-                    created.push(created_log(&row));
-                    logs.push(row);
+                    if *ordering == Ordering::Call {
+                        log.order_key = log.call_id.clone();
+                    }
+                    if !subscriber.enabled {
+                        log.status = LogStatus::Skipped;
+                        log.error = Some("Webhook was disabled when the event arrived".into());
+                        log.next_attempt_at = None;
+                    }
+                    created.push(created_log(&log));
+                    logs.push(log);
                 }
                 if let Some(url) = &event.webhook_url {
-                    let row = log_row(event_id, &event, None, url, true, now);
-                    created.push(created_log(&row));
-                    logs.push(row);
+                    let ids = LogIds { org_id, agent_id, webhook_id: None, event_id };
+                    let log = NewLog::pending(
+                        ids,
+                        event_type,
+                        call_id,
+                        url.as_str(),
+                        SendType::Spawn,
+                        now,
+                    );
+                    created.push(created_log(&log));
+                    logs.push(log);
                 }
                 results.push(IngestedEvent { event_id, duplicate: false, logs: created });
                 new_events.push((event_id, event));
@@ -165,37 +164,15 @@ impl Store {
                     row.push_bind(*id)
                         .push_bind(org_id)
                         .push_bind(agent_id)
-                        .push_bind(&event.event_type)
-                        .push_bind(&event.call_id)
-                        .push_bind(&event.payload)
-                        .push_bind(&event.webhook_url)
+                        .push_bind(event.event_type.as_str())
+                        .push_bind(event.call_id.as_ref().map(|id| id.as_str()))
+                        .push_bind(event.payload.as_ref())
+                        .push_bind(event.webhook_url.as_ref().map(|url| url.as_str()))
                         .push_bind(now);
                 });
                 insert.build().execute(&mut *tx).await?;
             }
-            for chunk in logs.chunks(INSERT_CHUNK) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO delivery_logs (id, org_id, agent_id, webhook_id, event_id, event_type,
-                        call_id, url, status, first_send_type, error, next_attempt_at, created_at, updated_at) ",
-                );
-                insert.push_values(chunk, |mut row, log| {
-                    row.push_bind(log.id)
-                        .push_bind(org_id)
-                        .push_bind(agent_id)
-                        .push_bind(log.webhook_id)
-                        .push_bind(log.event_id)
-                        .push_bind(&log.event_type)
-                        .push_bind(&log.call_id)
-                        .push_bind(&log.url)
-                        .push_bind(log.status.as_str())
-                        .push_bind(log.first_send_type.as_str())
-                        .push_bind(log.error)
-                        .push_bind(log.next_attempt_at)
-                        .push_bind(now)
-                        .push_bind(now);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
+            insert_logs(&mut tx, &logs).await?;
             if self.backend() == Backend::Postgres && !logs.is_empty() {
                 sqlx::query("SELECT pg_notify($1, '')")
                     .bind(super::postgres::WORK_CHANNEL)
@@ -248,38 +225,11 @@ impl Store {
     }
 }
 
-fn log_row(
-    event_id: Uuid,
-    event: &NewEvent,
-    webhook_id: Option<Uuid>,
-    url: &str,
-    enabled: bool,
-    now: i64,
-) -> LogRow {
-    let (status, error, next_attempt_at) = if enabled {
-        (LogStatus::Pending, None, Some(now))
-    } else {
-        (LogStatus::Skipped, Some("Webhook was disabled when the event arrived"), None)
-    };
-    LogRow {
-        id: Uuid::now_v7(),
-        event_id,
-        webhook_id,
-        event_type: event.event_type.clone(),
-        call_id: event.call_id.clone(),
-        url: url.to_string(),
-        status,
-        first_send_type: SendType::Spawn,
-        error,
-        next_attempt_at,
-    }
-}
-
-fn created_log(row: &LogRow) -> CreatedLog {
+fn created_log(log: &NewLog) -> CreatedLog {
     CreatedLog {
-        id: row.id,
-        webhook_id: row.webhook_id,
-        url: row.url.clone(),
-        status: row.status.as_str().to_string(),
+        id: log.id,
+        webhook_id: log.webhook_id,
+        url: log.url.clone(),
+        status: log.status.as_str().to_string(),
     }
 }

@@ -14,9 +14,11 @@ mod logs;
 mod models;
 mod orgs;
 mod postgres;
+mod queue;
 mod recover;
 mod redelivery;
 mod retention;
+mod sealing;
 mod sqlite;
 mod webhooks;
 
@@ -30,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use delivery::{AttemptRecord, ClaimedLog, SkipRecord, LEASE_MARGIN_MS};
 pub use error::StoreError;
-pub use events::{CreatedLog, IngestedEvent, NewEvent};
+pub use events::{CreatedLog, IngestedEvent};
 pub use logs::{Attempt, DeliveryLog, LogFilter, LogListing, LogPage};
 pub use models::{Agent, Organization, Webhook, WebhookSecrets};
 pub use orgs::CreatedOrg;
@@ -91,56 +93,31 @@ pub struct Store {
     wake: Arc<Notify>,
     /// Woken when this process records a recovery to run in the background.
     recoveries: Arc<Notify>,
-    /// Seals secrets and credentials at rest; without one they are stored as they are.
-    sealer: Option<Arc<Sealer>>,
+    /// Seals secrets and credentials at rest. Every store has one, so no code path can write a
+    /// secret in plaintext.
+    sealer: Arc<Sealer>,
 }
 
 impl Store {
-    /// Opens `sqlite://PATH` (created if missing) or `postgres://…`. Fails fast when the database
-    /// cannot be reached.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Db::Postgres(postgres::connect(url).await?)
-        } else if url.starts_with("sqlite:") {
-            let (write, read) = sqlite::connect(url).await?;
-            Db::Sqlite { write, read }
-        } else {
-            return Err(StoreError::UnsupportedUrl);
-        };
+    /// Opens `sqlite://PATH` (created if missing) or `postgres://…`, whose secrets are sealed with
+    /// `sealer`. Fails fast when the database cannot be reached.
+    pub async fn connect(url: &str, sealer: Sealer) -> Result<Self, StoreError> {
         Ok(Self {
-            db,
+            db: Db::connect(url).await?,
             wake: Arc::new(Notify::new()),
             recoveries: Arc::new(Notify::new()),
-            sealer: None,
+            sealer: Arc::new(sealer),
         })
-    }
-
-    /// Seals secrets and credentials written from now on, and opens sealed ones read.
-    pub fn with_sealer(mut self, sealer: Sealer) -> Self {
-        self.sealer = Some(Arc::new(sealer));
-        self
     }
 
     /// The form in which a secret is stored.
     pub(crate) fn seal(&self, plaintext: &str) -> String {
-        match &self.sealer {
-            Some(sealer) => sealer.seal(plaintext),
-            None => plaintext.to_string(),
-        }
+        self.sealer.seal(plaintext)
     }
 
     /// A stored secret's plaintext.
     pub(crate) fn open(&self, stored: String) -> Result<String, StoreError> {
-        match &self.sealer {
-            Some(sealer) => sealer
-                .open(&stored)
-                .map_err(|detail| StoreError::Corrupt { table: "secrets", detail }),
-            None => Ok(stored),
-        }
-    }
-
-    fn webhook_from_row(&self, row: models::WebhookRow) -> Result<Webhook, StoreError> {
-        Webhook::try_from(row.opened(|stored| self.open(stored))?)
+        self.sealer.open(&stored).map_err(|detail| StoreError::Corrupt { table: "secrets", detail })
     }
 
     /// A webhook and previous secret pair as stored, opened.
@@ -181,13 +158,11 @@ impl Store {
         }
     }
 
-    /// Applies the embedded migrations of this backend (idempotent; safe from several processes).
+    /// Applies the embedded migrations of this backend (idempotent; safe from several processes),
+    /// then seals any secret stored in plaintext by a version from before sealing.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.db {
-            Db::Sqlite { write, .. } => sqlite::MIGRATOR.run(write).await?,
-            Db::Postgres(pool) => postgres::MIGRATOR.run(pool).await?,
-        }
-        Ok(())
+        self.db.migrate().await?;
+        self.seal_plaintext_secrets().await
     }
 
     /// Whether the database answers and every embedded migration has been applied.
@@ -205,7 +180,32 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        match &self.db {
+        self.db.close().await
+    }
+}
+
+impl Db {
+    async fn connect(url: &str) -> Result<Db, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Db::Postgres(postgres::connect(url).await?))
+        } else if url.starts_with("sqlite:") {
+            let (write, read) = sqlite::connect(url).await?;
+            Ok(Db::Sqlite { write, read })
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Db::Sqlite { write, .. } => sqlite::MIGRATOR.run(write).await?,
+            Db::Postgres(pool) => postgres::MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        match self {
             Db::Sqlite { write, read } => {
                 read.close().await;
                 write.close().await;
@@ -213,6 +213,14 @@ impl Store {
             Db::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+/// Brings the schema of the database at `url` up to date, touching no secret (`webhookd migrate`).
+pub async fn migrate_database(url: &str) -> Result<(), StoreError> {
+    let db = Db::connect(url).await?;
+    let migrated = db.migrate().await;
+    db.close().await;
+    migrated
 }
 
 /// `sql` followed by `(id, id, …)`: an `IN` list of bound ids, for any backend.

@@ -3,8 +3,13 @@
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::domain::circuit::{Circuit, CircuitState};
 use crate::domain::clock::UnixMs;
-use crate::domain::{Authorization, CustomHeader, HttpMethod, WebhookSettings};
+use crate::domain::sealing::Sealer;
+use crate::domain::webhook::{
+    Authorization, CustomHeaders, EventTypes, HttpMethod, MaxConcurrency, MaxRetries, Name,
+    Ordering, RateLimit, Timeout, WebhookSettings, WebhookUrl,
+};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Organization {
@@ -53,11 +58,12 @@ pub struct Webhook {
     pub disabled_reason: Option<String>,
     pub secrets: WebhookSecrets,
     pub failing_since: Option<UnixMs>,
+    pub circuit: Circuit,
     pub created_at: UnixMs,
     pub updated_at: UnixMs,
 }
 
-/// The `webhooks` table as stored; JSON columns still text.
+/// The `webhooks` table as stored; JSON columns still text, secrets still sealed.
 #[derive(sqlx::FromRow)]
 pub(super) struct WebhookRow {
     id: Uuid,
@@ -73,6 +79,13 @@ pub(super) struct WebhookRow {
     http_method: String,
     auth_config: String,
     custom_headers: String,
+    rate_limit: Option<i64>,
+    max_concurrency: Option<i64>,
+    ordering: String,
+    circuit_state: String,
+    circuit_retry_at: Option<i64>,
+    circuit_failures: i64,
+    circuit_level: i64,
     signing_secret: String,
     previous_signing_secret: Option<String>,
     previous_secret_expires_at: Option<i64>,
@@ -81,78 +94,64 @@ pub(super) struct WebhookRow {
     updated_at: i64,
 }
 
-impl WebhookRow {
-    /// The row with its sealed columns (secrets, credentials) opened by `open`.
-    pub(super) fn opened(
-        mut self,
-        open: impl Fn(String) -> Result<String, StoreError>,
-    ) -> Result<Self, StoreError> {
-        self.signing_secret = open(self.signing_secret)?;
-        self.previous_signing_secret = self.previous_signing_secret.map(&open).transpose()?;
-        self.auth_config = open(self.auth_config)?;
-        Ok(self)
-    }
-}
+/// The columns of [`WebhookRow`], in a `SELECT` list.
+pub(super) const WEBHOOK_COLUMNS: &str =
+    "id, org_id, agent_id, name, url, events, timeout_secs, max_retries, enabled,
+    disabled_reason, http_method, auth_config, custom_headers, rate_limit, max_concurrency,
+    ordering, circuit_state, circuit_retry_at, circuit_failures, circuit_level, signing_secret,
+    previous_signing_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
 
 fn corrupt(detail: impl ToString) -> StoreError {
     StoreError::Corrupt { table: "webhooks", detail: detail.to_string() }
 }
 
-impl TryFrom<WebhookRow> for Webhook {
-    type Error = StoreError;
-
-    fn try_from(row: WebhookRow) -> Result<Self, StoreError> {
-        let events: Vec<String> = serde_json::from_str(&row.events).map_err(corrupt)?;
+impl WebhookRow {
+    /// The row as a [`Webhook`], its sealed columns (secrets, credentials) opened by `sealer`.
+    /// A value that no longer parses is reported as a corrupt row, never replaced by a default.
+    pub(super) fn into_webhook(self, sealer: &Sealer) -> Result<Webhook, StoreError> {
+        let open = |stored: &str| sealer.open(stored).map_err(corrupt);
         let authorization: Authorization =
-            serde_json::from_str(&row.auth_config).map_err(corrupt)?;
-        let custom_headers: Vec<CustomHeader> =
-            serde_json::from_str(&row.custom_headers).map_err(corrupt)?;
-        let http_method = HttpMethod::parse(&row.http_method).map_err(corrupt)?;
+            serde_json::from_str(&open(&self.auth_config)?).map_err(corrupt)?;
+        let settings = WebhookSettings {
+            name: Name::from_stored(self.name),
+            url: WebhookUrl::from_stored(self.url),
+            events: EventTypes::from_stored(&self.events).map_err(corrupt)?,
+            timeout: Timeout::from_stored(self.timeout_secs).map_err(corrupt)?,
+            max_retries: MaxRetries::from_stored(self.max_retries).map_err(corrupt)?,
+            enabled: self.enabled,
+            http_method: HttpMethod::parse(&self.http_method).map_err(corrupt)?,
+            authorization,
+            custom_headers: CustomHeaders::from_stored(&self.custom_headers).map_err(corrupt)?,
+            rate_limit: self.rate_limit.map(RateLimit::from_stored).transpose().map_err(corrupt)?,
+            max_concurrency: self
+                .max_concurrency
+                .map(MaxConcurrency::from_stored)
+                .transpose()
+                .map_err(corrupt)?,
+            ordering: Ordering::parse(&self.ordering).map_err(corrupt)?,
+        };
+        let count = |value: i64| u32::try_from(value).map_err(corrupt);
+        let circuit = Circuit {
+            state: CircuitState::parse(&self.circuit_state).map_err(corrupt)?,
+            retry_at: self.circuit_retry_at,
+            failures: count(self.circuit_failures)?,
+            level: count(self.circuit_level)?,
+        };
         Ok(Webhook {
-            id: row.id,
-            org_id: row.org_id,
-            agent_id: row.agent_id,
-            settings: WebhookSettings {
-                name: row.name,
-                url: row.url,
-                events,
-                timeout_secs: row.timeout_secs,
-                max_retries: row.max_retries,
-                enabled: row.enabled,
-                http_method,
-                authorization,
-                custom_headers,
-            },
-            disabled_reason: row.disabled_reason,
-            secrets: WebhookSecrets {
-                current: row.signing_secret,
-                previous: row.previous_signing_secret,
-                previous_expires_at: row.previous_secret_expires_at,
-            },
-            failing_since: row.failing_since,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        })
-    }
-}
-
-/// The settings as the columns store them.
-pub(super) struct SettingsColumns<'a> {
-    pub settings: &'a WebhookSettings,
-    pub events: String,
-    pub authorization: String,
-    pub custom_headers: String,
-}
-
-impl<'a> SettingsColumns<'a> {
-    pub fn new(settings: &'a WebhookSettings) -> Self {
-        // Serialising plain strings and enums cannot fail.
-        let json = |value: Result<String, serde_json::Error>| value.unwrap_or_default();
-        Self {
+            id: self.id,
+            org_id: self.org_id,
+            agent_id: self.agent_id,
             settings,
-            events: json(serde_json::to_string(&settings.events)),
-            authorization: json(serde_json::to_string(&settings.authorization)),
-            custom_headers: json(serde_json::to_string(&settings.custom_headers)),
-        }
+            disabled_reason: self.disabled_reason,
+            secrets: WebhookSecrets {
+                current: open(&self.signing_secret)?,
+                previous: self.previous_signing_secret.as_deref().map(open).transpose()?,
+                previous_expires_at: self.previous_secret_expires_at,
+            },
+            failing_since: self.failing_since,
+            circuit,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
     }
 }

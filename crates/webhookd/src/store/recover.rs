@@ -3,9 +3,9 @@
 //! `recoveries` whose cursor advances in the same transaction as each page, so it resumes where
 //! it stopped after a restart and two workers never queue the same page.
 
-use sqlx::QueryBuilder;
 use uuid::Uuid;
 
+use super::queue::{insert_logs, LogIds, NewLog};
 use super::{on_reader, on_writer, Backend, Store, StoreError, Webhook};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::SendType;
@@ -102,30 +102,28 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?;
             let cursor = candidates.last().map(|c| c.id);
-            if !candidates.is_empty() {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO delivery_logs (id, org_id, agent_id, webhook_id, event_id, event_type,
-                        call_id, url, status, first_send_type, original_log_id, next_attempt_at,
-                        created_at, updated_at) ",
-                );
-                insert.push_values(&candidates, |mut row, c| {
-                    row.push_bind(Uuid::now_v7())
-                        .push_bind(webhook.org_id)
-                        .push_bind(c.agent_id)
-                        .push_bind(webhook.id)
-                        .push_bind(c.event_id)
-                        .push_bind(&c.event_type)
-                        .push_bind(&c.call_id)
-                        .push_bind(&webhook.settings.url)
-                        .push_bind("pending")
-                        .push_bind(SendType::Recover.as_str())
-                        .push_bind(c.id)
-                        .push_bind(now)
-                        .push_bind(now)
-                        .push_bind(now);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
+            let logs: Vec<NewLog> = candidates
+                .iter()
+                .map(|c| {
+                    let ids = LogIds {
+                        org_id: webhook.org_id,
+                        agent_id: c.agent_id,
+                        webhook_id: Some(webhook.id),
+                        event_id: c.event_id,
+                    };
+                    let url = webhook.settings.url.as_str();
+                    let log = NewLog::pending(
+                        ids,
+                        &c.event_type,
+                        c.call_id.as_deref(),
+                        url,
+                        SendType::Recover,
+                        now,
+                    );
+                    NewLog { original_log_id: Some(c.id), ..log }
+                })
+                .collect();
+            insert_logs(&mut tx, &logs).await?;
             let count = i64::try_from(candidates.len()).unwrap_or(i64::MAX);
             if let Some(recovery) = recovery {
                 let done = count < RECOVER_PAGE;

@@ -5,10 +5,11 @@ use uuid::Uuid;
 
 use super::delivery::{ClaimedLog, CLAIM_RETURNING, LEASE_MARGIN_MS};
 use super::logs::LOG_COLUMNS;
+use super::queue::{insert_logs, LogIds, NewLog};
 use super::{on_reader, on_writer, Backend, DeliveryLog, Store, StoreError, Webhook};
 use crate::domain::catalog::POST_CALL_EVENT;
 use crate::domain::clock::{now_ms, UnixMs};
-use crate::domain::webhook::TIMEOUT_DEFAULT;
+use crate::domain::webhook::Timeout;
 use crate::domain::SendType;
 
 /// A post-call event of a call and whether any delivery log was ever made for it.
@@ -43,22 +44,23 @@ impl Store {
         let id = Uuid::now_v7();
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO delivery_logs (id, org_id, agent_id, webhook_id, event_id, event_type,
-                    call_id, url, status, first_send_type, original_log_id, next_attempt_at,
-                    created_at, updated_at)
-                 SELECT $1, org_id, agent_id, $2, event_id, event_type, call_id, $3, 'pending', $4,
-                    id, $5, $5, $5
-                 FROM delivery_logs WHERE id = $6",
-            )
-            .bind(id)
-            .bind(webhook.id)
-            .bind(&webhook.settings.url)
-            .bind(send_type.as_str())
-            .bind(now)
-            .bind(original.id)
-            .execute(&mut *tx)
-            .await?;
+            let ids = LogIds {
+                org_id: original.org_id,
+                agent_id: original.agent_id,
+                webhook_id: Some(webhook.id),
+                event_id: original.event_id,
+            };
+            let url = webhook.settings.url.as_str();
+            let log = NewLog::pending(
+                ids,
+                &original.event_type,
+                original.call_id.as_deref(),
+                url,
+                send_type,
+                now,
+            );
+            let log = NewLog { id, original_log_id: Some(original.id), ..log };
+            insert_logs(&mut tx, std::slice::from_ref(&log)).await?;
             if self.backend() == Backend::Postgres {
                 sqlx::query("SELECT pg_notify($1, '')")
                     .bind(super::postgres::WORK_CHANNEL)
@@ -127,7 +129,7 @@ impl Store {
         log_ids: &[Uuid],
     ) -> Result<Vec<ClaimedLog>, StoreError> {
         let now = now_ms();
-        let lease_until = now + crate::domain::webhook::TIMEOUT_MAX * 1000 + LEASE_MARGIN_MS;
+        let lease_until = now + i64::from(Timeout::MAX) * 1000 + LEASE_MARGIN_MS;
         let mut claimed = Vec::with_capacity(log_ids.len());
         for id in log_ids {
             let sql = format!(
@@ -175,24 +177,18 @@ impl Store {
             first_send_type: send_type.as_str().to_string(),
             created_at: now,
         };
+        let ids = LogIds { org_id, agent_id: event.agent_id, webhook_id: None, event_id: event.id };
+        let row = NewLog::pending(ids, POST_CALL_EVENT, Some(call_id), url, send_type, now);
+        let row = NewLog {
+            id: log.id,
+            next_attempt_at: Some(now + Timeout::DEFAULT.millis() + LEASE_MARGIN_MS),
+            claimed_at: Some(now),
+            ..row
+        };
         on_writer!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO delivery_logs (id, org_id, agent_id, event_id, event_type, call_id, url,
-                    status, first_send_type, next_attempt_at, claimed_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $10, $10, $10)",
-            )
-            .bind(log.id)
-            .bind(org_id)
-            .bind(event.agent_id)
-            .bind(event.id)
-            .bind(&log.event_type)
-            .bind(call_id)
-            .bind(url)
-            .bind(&log.first_send_type)
-            .bind(now + TIMEOUT_DEFAULT * 1000 + LEASE_MARGIN_MS)
-            .bind(now)
-            .execute(pool)
-            .await?;
+            let mut tx = pool.begin().await?;
+            insert_logs(&mut tx, std::slice::from_ref(&row)).await?;
+            tx.commit().await?;
         });
         Ok(log)
     }

@@ -2,15 +2,35 @@
 
 use uuid::Uuid;
 
-use super::models::{SettingsColumns, WebhookRow};
+use super::models::{WebhookRow, WEBHOOK_COLUMNS};
 use super::{on_reader, on_writer, Store, StoreError, Webhook, WebhookSecrets};
+use crate::domain::circuit::Circuit;
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::WebhookSettings;
 
-pub(super) const WEBHOOK_COLUMNS: &str =
-    "id, org_id, agent_id, name, url, events, timeout_secs, max_retries,
-    enabled, disabled_reason, http_method, auth_config, custom_headers, signing_secret,
-    previous_signing_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
+/// The settings as their columns hold them (JSON columns as text).
+struct SettingsColumns<'a> {
+    settings: &'a WebhookSettings,
+    events: String,
+    authorization: String,
+    custom_headers: String,
+    rate_limit: Option<i64>,
+    max_concurrency: Option<i64>,
+}
+
+impl<'a> SettingsColumns<'a> {
+    fn new(settings: &'a WebhookSettings) -> Self {
+        Self {
+            settings,
+            events: settings.events.to_json(),
+            // Serialising an enum of strings cannot fail.
+            authorization: serde_json::to_string(&settings.authorization).unwrap_or_default(),
+            custom_headers: settings.custom_headers.to_json(),
+            rate_limit: settings.rate_limit.map(|limit| i64::from(limit.get())),
+            max_concurrency: settings.max_concurrency.map(|cap| i64::from(cap.get())),
+        }
+    }
+}
 
 impl Store {
     pub async fn create_webhook(
@@ -33,6 +53,7 @@ impl Store {
                 previous_expires_at: None,
             },
             failing_since: None,
+            circuit: Circuit::default(),
             created_at: now,
             updated_at: now,
         };
@@ -42,22 +63,26 @@ impl Store {
         on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO webhooks (id, org_id, agent_id, name, url, events, timeout_secs,
-                    max_retries, enabled, http_method, auth_config, custom_headers,
-                    signing_secret, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+                    max_retries, enabled, http_method, auth_config, custom_headers, rate_limit,
+                    max_concurrency, ordering, signing_secret, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                    $17, $17)",
             )
             .bind(webhook.id)
             .bind(org_id)
             .bind(agent_id)
-            .bind(&columns.settings.name)
-            .bind(&columns.settings.url)
+            .bind(columns.settings.name.as_str())
+            .bind(columns.settings.url.as_str())
             .bind(&columns.events)
-            .bind(columns.settings.timeout_secs)
-            .bind(columns.settings.max_retries)
+            .bind(i64::from(columns.settings.timeout.get()))
+            .bind(i64::from(columns.settings.max_retries.get()))
             .bind(columns.settings.enabled)
             .bind(columns.settings.http_method.as_str())
             .bind(&sealed_auth)
             .bind(&columns.custom_headers)
+            .bind(columns.rate_limit)
+            .bind(columns.max_concurrency)
+            .bind(columns.settings.ordering.as_str())
             .bind(&sealed_secret)
             .bind(now)
             .execute(pool)
@@ -78,7 +103,7 @@ impl Store {
         let rows: Vec<WebhookRow> = on_reader!(self, |pool| {
             sqlx::query_as(&query).bind(agent_id).bind(org_id).fetch_all(pool).await?
         });
-        rows.into_iter().map(|row| self.webhook_from_row(row)).collect()
+        rows.into_iter().map(|row| row.into_webhook(&self.sealer)).collect()
     }
 
     pub async fn webhook(
@@ -90,7 +115,7 @@ impl Store {
         let query = format!(
             "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND agent_id = $2 AND org_id = $3"
         );
-        let row = on_reader!(self, |pool| {
+        let row: Option<WebhookRow> = on_reader!(self, |pool| {
             sqlx::query_as(&query)
                 .bind(webhook_id)
                 .bind(agent_id)
@@ -98,7 +123,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|row| self.webhook_from_row(row)).transpose()
+        row.map(|row| row.into_webhook(&self.sealer)).transpose()
     }
 
     /// Stores new settings. Re-enabling clears the disabled reason and the failure streak.
@@ -112,30 +137,34 @@ impl Store {
         let query = format!(
             "UPDATE webhooks SET name = $1, url = $2, events = $3, timeout_secs = $4,
                 max_retries = $5, enabled = $6, http_method = $7, auth_config = $8,
-                custom_headers = $9, updated_at = $10,
+                custom_headers = $9, updated_at = $10, rate_limit = $11, max_concurrency = $12,
+                ordering = $13,
                 disabled_reason = CASE WHEN $6 THEN NULL ELSE disabled_reason END,
                 failing_since = CASE WHEN $6 THEN NULL ELSE failing_since END
-             WHERE id = $11 AND org_id = $12
+             WHERE id = $14 AND org_id = $15
              RETURNING {WEBHOOK_COLUMNS}"
         );
-        let row = on_writer!(self, |pool| {
+        let row: Option<WebhookRow> = on_writer!(self, |pool| {
             sqlx::query_as(&query)
-                .bind(&settings.name)
-                .bind(&settings.url)
+                .bind(settings.name.as_str())
+                .bind(settings.url.as_str())
                 .bind(&columns.events)
-                .bind(settings.timeout_secs)
-                .bind(settings.max_retries)
+                .bind(i64::from(settings.timeout.get()))
+                .bind(i64::from(settings.max_retries.get()))
                 .bind(settings.enabled)
                 .bind(settings.http_method.as_str())
                 .bind(&sealed_auth)
                 .bind(&columns.custom_headers)
                 .bind(now_ms())
+                .bind(columns.rate_limit)
+                .bind(columns.max_concurrency)
+                .bind(settings.ordering.as_str())
                 .bind(webhook.id)
                 .bind(webhook.org_id)
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|row| self.webhook_from_row(row)).transpose()
+        row.map(|row| row.into_webhook(&self.sealer)).transpose()
     }
 
     /// Flips `enabled` in one statement, so concurrent toggles cannot lose an update.
@@ -146,7 +175,7 @@ impl Store {
              WHERE id = $2 AND org_id = $3
              RETURNING {WEBHOOK_COLUMNS}"
         );
-        let row = on_writer!(self, |pool| {
+        let row: Option<WebhookRow> = on_writer!(self, |pool| {
             sqlx::query_as(&query)
                 .bind(now_ms())
                 .bind(webhook.id)
@@ -154,7 +183,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|row| self.webhook_from_row(row)).transpose()
+        row.map(|row| row.into_webhook(&self.sealer)).transpose()
     }
 
     /// Replaces the signing secret with `new_secret`; the old one keeps signing until
@@ -171,7 +200,7 @@ impl Store {
              WHERE id = $4 AND org_id = $5
              RETURNING {WEBHOOK_COLUMNS}"
         );
-        let row = on_writer!(self, |pool| {
+        let row: Option<WebhookRow> = on_writer!(self, |pool| {
             sqlx::query_as(&query)
                 .bind(grace_until)
                 .bind(self.seal(new_secret))
@@ -181,7 +210,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
-        row.map(|row| self.webhook_from_row(row)).transpose()
+        row.map(|row| row.into_webhook(&self.sealer)).transpose()
     }
 
     /// Deletes the webhook with its delivery logs. `false` when there was none.

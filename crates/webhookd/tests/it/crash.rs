@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use webhookd::store::Store;
 
 use crate::harness::{postgres_base_url, Backend, TestDb};
 use crate::process::{create_org, ServeProcess};
@@ -81,7 +80,7 @@ fn duplicates(counts: &HashMap<String, usize>) -> usize {
 /// Waits until no log is pending: every claim was finished, by its node or, after the lease, by
 /// another.
 async fn wait_until_settled(database: &str, timeout: Duration) {
-    let store = Store::connect(database).await.unwrap();
+    let store = crate::harness::open_test_store(database).await;
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let pending = store.pending_count().await.unwrap();
@@ -96,7 +95,7 @@ async fn wait_until_settled(database: &str, timeout: Duration) {
 
 /// Logs claimed by some node right now: the only ones a crash can make arrive twice.
 async fn claimed(database: &str) -> i64 {
-    let store = Store::connect(database).await.unwrap();
+    let store = crate::harness::open_test_store(database).await;
     let claimed = store.claimed_count().await.unwrap();
     store.close().await;
     claimed

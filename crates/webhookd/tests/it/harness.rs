@@ -85,6 +85,11 @@ impl TestDb {
     }
 }
 
+/// The store of a test database, sealed with the key every test process uses.
+pub async fn open_test_store(url: &str) -> Store {
+    open_sealed_store(url, Some(TEST_SECRET_KEY)).await.expect("open store")
+}
+
 /// A running app with an organization and its API key.
 pub struct TestApp {
     pub addr: SocketAddr,

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use webhookd::domain::{Authorization, HttpMethod, WebhookSettings};
+use webhookd::domain::webhook::{
+    CustomHeaders, EventTypes, MaxRetries, Name, Ordering, Timeout, WebhookUrl,
+};
+use webhookd::domain::{Authorization, EventCatalog, HttpMethod, WebhookSettings};
 
 use crate::backend_tests;
 use crate::harness::{assert_error, send, Backend, TestApp};
@@ -87,15 +90,20 @@ async fn names_resolving_to_private_addresses_fail_the_delivery(backend: Backend
         [format!("http://localhost:{port}/by-name"), format!("http://127.0.0.1:{port}/literal")]
     {
         let settings = WebhookSettings {
-            name: "sneaky".into(),
-            url: url.clone(),
-            events: vec!["call.completed".into()],
-            timeout_secs: 5,
-            max_retries: 0,
+            name: Name::parse("sneaky").unwrap(),
+            // Saved as if the guard had been off when it was created.
+            url: WebhookUrl::parse(&url, true).unwrap(),
+            events: EventTypes::parse(&["call.completed".into()], &EventCatalog::default())
+                .unwrap(),
+            timeout: Timeout::parse(5).unwrap(),
+            max_retries: MaxRetries::parse(0).unwrap(),
             enabled: true,
             http_method: HttpMethod::Post,
             authorization: Authorization::None,
-            custom_headers: vec![],
+            custom_headers: CustomHeaders::default(),
+            rate_limit: None,
+            max_concurrency: None,
+            ordering: Ordering::None,
         };
         let webhook = app
             .store
@@ -175,7 +183,7 @@ async fn secrets_and_credentials_are_sealed_at_rest(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let agent = app.create_agent().await;
     let webhook = app
-        .create_webhook(&agent, json!({"webhook_secret": "whsec_known_secret", "authorization_scheme": "bearer", "auth_token": "tok-known-123"}))
+        .create_webhook(&agent, json!({"webhook_secret": "my-known-secret", "authorization_scheme": "bearer", "auth_token": "tok-known-123"}))
         .await;
     let path = format!("/api/v1/agents/{agent}/webhooks/{}", webhook["id"].as_str().unwrap());
     app.call(Method::POST, &format!("{path}/secret/rotate"), None).await;
@@ -221,7 +229,7 @@ async fn no_secret_or_payload_reaches_the_logs() {
         post("/api/v1/agents", json!({"name": "a"})).await.unwrap().json().await.unwrap();
     let agent = agent["data"]["id"].as_str().unwrap().to_string();
     let hook = json!({"name": "w", "webhook_url": receiver.url("/"), "events": ["call.completed"],
-        "webhook_secret": "whsec_SECRETMARKER", "authorization_scheme": "bearer", "auth_token": "TOKENMARKER"});
+        "webhook_secret": "SECRETMARKER-chosen", "authorization_scheme": "bearer", "auth_token": "TOKENMARKER"});
     post(&format!("/api/v1/agents/{agent}/webhooks"), hook).await.unwrap();
     post(
         &format!("/api/v1/agents/{agent}/events"),

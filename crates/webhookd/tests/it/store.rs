@@ -1,16 +1,19 @@
 //! The store suite: the same assertions against SQLite and PostgreSQL.
 
 use uuid::Uuid;
-use webhookd::app::open_store;
 use webhookd::domain::clock::{now_ms, DAY_MS};
 use webhookd::domain::secrets::hash_api_key;
+use webhookd::domain::webhook::{
+    CustomHeaders, EventTypes, MaxConcurrency, MaxRetries, Name, Ordering, RateLimit, Timeout,
+    WebhookUrl,
+};
 use webhookd::domain::{
-    Authorization, CustomHeader, HttpMethod, LogStatus, SendType, WebhookSettings,
+    Authorization, CustomHeader, EventCatalog, HttpMethod, LogStatus, SendType, WebhookSettings,
 };
 use webhookd::store::AttemptRecord;
 
 use crate::backend_tests;
-use crate::harness::{Backend, TestDb};
+use crate::harness::{open_test_store as open_store, Backend, TestDb};
 
 backend_tests!(
     migrations_are_idempotent_and_readiness_sees_them,
@@ -23,31 +26,37 @@ backend_tests!(
 );
 
 fn settings() -> WebhookSettings {
+    let catalog = EventCatalog::default();
+    let headers = [CustomHeader { key: "X-Team".into(), value: "blue".into() }];
     WebhookSettings {
-        name: "hook".into(),
-        url: "https://example.com/h".into(),
-        events: vec!["call.completed".into(), "call.ended".into()],
-        timeout_secs: 12,
-        max_retries: 7,
+        name: Name::parse("hook").unwrap(),
+        url: WebhookUrl::parse("https://example.com/h", false).unwrap(),
+        events: EventTypes::parse(&["call.completed".into(), "call.ended".into()], &catalog)
+            .unwrap(),
+        timeout: Timeout::parse(12).unwrap(),
+        max_retries: MaxRetries::parse(7).unwrap(),
         enabled: true,
         http_method: HttpMethod::Patch,
         authorization: Authorization::ApiKey { header: "X-Key".into(), key: "k".into() },
-        custom_headers: vec![CustomHeader { key: "X-Team".into(), value: "blue".into() }],
+        custom_headers: CustomHeaders::parse(&headers).unwrap(),
+        rate_limit: Some(RateLimit::parse(40).unwrap()),
+        max_concurrency: Some(MaxConcurrency::parse(3).unwrap()),
+        ordering: Ordering::Call,
     }
 }
 
 async fn migrations_are_idempotent_and_readiness_sees_them(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let store = open_store(&db.url).await.unwrap();
+    let store = open_store(&db.url).await;
     store.migrate().await.unwrap();
     assert!(store.is_ready().await.unwrap());
-    let again = open_store(&db.url).await.unwrap();
+    let again = open_store(&db.url).await;
     assert!(again.is_ready().await.unwrap());
 }
 
 async fn bootstrap_creates_exactly_one_organization(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let store = open_store(&db.url).await.unwrap();
+    let store = open_store(&db.url).await;
     let (a, b) = tokio::join!(store.bootstrap_org("default"), store.bootstrap_org("default"));
     let created: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
     assert_eq!(created.len(), 1);
@@ -56,7 +65,7 @@ async fn bootstrap_creates_exactly_one_organization(backend: Backend) {
 
 async fn api_keys_resolve_to_their_organization_by_hash_only(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let store = open_store(&db.url).await.unwrap();
+    let store = open_store(&db.url).await;
     let one = store.create_org("one").await.unwrap();
     let two = store.create_org("two").await.unwrap();
     assert_ne!(one.api_key, two.api_key);
@@ -71,7 +80,7 @@ async fn api_keys_resolve_to_their_organization_by_hash_only(backend: Backend) {
 
 async fn agents_are_scoped_to_their_organization(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let store = open_store(&db.url).await.unwrap();
+    let store = open_store(&db.url).await;
     let one = store.create_org("one").await.unwrap().org.id;
     let two = store.create_org("two").await.unwrap().org.id;
     let agent = store.create_agent(one, "a").await.unwrap();
@@ -88,7 +97,7 @@ async fn agents_are_scoped_to_their_organization(backend: Backend) {
 
 async fn webhook_settings_round_trip_exactly(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let store = open_store(&db.url).await.unwrap();
+    let store = open_store(&db.url).await;
     let org = store.create_org("one").await.unwrap().org.id;
     let agent = store.create_agent(org, "a").await.unwrap().id;
     let created = store.create_webhook(org, agent, settings(), "whsec_abc".into()).await.unwrap();
@@ -111,7 +120,7 @@ async fn webhook_settings_round_trip_exactly(backend: Backend) {
 
 async fn toggling_and_rotating_change_only_what_they_name(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let store = open_store(&db.url).await.unwrap();
+    let store = open_store(&db.url).await;
     let org = store.create_org("one").await.unwrap().org.id;
     let agent = store.create_agent(org, "a").await.unwrap().id;
     let webhook = store.create_webhook(org, agent, settings(), "whsec_old".into()).await.unwrap();
@@ -149,7 +158,7 @@ fn failure(webhook_id: Uuid, sent_at: i64, status: LogStatus) -> AttemptRecord {
 
 async fn a_webhook_failing_for_five_days_is_disabled_with_a_reason(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let store = open_store(&db.url).await.unwrap();
+    let store = open_store(&db.url).await;
     let org = store.create_org("one").await.unwrap().org.id;
     let agent = store.create_agent(org, "a").await.unwrap().id;
     let webhook = store.create_webhook(org, agent, settings(), "whsec_x".into()).await.unwrap();

@@ -13,6 +13,8 @@ backend_tests!(
     toggle_flips_enabled_and_says_so,
     secrets_are_read_and_rotated_only_through_the_secret_endpoints,
     deleting_a_webhook_makes_it_unknown,
+    scheduling_fields_are_validated_read_back_and_editable,
+    text_with_control_characters_is_refused_on_every_backend,
 );
 
 async fn a_webhook_is_created_with_talkover_defaults_and_its_secret_shown_once(backend: Backend) {
@@ -31,6 +33,12 @@ async fn a_webhook_is_created_with_talkover_defaults_and_its_secret_shown_once(b
     assert_eq!(created["http_method"], "POST");
     assert_eq!(created["authorization_scheme"], "none");
     assert_eq!(created["custom_headers"], json!([]));
+    assert_eq!(created["rate_limit"], Value::Null);
+    assert_eq!(created["max_concurrency"], Value::Null);
+    assert_eq!(created["ordering"], "none");
+    assert_eq!(created["circuit_state"], "closed");
+    assert_eq!(created["circuit_retry_at"], Value::Null);
+    assert_eq!(created["disabled_reason"], Value::Null);
     assert!(created["signing_secret"].as_str().unwrap().starts_with("whsec_"));
 
     let path = format!("/api/v1/agents/{agent}/webhooks/{}", created["id"].as_str().unwrap());
@@ -260,5 +268,95 @@ async fn deleting_a_webhook_makes_it_unknown(backend: Backend) {
     ] {
         let (status, body) = app.call(method, &format!("{path}{suffix}"), None).await;
         assert_error(status, &body, 404, "WEBHOOK_NOT_FOUND");
+    }
+}
+
+async fn scheduling_fields_are_validated_read_back_and_editable(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let agent = app.create_agent().await;
+    let created = app
+        .create_webhook(&agent, json!({"rate_limit": 25, "max_concurrency": 4, "ordering": "call"}))
+        .await;
+    assert_eq!(
+        (created["rate_limit"].clone(), created["max_concurrency"].clone()),
+        (json!(25), json!(4))
+    );
+    assert_eq!(created["ordering"], "call");
+    let path = format!("/api/v1/agents/{agent}/webhooks/{}", created["id"].as_str().unwrap());
+
+    // Absent keeps, null clears, a value replaces.
+    let (status, kept) = app.call(Method::PUT, &path, Some(json!({"name": "renamed"}))).await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(
+        (kept["data"]["rate_limit"].clone(), kept["data"]["ordering"].clone()),
+        (json!(25), json!("call"))
+    );
+    let (status, cleared) = app
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"rate_limit": null, "max_concurrency": 10, "ordering": "none"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{cleared}");
+    assert_eq!(cleared["data"]["rate_limit"], Value::Null);
+    assert_eq!(cleared["data"]["max_concurrency"], 10);
+    assert_eq!(cleared["data"]["ordering"], "none");
+    let (_, read) = app.call(Method::GET, &path, None).await;
+    assert_eq!(read["data"]["max_concurrency"], 10);
+
+    for (field, value) in [
+        ("rate_limit", json!(0)),
+        ("rate_limit", json!(10_001)),
+        ("max_concurrency", json!(0)),
+        ("max_concurrency", json!(1_001)),
+        ("ordering", json!("fifo")),
+    ] {
+        let (status, body) = app.call(Method::PUT, &path, Some(json!({field: value}))).await;
+        assert_error(status, &body, 422, "VALIDATION_FAILED");
+        assert!(body["errors"][field].is_array(), "{field}: {body}");
+    }
+    let (status, body) = app.call(Method::PUT, &path, Some(json!({"rate_limit": "fast"}))).await;
+    assert_error(status, &body, 422, "VALIDATION_FAILED");
+    assert!(body["errors"]["rate_limit"].is_array(), "{body}");
+}
+
+async fn text_with_control_characters_is_refused_on_every_backend(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, body) =
+        app.call(Method::POST, "/api/v1/agents", Some(json!({"name": "Sales\u{0}"}))).await;
+    assert_error(status, &body, 422, "VALIDATION_FAILED");
+    assert!(body["errors"]["name"][0].as_str().unwrap().contains("U+0000"), "{body}");
+    let agent = app.create_agent().await;
+    let hooks = format!("/api/v1/agents/{agent}/webhooks");
+    for bad in [
+        json!({"name": "a\u{0}b", "webhook_url": "https://example.com/", "events": ["call.completed"]}),
+        json!({"name": "a", "webhook_url": "https://exa\u{0}mple.com/", "events": ["call.completed"]}),
+        json!({"name": "a", "webhook_url": "https://example.com/", "events": ["call.\u{0}"]}),
+    ] {
+        let (status, body) = app.call(Method::POST, &hooks, Some(bad.clone())).await;
+        assert_error(status, &body, 422, "VALIDATION_FAILED");
+    }
+    let events = format!("/api/v1/agents/{agent}/events");
+    for field in ["call_id", "idempotency_key"] {
+        let bad = json!({"event": "call.completed", "data": {}, field: "c\u{0}"});
+        let (status, body) = app.call(Method::POST, &events, Some(bad)).await;
+        assert_error(status, &body, 422, "VALIDATION_FAILED");
+        assert!(body["errors"][field].is_array(), "{body}");
+    }
+    // In a batch the bad item is reported and the good one stored.
+    let batch = json!({"events": [
+        {"event": "call.completed", "call_id": "c\u{0}", "data": {}},
+        {"event": "call.completed", "call_id": "c_ok", "data": {"text": "NUL inside JSON data is fine: \u{0}"}},
+    ]});
+    let (status, body) = app.call(Method::POST, &format!("{events}/batch"), Some(batch)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["data"]["accepted"], 1, "{body}");
+    assert_eq!(body["data"]["results"][0]["success"], false, "{body}");
+    let webhook = app.create_webhook(&agent, json!({})).await;
+    let logs = format!("/api/v1/agents/{agent}/webhooks/{}/logs", webhook["id"].as_str().unwrap());
+    for filter in ["call_id=c%00", "event=call%00"] {
+        let (status, body) = app.call(Method::GET, &format!("{logs}?{filter}"), None).await;
+        assert_error(status, &body, 422, "VALIDATION_FAILED");
     }
 }

@@ -2,14 +2,13 @@
 //! resend to the same URL as before, create for calls that never had one, read a call's log.
 //! Sends happen before the answer, a few at a time, each within its webhook's timeout.
 
+mod envelope;
+
 use std::collections::HashSet;
 
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -18,15 +17,19 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+pub use envelope::{BlandEnvelope, BlandError, BlandFailure};
+
 use super::error::ApiError;
-use super::extract::{ApiPath, CurrentOrg, JsonBody};
+use super::extract::ApiPath;
 use super::logs::raw_json;
 use super::AppState;
 use crate::dispatch::immediate;
 use crate::domain::clock::format_ms;
-use crate::domain::destination::check_url;
-use crate::domain::{webhook, SendType};
+use crate::domain::event::CallId;
+use crate::domain::webhook::WebhookUrl;
+use crate::domain::SendType;
 use crate::store::{Attempt, ClaimedLog, DeliveryLog};
+use envelope::{envelope, BlandJson, BlandOrg};
 
 /// At most this many call IDs per request.
 pub const CALL_IDS_MAX: usize = 100;
@@ -38,120 +41,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(resend))
         .routes(routes!(create))
         .routes(routes!(get_post_call_log))
-}
-
-/// Bland's envelope. `errors` is `null` when there is nothing to report.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BlandEnvelope<T> {
-    data: T,
-    errors: Option<Vec<BlandError>>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct BlandError {
-    /// `invalid_parameter`, `unauthorized`, `rate_limited` or `INTERNAL_SERVER_ERROR`.
-    error: String,
-    message: String,
-}
-
-impl BlandError {
-    fn invalid(message: impl Into<String>) -> Self {
-        Self { error: "invalid_parameter".into(), message: message.into() }
-    }
-}
-
-/// A whole-request failure in Bland's envelope.
-#[derive(Debug)]
-pub struct BlandFailure {
-    status: StatusCode,
-    error: BlandError,
-}
-
-impl BlandFailure {
-    fn invalid(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, error: BlandError::invalid(message) }
-    }
-}
-
-impl From<ApiError> for BlandFailure {
-    fn from(error: ApiError) -> Self {
-        let (status, code, message) = match &error {
-            ApiError::InvalidJson(message) => {
-                (StatusCode::BAD_REQUEST, "invalid_parameter", message.clone())
-            }
-            ApiError::Validation(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_parameter", describe_validation(&error))
-            }
-            ApiError::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_parameter",
-                "Request body is larger than 1 MiB".into(),
-            ),
-            ApiError::Unauthorized(message) => {
-                (StatusCode::UNAUTHORIZED, "unauthorized", message.to_string())
-            }
-            ApiError::NotFound(_) => {
-                (StatusCode::NOT_FOUND, "invalid_parameter", "Not found".into())
-            }
-            ApiError::RateLimited { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests".into())
-            }
-            _ => {
-                // Logged once, with its cause, by the API error's own response.
-                let _ = error.into_response();
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL_SERVER_ERROR",
-                    "Internal server error".into(),
-                )
-            }
-        };
-        Self { status, error: BlandError { error: code.into(), message } }
-    }
-}
-
-fn describe_validation(error: &ApiError) -> String {
-    match error {
-        ApiError::Validation(errors) => errors
-            .clone()
-            .into_map()
-            .into_iter()
-            .map(|(field, messages)| format!("{field} {}", messages.join(", ")))
-            .collect::<Vec<_>>()
-            .join("; "),
-        other => other.to_string(),
-    }
-}
-
-impl IntoResponse for BlandFailure {
-    fn into_response(self) -> Response {
-        let body = BlandEnvelope::<Option<()>> { data: None, errors: Some(vec![self.error]) };
-        (self.status, Json(body)).into_response()
-    }
-}
-
-/// The caller's organization, with failures in Bland's envelope.
-struct BlandOrg(Uuid);
-
-impl FromRequestParts<AppState> for BlandOrg {
-    type Rejection = BlandFailure;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, BlandFailure> {
-        let CurrentOrg(org_id) = CurrentOrg::from_request_parts(parts, state).await?;
-        Ok(BlandOrg(org_id))
-    }
-}
-
-/// A JSON body, with failures in Bland's envelope.
-struct BlandJson<T>(T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for BlandJson<T> {
-    type Rejection = BlandFailure;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, BlandFailure> {
-        let JsonBody(value) = JsonBody::<T>::from_request(request, state).await?;
-        Ok(BlandJson(value))
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -246,9 +135,10 @@ fn parse_call_ids(value: Option<Value>) -> Result<Vec<String>, BlandFailure> {
         let Value::String(call_id) = item else {
             return Err(BlandFailure::invalid("call_ids must contain only strings"));
         };
-        if call_id.trim().is_empty() || call_id.len() > 255 {
-            return Err(BlandFailure::invalid("each call ID must be 1 to 255 characters"));
-        }
+        let call_id = CallId::parse(&call_id)
+            .map_err(|e| BlandFailure::invalid(format!("each call ID {e}")))?
+            .as_str()
+            .to_string();
         if !seen.insert(call_id.clone()) {
             return Err(BlandFailure::invalid(format!(
                 "call_ids must be unique; {call_id:?} appears more than once"
@@ -282,10 +172,6 @@ async fn send_and_describe(
         }
     }
     Ok(logs)
-}
-
-fn envelope<T>(data: T, errors: Vec<BlandError>) -> Json<BlandEnvelope<T>> {
-    Json(BlandEnvelope { data, errors: (!errors.is_empty()).then_some(errors) })
 }
 
 /// Resend post-call webhooks: each call's post-call log(s) are sent again, now, to the same URL
@@ -342,8 +228,7 @@ async fn create(
 ) -> Result<Json<BlandEnvelope<Vec<BlandLog>>>, BlandFailure> {
     let call_ids = parse_call_ids(input.call_ids)?;
     let url = match input.webhook_url {
-        Some(Value::String(url)) => webhook::parse_url(&url)
-            .and_then(|url| check_url(&url, state.config.allow_private_targets).map(|()| url))
+        Some(Value::String(url)) => WebhookUrl::parse(&url, state.config.allow_private_targets)
             .map_err(|e| BlandFailure::invalid(format!("webhook_url {e}")))?,
         Some(_) => return Err(BlandFailure::invalid("webhook_url must be a string")),
         None => return Err(BlandFailure::invalid("webhook_url is required")),
@@ -365,7 +250,7 @@ async fn create(
         }
         let log = state
             .store
-            .create_claimed_log(org_id, event, call_id, &url, SendType::Create)
+            .create_claimed_log(org_id, event, call_id, url.as_str(), SendType::Create)
             .await
             .map_err(ApiError::from)?;
         claimed.push(log);

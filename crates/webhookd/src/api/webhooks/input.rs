@@ -1,0 +1,96 @@
+//! The JSON body of webhook create and update requests, turned into domain changes.
+
+use serde::{Deserialize, Deserializer};
+use utoipa::ToSchema;
+
+use crate::domain::webhook::{AuthorizationInput, CustomHeader, WebhookChanges};
+
+/// Webhook fields for create (`name`, `webhook_url`, `events` required) and for partial update
+/// (every field optional; absent fields keep their value).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct WebhookInput {
+    /// 1–255 characters.
+    #[schema(max_length = 255)]
+    name: Option<String>,
+    /// http(s) URL, at most 500 characters.
+    #[schema(max_length = 500)]
+    webhook_url: Option<String>,
+    /// Signing secret; a `whsec_` secret is generated when absent. At most 255 characters; a
+    /// `whsec_` value must carry base64 of a 24–64 byte key.
+    #[schema(max_length = 255)]
+    webhook_secret: Option<String>,
+    /// At least one event type from `available_events`.
+    events: Option<Vec<String>>,
+    /// Seconds, 5–120 (default 30).
+    #[schema(minimum = 5, maximum = 120)]
+    timeout: Option<i64>,
+    /// 0–10 (default 3).
+    #[schema(minimum = 0, maximum = 10)]
+    max_retries: Option<i64>,
+    /// Default true.
+    enabled: Option<bool>,
+    /// `POST` (default), `PUT` or `PATCH`.
+    http_method: Option<String>,
+    /// `none` (default), `bearer`, `basic`, `api_key` or `custom`.
+    authorization_scheme: Option<String>,
+    /// Token for `bearer`, key for `api_key`, full `Authorization` value for `custom`.
+    auth_token: Option<String>,
+    /// User name for `basic`.
+    auth_username: Option<String>,
+    /// Password for `basic`.
+    auth_password: Option<String>,
+    /// Header carrying the key for `api_key` (default `X-API-Key`).
+    auth_header_name: Option<String>,
+    /// At most 20 extra headers.
+    custom_headers: Option<Vec<CustomHeader>>,
+    /// Deliveries per second, 1–10000, summed over all nodes; `null` (default): no limit.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 10000)]
+    rate_limit: Option<Option<i64>>,
+    /// Requests in flight at once, 1–1000, over all nodes; `null` (default): adaptive.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000)]
+    max_concurrency: Option<Option<i64>>,
+    /// `none` (default) or `call`: a call's events one at a time, in ingestion order.
+    ordering: Option<String>,
+}
+
+/// A field that may be set to `null`: absent → `None`, `null` → `Some(None)`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl WebhookInput {
+    /// The changes this body asks for.
+    pub fn changes(&self) -> WebhookChanges<'_> {
+        let credentials = AuthorizationInput {
+            scheme: self.authorization_scheme.as_deref().unwrap_or_default(),
+            token: self.auth_token.as_deref(),
+            username: self.auth_username.as_deref(),
+            password: self.auth_password.as_deref(),
+            header_name: self.auth_header_name.as_deref(),
+        };
+        let credentials_without_scheme =
+            self.authorization_scheme.is_none() && credentials.has_credentials();
+        WebhookChanges {
+            name: self.name.as_deref(),
+            webhook_url: self.webhook_url.as_deref(),
+            webhook_secret: self.webhook_secret.as_deref(),
+            events: self.events.as_deref(),
+            timeout: self.timeout,
+            max_retries: self.max_retries,
+            enabled: self.enabled,
+            http_method: self.http_method.as_deref(),
+            authorization: self.authorization_scheme.is_some().then_some(credentials),
+            credentials_without_scheme,
+            custom_headers: self.custom_headers.as_deref(),
+            rate_limit: self.rate_limit,
+            max_concurrency: self.max_concurrency,
+            ordering: self.ordering.as_deref(),
+        }
+    }
+}

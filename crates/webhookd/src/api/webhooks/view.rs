@@ -1,0 +1,89 @@
+//! How a webhook is read back: never its secret or credentials (those only through `/secret`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::clock::format_ms;
+use crate::domain::webhook::CustomHeader;
+use crate::store::Webhook;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookView {
+    id: Uuid,
+    agent_id: Uuid,
+    name: String,
+    webhook_url: String,
+    events: Vec<String>,
+    events_count: usize,
+    timeout: u32,
+    max_retries: u32,
+    enabled: bool,
+    /// `active` or `disabled`.
+    status: &'static str,
+    /// Why webhookd disabled it (410 Gone, failing for 5 days), if it did.
+    disabled_reason: Option<String>,
+    http_method: &'static str,
+    authorization_scheme: &'static str,
+    custom_headers: Vec<CustomHeader>,
+    /// Deliveries per second over all nodes; `null`: no limit.
+    rate_limit: Option<u32>,
+    /// Requests in flight over all nodes; `null`: adaptive.
+    max_concurrency: Option<u32>,
+    /// `none` or `call`.
+    ordering: &'static str,
+    /// `closed`, `open` (deliveries paused after repeated failures) or `half_open` (a probe is
+    /// being sent).
+    circuit_state: &'static str,
+    /// When an open circuit sends its next probe.
+    circuit_retry_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Webhook> for WebhookView {
+    fn from(webhook: Webhook) -> Self {
+        let settings = webhook.settings;
+        let circuit = webhook.circuit;
+        Self {
+            id: webhook.id,
+            agent_id: webhook.agent_id,
+            events_count: settings.events.as_slice().len(),
+            name: settings.name.as_str().to_string(),
+            webhook_url: settings.url.as_str().to_string(),
+            events: settings.events.as_slice().to_vec(),
+            timeout: settings.timeout.get(),
+            max_retries: settings.max_retries.get(),
+            enabled: settings.enabled,
+            status: if settings.enabled { "active" } else { "disabled" },
+            disabled_reason: webhook.disabled_reason,
+            http_method: settings.http_method.as_str(),
+            authorization_scheme: settings.authorization.scheme(),
+            custom_headers: settings.custom_headers.as_slice().to_vec(),
+            rate_limit: settings.rate_limit.map(|limit| limit.get()),
+            max_concurrency: settings.max_concurrency.map(|cap| cap.get()),
+            ordering: settings.ordering.as_str(),
+            circuit_state: circuit.state.as_str(),
+            circuit_retry_at: circuit.retry_at.filter(|_| !circuit.is_closed()).map(format_ms),
+            created_at: format_ms(webhook.created_at),
+            updated_at: format_ms(webhook.updated_at),
+        }
+    }
+}
+
+/// The create response: the webhook and, this once, its signing secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedWebhookView {
+    #[serde(flatten)]
+    pub webhook: WebhookView,
+    pub signing_secret: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+    /// Event name → description.
+    pub available_events: BTreeMap<String, String>,
+}

@@ -1,0 +1,144 @@
+//! The delivery queue in the database: the one place delivery logs are inserted, whatever made
+//! them (ingestion, Talkover retry, recovery, Bland create, the test endpoint).
+
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::domain::clock::UnixMs;
+use crate::domain::lane::lane_of;
+use crate::domain::{LogStatus, SendType};
+
+/// Rows per multi-row `INSERT`: well under SQLite's 32,766 bound variables.
+pub(super) const INSERT_CHUNK: usize = 500;
+
+/// A delivery log about to be inserted.
+#[derive(Debug, Clone)]
+pub struct NewLog {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub agent_id: Uuid,
+    /// `None` for a per-call `webhook_url`.
+    pub webhook_id: Option<Uuid>,
+    pub lane_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub call_id: Option<String>,
+    /// The call whose earlier pending logs this one waits for (`ordering: call`).
+    pub order_key: Option<String>,
+    pub url: String,
+    pub status: LogStatus,
+    pub first_send_type: SendType,
+    pub error: Option<String>,
+    pub original_log_id: Option<Uuid>,
+    /// When it is due; `None` for a log that is not pending.
+    pub next_attempt_at: Option<UnixMs>,
+    /// Set when the inserting node takes the log itself (a lease, `next_attempt_at` its expiry).
+    pub claimed_at: Option<UnixMs>,
+    pub created_at: UnixMs,
+}
+
+impl NewLog {
+    /// A pending log due `now`, of the first kind `send_type`, to `url`.
+    pub fn pending(
+        ids: LogIds,
+        event_type: &str,
+        call_id: Option<&str>,
+        url: &str,
+        send_type: SendType,
+        now: UnixMs,
+    ) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            org_id: ids.org_id,
+            agent_id: ids.agent_id,
+            webhook_id: ids.webhook_id,
+            lane_id: lane_of(ids.webhook_id, ids.org_id, url),
+            event_id: ids.event_id,
+            event_type: event_type.to_string(),
+            call_id: call_id.map(str::to_string),
+            order_key: None,
+            url: url.to_string(),
+            status: LogStatus::Pending,
+            first_send_type: send_type,
+            error: None,
+            original_log_id: None,
+            next_attempt_at: Some(now),
+            claimed_at: None,
+            created_at: now,
+        }
+    }
+}
+
+/// Whose log it is.
+#[derive(Debug, Clone, Copy)]
+pub struct LogIds {
+    pub org_id: Uuid,
+    pub agent_id: Uuid,
+    pub webhook_id: Option<Uuid>,
+    pub event_id: Uuid,
+}
+
+/// Inserts `logs` in multi-row statements within the caller's transaction.
+pub(super) async fn insert_logs<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    logs: &[NewLog],
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<Uuid>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    // A plain query with numbered placeholders (both backends read `$n`): a `QueryBuilder`
+    // generic over the backend cannot be executed and dropped within one function.
+    for chunk in logs.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO delivery_logs (id, org_id, agent_id, webhook_id, lane_id, event_id,
+                event_type, call_id, order_key, url, status, first_send_type, error,
+                original_log_id, next_attempt_at, claimed_at, created_at, updated_at)
+             VALUES {}",
+            placeholders(chunk.len(), 17)
+        );
+        let mut query = sqlx::query(&sql);
+        for log in chunk {
+            query = query
+                .bind(log.id)
+                .bind(log.org_id)
+                .bind(log.agent_id)
+                .bind(log.webhook_id)
+                .bind(log.lane_id)
+                .bind(log.event_id)
+                .bind(log.event_type.clone())
+                .bind(log.call_id.clone())
+                .bind(log.order_key.clone())
+                .bind(log.url.clone())
+                .bind(log.status.as_str().to_string())
+                .bind(log.first_send_type.as_str().to_string())
+                .bind(log.error.clone())
+                .bind(log.original_log_id)
+                .bind(log.next_attempt_at)
+                .bind(log.claimed_at)
+                .bind(log.created_at);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// `($1, …, $n), ($n+1, …)` for `rows` rows of `columns` values; the last column of each row is
+/// written twice (`created_at` doubles as `updated_at`).
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let first = row * columns + 1;
+            let values: Vec<String> = (first..first + columns).map(|n| format!("${n}")).collect();
+            format!("({}, ${})", values.join(", "), first + columns - 1)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
