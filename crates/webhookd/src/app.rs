@@ -1,7 +1,10 @@
 //! Startup and shutdown: connect and migrate the store, create the first organization on an empty
 //! database, serve the API, stop cleanly on SIGTERM or Ctrl-C.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -12,13 +15,11 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::dispatch::retry::RetryPolicy;
 use crate::dispatch::sender::Sender;
-use crate::dispatch::{DispatchConfig, Dispatcher};
+use crate::dispatch::{recovery, DispatchConfig, Dispatcher};
 use crate::domain::sealing::Sealer;
+use crate::ingest::Ingestor;
 use crate::maintenance;
-use crate::store::Store;
-
-/// Most logs one claim query takes.
-const CLAIM_BATCH: usize = 256;
+use crate::store::{Backend, Store};
 
 /// Opens and migrates the database, sealing secrets at rest with the server key: `secret_key`
 /// if given; for an embedded SQLite database, else the key file beside it (made on first start);
@@ -76,12 +77,45 @@ fn sqlite_key_file(url: &str) -> anyhow::Result<String> {
     Ok(key)
 }
 
+/// Payload bytes (KiB) a node's dispatcher holds in memory straight from ingestion.
+const HANDOFF_KIB: usize = 32 * 1024;
+/// Stalled attempts a node keeps open, per sending slot (sockets are cheap; CPU is not).
+const STALLED_PER_SLOT: usize = 4;
+
+/// The background tasks of a running node, each with a name for the log.
+struct Tasks {
+    set: JoinSet<(&'static str, anyhow::Result<()>)>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        self.set.spawn(async move { (name, task.await) });
+    }
+
+    fn adopt(&mut self, name: &'static str, handle: tokio::task::JoinHandle<()>) {
+        self.spawn(name, async move {
+            match handle.await {
+                Err(error) if error.is_panic() => {
+                    Err(anyhow::Error::new(error).context("it panicked"))
+                }
+                _ => Ok(()),
+            }
+        });
+    }
+}
+
 /// A running webhookd: its API address (when it serves the API) and its background tasks.
 pub struct App {
     local_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
-    tasks: JoinSet<anyhow::Result<()>>,
+    tasks: Tasks,
     store: Store,
+    /// False once a background task stopped on its own (readiness fails).
+    healthy: Arc<AtomicBool>,
 }
 
 impl App {
@@ -89,52 +123,64 @@ impl App {
     pub async fn start(config: &Config, store: Store) -> anyhow::Result<App> {
         crate::telemetry::metrics::handle();
         let shutdown = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        let mut local_addr = None;
+        let mut tasks = Tasks { set: JoinSet::new() };
+        let healthy = Arc::new(AtomicBool::new(true));
         let sender =
             Sender::new(config.allow_private_targets).context("cannot build the HTTP client")?;
-        let mut workers = None;
+        let dispatch = DispatchConfig {
+            concurrency: config.concurrency,
+            stalled: config.concurrency * STALLED_PER_SLOT,
+            shutdown_grace: config.shutdown_grace,
+            policy: RetryPolicy { schedule: config.retry_schedule.clone() },
+            breaker: config.breaker(),
+            handoff_kib: HANDOFF_KIB,
+            feed_from_database: config.run_worker,
+        };
+        let (dispatcher, handles) =
+            Dispatcher::start(store.clone(), sender, dispatch, shutdown.clone());
+        handles.into_iter().for_each(|handle| tasks.adopt("dispatcher", handle));
+        let writers = if store.backend() == Backend::Postgres { 4 } else { 1 };
+        let (ingestor, handles) = Ingestor::start(store.clone(), dispatcher.clone(), writers);
+        handles.into_iter().for_each(|handle| tasks.adopt("ingestion", handle));
         if config.run_worker {
-            let dispatcher = Dispatcher::new(
-                store.clone(),
-                sender.clone(),
-                DispatchConfig {
-                    concurrency: config.concurrency,
-                    claim_batch: CLAIM_BATCH,
-                    shutdown_grace: config.shutdown_grace,
-                    policy: RetryPolicy { schedule: config.retry_schedule.clone() },
-                },
-            );
-            workers = Some(dispatcher.running_flag());
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                dispatcher.run(stop).await;
+            let (store_, stop) = (store.clone(), shutdown.clone());
+            tasks.spawn("recovery", async move {
+                recovery::run(store_, stop).await;
                 Ok(())
             });
-            tokio::spawn(maintenance::run_retention(
-                store.clone(),
-                config.retention,
-                shutdown.clone(),
-            ));
-            tokio::spawn(maintenance::run_gauges(store.clone(), shutdown.clone()));
+            let (store_, stop, retention) = (store.clone(), shutdown.clone(), config.retention);
+            tasks.spawn("retention", async move {
+                maintenance::run_retention(store_, retention, stop).await;
+                Ok(())
+            });
+            let (store_, stop) = (store.clone(), shutdown.clone());
+            tasks.spawn("gauges", async move {
+                maintenance::run_gauges(store_, stop).await;
+                Ok(())
+            });
+            if let Some(listener) = store.spawn_listener(shutdown.clone()) {
+                tasks.adopt("listener", listener);
+            }
         }
+        let mut local_addr = None;
         if config.run_api {
             let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             local_addr = Some(listener.local_addr()?);
-            let mut state = AppState::new(store.clone(), config, sender.clone());
-            state.workers = workers;
+            let mut state = AppState::new(store.clone(), config, dispatcher.clone(), ingestor);
+            state.workers = config.run_worker.then(|| dispatcher.running_flag());
+            state.healthy = healthy.clone();
             let router = api::router(state);
             let stop = shutdown.clone();
-            tasks.spawn(async move {
+            tasks.spawn("api", async move {
                 axum::serve(listener, router)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
                     .context("API server failed")
             });
         }
-        Ok(App { local_addr, shutdown, tasks, store })
+        Ok(App { local_addr, shutdown, tasks, store, healthy })
     }
 
     /// Where the API listens (useful with port 0).
@@ -147,15 +193,44 @@ impl App {
         self.shutdown.clone()
     }
 
-    /// Waits for every task to finish (after a shutdown, or the first to fail) and closes the store.
+    /// Waits for every task to finish after a shutdown, then closes the store. A task that stops
+    /// on its own before that is logged and makes the node unready; one that fails (the API
+    /// server) stops the node.
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let mut outcome = Ok(());
-        while let Some(joined) = self.tasks.join_next().await {
-            let result = joined.context("a webhookd task panicked").and_then(|r| r);
-            if let Err(error) = result {
-                self.shutdown.cancel();
-                if outcome.is_ok() {
-                    outcome = Err(error);
+        while let Some(joined) = self.tasks.set.join_next().await {
+            let (name, result) = match joined {
+                Ok(named) => named,
+                // Aborted with the runtime (a test ending): nothing to report.
+                Err(error) if error.is_cancelled() => continue,
+                Err(error) => ("a task", Err(anyhow::Error::new(error).context("it panicked"))),
+            };
+            if self.shutdown.is_cancelled() {
+                if let Err(error) = result {
+                    tracing::warn!(
+                        task = name,
+                        error = format!("{error:#}"),
+                        "task failed while stopping"
+                    );
+                }
+                continue;
+            }
+            self.healthy.store(false, Ordering::Relaxed);
+            match result {
+                Ok(()) => tracing::error!(
+                    task = name,
+                    "a background task stopped; this node is no longer ready"
+                ),
+                Err(error) => {
+                    tracing::error!(
+                        task = name,
+                        error = format!("{error:#}"),
+                        "a task failed; stopping"
+                    );
+                    self.shutdown.cancel();
+                    if outcome.is_ok() {
+                        outcome = Err(error);
+                    }
                 }
             }
         }

@@ -121,6 +121,16 @@ pub struct ServeArgs {
     /// API requests per second allowed per API key, with a burst of as many (0: unlimited).
     #[arg(long, env = "WEBHOOKD_RATE_LIMIT", default_value_t = config::DEFAULT_RATE_LIMIT)]
     pub rate_limit: u32,
+    /// Consecutive unavailable answers (no answer, timeout, 5xx, 429) that open a webhook's
+    /// circuit: its deliveries pause until a probe succeeds.
+    #[arg(long, env = "WEBHOOKD_CIRCUIT_THRESHOLD", default_value_t = config::DEFAULT_CIRCUIT_THRESHOLD,
+        value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub circuit_threshold: u32,
+    /// How long an open circuit waits before its first probe (doubled by each failed probe,
+    /// at most 10 minutes).
+    #[arg(long, env = "WEBHOOKD_CIRCUIT_COOLDOWN", default_value = config::DEFAULT_CIRCUIT_COOLDOWN,
+        value_parser = config::parse_circuit_cooldown)]
+    pub circuit_cooldown: Duration,
 }
 
 /// A parsed `--retry-schedule` (a newtype, so clap takes the list as one value).
@@ -147,6 +157,8 @@ impl ServeArgs {
             concurrency: usize::try_from(self.concurrency).unwrap_or(config::DEFAULT_CONCURRENCY),
             shutdown_grace: self.shutdown_grace,
             rate_limit: self.rate_limit,
+            circuit_threshold: self.circuit_threshold,
+            circuit_cooldown: self.circuit_cooldown,
         }
     }
 }
@@ -189,6 +201,8 @@ pub const FILE_SETTINGS: &[&str] = &[
     "rate_limit",
     "secret_key",
     "log_format",
+    "circuit_threshold",
+    "circuit_cooldown",
 ];
 
 /// Applies `--config FILE` (or `WEBHOOKD_CONFIG`): each setting becomes the `WEBHOOKD_*` variable

@@ -10,6 +10,8 @@ pub const DEFAULT_RETRY_WINDOW: &str = "7d";
 pub const DEFAULT_RETENTION: &str = "30d";
 pub const DEFAULT_CONCURRENCY: usize = 256;
 pub const DEFAULT_RATE_LIMIT: u32 = 1000;
+pub const DEFAULT_CIRCUIT_THRESHOLD: u32 = 5;
+pub const DEFAULT_CIRCUIT_COOLDOWN: &str = "10s";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,6 +37,10 @@ pub struct Config {
     pub rate_limit: u32,
     /// Base64 key (32 bytes) that seals secrets at rest; see `app::open_sealed_store`.
     pub secret_key: Option<String>,
+    /// Consecutive unavailable answers that open a webhook's circuit.
+    pub circuit_threshold: u32,
+    /// A circuit's first cooldown before its probe (doubled by each failed probe, up to 10 min).
+    pub circuit_cooldown: Duration,
 }
 
 impl Default for Config {
@@ -54,6 +60,9 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             rate_limit: DEFAULT_RATE_LIMIT,
             secret_key: None,
+            circuit_threshold: DEFAULT_CIRCUIT_THRESHOLD,
+            circuit_cooldown: parse_duration(DEFAULT_CIRCUIT_COOLDOWN)
+                .expect("default cooldown parses"),
         }
     }
 }
@@ -76,6 +85,27 @@ pub fn parse_retry_schedule(value: &str) -> Result<Vec<Duration>, String> {
         return Err("retry schedule must list at least one delay".into());
     }
     Ok(delays)
+}
+
+impl Config {
+    /// The circuit breaker's tuning.
+    pub fn breaker(&self) -> crate::domain::circuit::Breaker {
+        crate::domain::circuit::Breaker {
+            threshold: self.circuit_threshold,
+            first_cooldown_ms: i64::try_from(self.circuit_cooldown.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// A circuit's first cooldown: at least 1 second (a probe per second at most) and at most the
+/// 10 minute ceiling of every cooldown.
+pub fn parse_circuit_cooldown(value: &str) -> Result<Duration, String> {
+    let cooldown = parse_duration(value)?;
+    let ceiling = Duration::from_millis(crate::domain::circuit::COOLDOWN_MAX_MS.unsigned_abs());
+    if cooldown < Duration::from_secs(1) || cooldown > ceiling {
+        return Err(format!("circuit cooldown {value:?} must be between 1s and 10m"));
+    }
+    Ok(cooldown)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod ingest;
 pub mod listen;
 pub mod maintenance;
 pub mod signing;

@@ -22,9 +22,9 @@ use super::AppState;
 use crate::domain::event::{CallId, EventType, IdempotencyKey, NewEvent};
 use crate::domain::validation::FieldErrors;
 use crate::domain::webhook::WebhookUrl;
-use crate::domain::EventCatalog;
-use crate::store::{CreatedLog, IngestedEvent};
-use crate::telemetry::metrics;
+use crate::domain::{EventCatalog, LogStatus};
+use crate::ingest::Outcome;
+use crate::store::{CreatedLog, IngestRequest, IngestedEvent};
 
 /// Most events in one batch request.
 pub const BATCH_MAX: usize = 1_000;
@@ -62,7 +62,8 @@ pub struct LogRef {
     webhook_id: Option<Uuid>,
     url: String,
     /// `pending`, or `skipped` for a disabled webhook.
-    status: String,
+    #[schema(value_type = String)]
+    status: LogStatus,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -147,10 +148,17 @@ fn parse_event(
     }
 }
 
-async fn require_agent(state: &AppState, org_id: Uuid, agent_id: Uuid) -> Result<(), ApiError> {
-    match state.store.agent(org_id, agent_id).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::NotFound(Missing::Agent)),
+/// Stores `events` for the agent: `Ok(None)` when the agent does not exist.
+async fn ingest(
+    state: &AppState,
+    org_id: Uuid,
+    agent_id: Uuid,
+    events: Vec<NewEvent>,
+) -> Result<Vec<IngestedEvent>, ApiError> {
+    let request = IngestRequest { org_id, agent_id, events };
+    match state.ingest.ingest(request).await? {
+        Outcome::AgentNotFound => Err(ApiError::NotFound(Missing::Agent)),
+        Outcome::Events(events) => Ok(events),
     }
 }
 
@@ -171,12 +179,8 @@ async fn ingest_event(
     JsonBody(input): JsonBody<EventInput>,
 ) -> Result<(StatusCode, Json<Envelope<EventAccepted>>), ApiError> {
     let event = parse_event(input, &state.catalog, state.config.allow_private_targets)?;
-    require_agent(&state, org_id, path.agent_id).await?;
-    let mut ingested = state.store.ingest(org_id, path.agent_id, vec![event]).await?;
+    let mut ingested = ingest(&state, org_id, path.agent_id, vec![event]).await?;
     let accepted = EventAccepted::from(ingested.remove(0));
-    if !accepted.duplicate {
-        metrics::events_ingested(1);
-    }
     let message = if accepted.duplicate { "Event already accepted" } else { "Event accepted" };
     Ok((StatusCode::ACCEPTED, ok(message, accepted)))
 }
@@ -201,7 +205,6 @@ async fn ingest_batch(
     if items.is_empty() || items.len() > BATCH_MAX {
         return Err(ApiError::field("events", format!("must contain 1 to {BATCH_MAX} events")));
     }
-    require_agent(&state, org_id, path.agent_id).await?;
     let mut results: Vec<BatchItem> = Vec::with_capacity(items.len());
     let mut valid = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
@@ -234,9 +237,7 @@ async fn ingest_batch(
             }),
         }
     }
-    let ingested = state.store.ingest(org_id, path.agent_id, valid).await?;
-    metrics::events_ingested(ingested.iter().filter(|event| !event.duplicate).count());
-    let mut ingested = ingested.into_iter();
+    let mut ingested = ingest(&state, org_id, path.agent_id, valid).await?.into_iter();
     for item in results.iter_mut().filter(|item| item.success) {
         item.accepted = ingested.next().map(EventAccepted::from);
     }

@@ -43,8 +43,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     };
     let workers_down =
         state.workers.as_ref().is_some_and(|running| !running.load(Ordering::Relaxed));
+    let task_stopped = !state.healthy.load(Ordering::Relaxed);
     match state.store.is_ready().await {
         Ok(true) if workers_down => unavailable("delivery workers are not running".into()),
+        Ok(true) if task_stopped => unavailable("a background task stopped; see the log".into()),
         Ok(true) => (StatusCode::OK, Json(Health { status: "ready", reason: None })),
         Ok(false) => unavailable("database migrations are not applied".into()),
         Err(error) => {

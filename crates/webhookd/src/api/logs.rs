@@ -18,7 +18,7 @@ use crate::domain::clock::{format_ms, parse_timestamp};
 use crate::domain::event::ID_MAX as FILTER_MAX;
 use crate::domain::text;
 use crate::domain::validation::FieldErrors;
-use crate::domain::LogStatus;
+use crate::domain::{LogStatus, SendType};
 use crate::store::{Attempt, DeliveryLog, LogFilter, LogPage};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -53,12 +53,16 @@ pub struct LogView {
     /// Attempts made so far.
     attempt: i64,
     /// `pending`, `success`, `failed` or `skipped`.
-    status: String,
+    #[schema(value_type = String)]
+    status: LogStatus,
     /// Response code of the latest attempt.
     http_status: Option<i64>,
-    /// The event's `data`, as delivered.
+    /// The event's `data`, as delivered. In a listing, `null` when larger than 16 KiB (read the
+    /// log itself for it); see `request_payload_bytes`.
     #[schema(value_type = Object)]
     request_payload: Box<RawValue>,
+    /// Size of the payload in bytes.
+    request_payload_bytes: i64,
     /// Response body of the latest attempt (at most 16 KiB).
     response_body: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -84,7 +88,8 @@ pub fn raw_json(text: String) -> Box<RawValue> {
 
 impl From<DeliveryLog> for LogView {
     fn from(log: DeliveryLog) -> Self {
-        let payload = String::from_utf8(log.payload).unwrap_or_default();
+        let payload =
+            log.payload.map_or_else(|| "null".into(), |p| String::from_utf8(p).unwrap_or_default());
         Self {
             id: log.id,
             webhook_id: log.webhook_id,
@@ -93,6 +98,7 @@ impl From<DeliveryLog> for LogView {
             status: log.status,
             http_status: log.http_status,
             request_payload: raw_json(payload),
+            request_payload_bytes: log.payload_bytes,
             response_body: log.response_body,
             response_headers: log.response_headers.map(raw_json),
             duration_ms: log.duration_ms,
@@ -114,10 +120,11 @@ pub struct AttemptView {
     /// 1 for the log's first attempt.
     attempt: i64,
     /// `spawn`, `retry`, `manual`, `resend`, `create`, `recover` or `test`.
-    send_type: String,
+    #[schema(value_type = String)]
+    send_type: SendType,
     sent_at: String,
     /// `null` when no response arrived (network error, timeout).
-    http_status: Option<i64>,
+    http_status: Option<u16>,
     duration_ms: i64,
     response_body: Option<String>,
     #[schema(value_type = Option<Object>)]

@@ -1,6 +1,6 @@
 //! The HTTP API: the native `/api/v1` (Talkover-compatible), health, and the OpenAPI document
-//! generated from the handlers. Handlers validate, call the store and shape responses; they never
-//! call customer endpoints (only the dispatcher does).
+//! generated from the handlers. Handlers parse, call the store (or the dispatcher, for explicit
+//! sends) and shape responses; they never call customer endpoints themselves.
 
 mod agents;
 mod auth;
@@ -33,9 +33,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
-use crate::dispatch::retry::RetryPolicy;
-use crate::dispatch::sender::Sender;
+use crate::dispatch::Dispatcher;
 use crate::domain::EventCatalog;
+use crate::ingest::Ingestor;
 use crate::store::Store;
 use error::{ApiError, Missing};
 
@@ -53,24 +53,28 @@ pub struct AppState {
     pub store: Store,
     pub catalog: Arc<EventCatalog>,
     pub auth: Arc<AuthCache>,
-    /// Sends requests that answer with their result (test, Bland resend/create).
-    pub sender: Sender,
-    pub policy: Arc<RetryPolicy>,
+    /// Sends explicit sends (test, Bland resend/create) through the lanes.
+    pub dispatcher: Dispatcher,
+    /// Ingestion with group commit.
+    pub ingest: Ingestor,
     pub config: Arc<Config>,
-    /// This node's dispatcher's running flag, when it runs one (readiness).
+    /// This node's delivery workers' running flag, when it runs them (readiness).
     pub workers: Option<Arc<AtomicBool>>,
+    /// False once one of the node's background tasks stopped (readiness).
+    pub healthy: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(store: Store, config: &Config, sender: Sender) -> Self {
+    pub fn new(store: Store, config: &Config, dispatcher: Dispatcher, ingest: Ingestor) -> Self {
         Self {
             store,
             catalog: Arc::new(EventCatalog::with_extra(&config.extra_event_types)),
             auth: Arc::new(AuthCache::new(config.rate_limit)),
-            sender,
-            policy: Arc::new(RetryPolicy { schedule: config.retry_schedule.clone() }),
+            dispatcher,
+            ingest,
             config: Arc::new(config.clone()),
             workers: None,
+            healthy: Arc::new(AtomicBool::new(true)),
         }
     }
 }

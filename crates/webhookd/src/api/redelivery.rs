@@ -61,8 +61,7 @@ async fn retry_log(
         .filter(|log| log.webhook_id == Some(webhook.id))
         .ok_or(ApiError::NotFound(Missing::Log))?;
     let window_ms = i64::try_from(state.config.retry_window.as_millis()).unwrap_or(i64::MAX);
-    let status = LogStatus::parse(&log.status);
-    let retriable = matches!(status, Some(LogStatus::Failed | LogStatus::Skipped))
+    let retriable = matches!(log.status, LogStatus::Failed | LogStatus::Skipped)
         && log.created_at >= now_ms().saturating_sub(window_ms)
         && webhook.settings.enabled;
     if !retriable {

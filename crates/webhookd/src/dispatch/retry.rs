@@ -3,6 +3,13 @@
 
 use std::time::{Duration, SystemTime};
 
+use uuid::Uuid;
+
+use super::job::Job;
+use super::sender::Sent;
+use crate::domain::{LogStatus, SendType};
+use crate::store::{Attempt, AttemptRecord};
+
 /// Each delay is multiplied by a factor drawn from `[1 - JITTER, 1 + JITTER]`, so endpoints that
 /// failed together are not retried in lockstep.
 pub const JITTER: f64 = 0.2;
@@ -69,6 +76,53 @@ impl RetryPolicy {
             _ => None,
         };
         Verdict::RetryIn(asked.map_or(scheduled, |asked| asked.max(scheduled)))
+    }
+}
+
+/// What an attempt means for its log: the retry policy applied to its outcome. `unit` in
+/// `[0, 1)` picks the jitter. Test sends are never retried. A failed probe of an open circuit
+/// uses none of the log's retries: the log waits for the circuit to close.
+pub fn decide(job: &Job, sent: &Sent, policy: &RetryPolicy, unit: f64) -> AttemptRecord {
+    let log = &job.ticket.log;
+    let outcome = sent.outcome();
+    let counts_as_retry = job.send_type == SendType::Retry && !job.probe;
+    let retries_used = log.retries + i64::from(counts_as_retry);
+    let max_retries = if job.send_type == SendType::Test { 0 } else { i64::from(job.max_retries) };
+    let finished_at = sent.sent_at + sent.duration_ms;
+    let (status, next_attempt_at) = match policy.verdict(&outcome, retries_used, max_retries, unit)
+    {
+        Verdict::Success => (LogStatus::Success, None),
+        _ if job.probe => (LogStatus::Pending, Some(finished_at)),
+        Verdict::RetryIn(delay) => {
+            let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            (LogStatus::Pending, Some(finished_at.saturating_add(delay_ms)))
+        }
+        Verdict::Exhausted | Verdict::Gone => (LogStatus::Failed, None),
+    };
+    let error = sent.error.clone().or_else(|| match outcome {
+        AttemptOutcome::Failed { status: Some(code), .. } => Some(format!("HTTP {code}")),
+        _ => None,
+    });
+    AttemptRecord {
+        log_id: log.id,
+        webhook_id: log.webhook_id,
+        lane_id: log.lane_id,
+        org_id: log.org_id,
+        attempt: Attempt {
+            id: Uuid::now_v7(),
+            number: log.attempt_count + 1,
+            send_type: job.send_type,
+            sent_at: sent.sent_at,
+            response_code: sent.status,
+            duration_ms: sent.duration_ms,
+            response_body: sent.body.clone(),
+            response_headers: sent.headers.clone(),
+            error,
+        },
+        status,
+        next_attempt_at,
+        counts_as_retry,
+        probe: job.probe,
     }
 }
 

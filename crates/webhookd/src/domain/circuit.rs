@@ -6,11 +6,30 @@
 
 use crate::domain::clock::UnixMs;
 
-/// First cooldown; each failed probe doubles it, up to [`COOLDOWN_MAX_MS`].
-pub const COOLDOWN_FIRST_MS: i64 = 10_000;
+/// Each failed probe doubles the cooldown, up to this.
 pub const COOLDOWN_MAX_MS: i64 = 600_000;
-/// Consecutive unavailable answers that open a closed circuit.
-pub const THRESHOLD_DEFAULT: u32 = 5;
+
+/// How the breaker is tuned (`--circuit-threshold`, `--circuit-cooldown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Breaker {
+    /// Consecutive unavailable answers that open a closed circuit.
+    pub threshold: u32,
+    /// The first cooldown; each failed probe doubles it, up to [`COOLDOWN_MAX_MS`].
+    pub first_cooldown_ms: i64,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Self { threshold: 5, first_cooldown_ms: 10_000 }
+    }
+}
+
+impl Breaker {
+    /// The cooldown after `level` failed probes.
+    pub fn cooldown_ms(&self, level: u32) -> i64 {
+        self.first_cooldown_ms.saturating_mul(1_i64 << level.min(20)).min(COOLDOWN_MAX_MS)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CircuitState {
@@ -93,53 +112,50 @@ pub enum Transition {
     Closed,
 }
 
-/// The cooldown after `level` failed probes.
-pub fn cooldown_ms(level: u32) -> i64 {
-    COOLDOWN_FIRST_MS.saturating_mul(1_i64 << level.min(20)).min(COOLDOWN_MAX_MS)
-}
-
 impl Circuit {
     /// The circuit after `observed` (in the order the attempts were sent), and the last
     /// transition it made, if any.
     pub fn fold(
         self,
         observed: impl IntoIterator<Item = Observed>,
-        threshold: u32,
+        breaker: &Breaker,
         now: UnixMs,
     ) -> (Circuit, Option<Transition>) {
         let mut circuit = self;
         let mut transition = None;
         for seen in observed {
-            let (next, changed) = circuit.step(seen, threshold, now);
+            let (next, changed) = circuit.step(seen, breaker, now);
             circuit = next;
             transition = changed.or(transition);
         }
         (circuit, transition)
     }
 
-    fn step(self, seen: Observed, threshold: u32, now: UnixMs) -> (Circuit, Option<Transition>) {
+    fn step(self, seen: Observed, breaker: &Breaker, now: UnixMs) -> (Circuit, Option<Transition>) {
         use CircuitState::{Closed, HalfOpen, Open};
         use Signal::{Refused, Success, Unavailable};
         match (self.state, seen.signal) {
             (Closed, Success) => (Circuit { failures: 0, ..self }, None),
             (Closed, Unavailable) => {
                 let failures = self.failures.saturating_add(1);
-                if failures >= threshold.max(1) {
-                    self.open(0, now)
+                if failures >= breaker.threshold.max(1) {
+                    self.open(0, breaker, now)
                 } else {
                     (Circuit { failures, ..self }, None)
                 }
             }
             (Open | HalfOpen, Success) => (Circuit::default(), Some(Transition::Closed)),
             // The probe failed: open again, waiting longer.
-            (HalfOpen, Unavailable) if seen.probe => self.open(self.level.saturating_add(1), now),
+            (HalfOpen, Unavailable) if seen.probe => {
+                self.open(self.level.saturating_add(1), breaker, now)
+            }
             // Attempts that were already in flight when the circuit opened change nothing.
             (_, Refused) | (Open | HalfOpen, Unavailable) => (self, None),
         }
     }
 
-    fn open(self, level: u32, now: UnixMs) -> (Circuit, Option<Transition>) {
-        let retry_at = now.saturating_add(cooldown_ms(level));
+    fn open(self, level: u32, breaker: &Breaker, now: UnixMs) -> (Circuit, Option<Transition>) {
+        let retry_at = now.saturating_add(breaker.cooldown_ms(level));
         let open =
             Circuit { state: CircuitState::Open, retry_at: Some(retry_at), failures: 0, level };
         (open, Some(Transition::Opened { retry_at }))
@@ -161,46 +177,48 @@ impl Circuit {
 mod tests {
     use super::*;
 
+    fn breaker(threshold: u32) -> Breaker {
+        Breaker { threshold, first_cooldown_ms: 10_000 }
+    }
+
     const FAIL: Observed = Observed { signal: Signal::Unavailable, probe: false };
     const OK: Observed = Observed { signal: Signal::Success, probe: false };
 
     #[test]
     fn consecutive_failures_open_the_circuit_and_a_success_in_between_resets_the_count() {
-        let (circuit, transition) = Circuit::default().fold([FAIL, FAIL, OK, FAIL, FAIL], 3, 0);
+        let (circuit, transition) =
+            Circuit::default().fold([FAIL, FAIL, OK, FAIL, FAIL], &breaker(3), 0);
         assert_eq!((circuit.state, circuit.failures, transition), (CircuitState::Closed, 2, None));
-        let (circuit, transition) = circuit.fold([FAIL], 3, 1_000);
+        let (circuit, transition) = circuit.fold([FAIL], &breaker(3), 1_000);
         assert_eq!(circuit.state, CircuitState::Open);
-        assert_eq!(transition, Some(Transition::Opened { retry_at: 1_000 + COOLDOWN_FIRST_MS }));
+        assert_eq!(transition, Some(Transition::Opened { retry_at: 1_000 + 10_000 }));
     }
 
     #[test]
     fn refusals_neither_count_nor_reset() {
         let refused = Observed { signal: Signal::Refused, probe: false };
-        let (circuit, _) = Circuit::default().fold([FAIL, refused, FAIL], 3, 0);
+        let (circuit, _) = Circuit::default().fold([FAIL, refused, FAIL], &breaker(3), 0);
         assert_eq!(circuit.failures, 2);
     }
 
     #[test]
     fn a_failed_probe_doubles_the_cooldown_up_to_ten_minutes_and_a_success_closes() {
-        let (open, _) = Circuit::default().fold([FAIL], 1, 0);
-        assert!(open.probe_due(COOLDOWN_FIRST_MS) && !open.probe_due(COOLDOWN_FIRST_MS - 1));
+        let (open, _) = Circuit::default().fold([FAIL], &breaker(1), 0);
+        assert!(open.probe_due(10_000) && !open.probe_due(10_000 - 1));
         let half_open = Circuit { state: CircuitState::HalfOpen, ..open };
         let probe_failed = Observed { signal: Signal::Unavailable, probe: true };
-        let (again, transition) = half_open.fold([probe_failed], 1, 50_000);
+        let (again, transition) = half_open.fold([probe_failed], &breaker(1), 50_000);
         assert_eq!(again.level, 1);
-        assert_eq!(
-            transition,
-            Some(Transition::Opened { retry_at: 50_000 + 2 * COOLDOWN_FIRST_MS })
-        );
-        assert_eq!(cooldown_ms(30), COOLDOWN_MAX_MS);
-        let (closed, transition) = again.fold([OK], 1, 60_000);
+        assert_eq!(transition, Some(Transition::Opened { retry_at: 50_000 + 2 * 10_000 }));
+        assert_eq!(breaker(1).cooldown_ms(30), COOLDOWN_MAX_MS);
+        let (closed, transition) = again.fold([OK], &breaker(1), 60_000);
         assert_eq!((closed, transition), (Circuit::default(), Some(Transition::Closed)));
     }
 
     #[test]
     fn stale_failures_while_open_change_nothing() {
-        let (open, _) = Circuit::default().fold([FAIL], 1, 0);
-        assert_eq!(open.fold([FAIL, FAIL], 1, 5_000), (open, None));
+        let (open, _) = Circuit::default().fold([FAIL], &breaker(1), 0);
+        assert_eq!(open.fold([FAIL, FAIL], &breaker(1), 5_000), (open, None));
     }
 
     #[test]

@@ -15,6 +15,11 @@ pub fn now_ms() -> UnixMs {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// Microseconds since the unix epoch (rate-limit slots are finer than a millisecond).
+pub fn now_us() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64
+}
+
 /// `2024-01-15T11:30:00.123Z`: always UTC, always milliseconds, so strings sort like times.
 pub fn format_ms(ms: UnixMs) -> String {
     let format =

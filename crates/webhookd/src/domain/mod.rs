@@ -6,7 +6,9 @@ pub mod circuit;
 pub mod clock;
 pub mod destination;
 pub mod event;
+pub mod health;
 pub mod lane;
+pub mod pacing;
 pub mod sealing;
 pub mod secrets;
 pub mod text;
@@ -17,7 +19,8 @@ pub use catalog::EventCatalog;
 pub use webhook::{Authorization, CustomHeader, HttpMethod, WebhookSettings};
 
 /// Status of a delivery log (SPEC §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogStatus {
     Pending,
     Success,
@@ -43,7 +46,8 @@ impl LogStatus {
 }
 
 /// How an attempt came to be sent (SPEC §1, `send_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SendType {
     Spawn,
     Retry,

@@ -1,19 +1,45 @@
-//! Ingestion: an event and one delivery log per destination, in one transaction.
+//! Ingestion: events and one delivery log per destination, written before the 202. Concurrent
+//! requests are written together in one transaction (group commit, see `crate::ingest`), and the
+//! new logs the local dispatcher has room for are handed to it directly — it sends them without
+//! a claim query, and they are marked as held by this node (on PostgreSQL, under a lease).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use sqlx::QueryBuilder;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
+use super::announce::Announcement;
+use super::claims::lease_ms;
+use super::models::{Payload, QueuedLog};
 use super::queue::{insert_logs, LogIds, NewLog, INSERT_CHUNK};
 use super::{on_reader, on_writer, Backend, Store, StoreError};
 use crate::domain::clock::{now_ms, DAY_MS};
 use crate::domain::event::NewEvent;
-use crate::domain::webhook::{EventTypes, Ordering};
+use crate::domain::webhook::{EventTypes, Ordering, Timeout};
 use crate::domain::{LogStatus, SendType};
 
 /// An idempotency key returns the first event for this long.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = DAY_MS;
+/// What a handed-over log costs the hand-off budget besides its payload (its row, its job).
+const HANDOFF_OVERHEAD_BYTES: usize = 512;
+
+/// The events of one ingestion request.
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    pub org_id: Uuid,
+    pub agent_id: Uuid,
+    pub events: Vec<NewEvent>,
+}
+
+/// What one request produced.
+#[derive(Debug)]
+pub enum Ingested {
+    /// The agent does not exist (in this organization); nothing was written.
+    AgentNotFound,
+    /// The events, in request order, and the logs handed to the local dispatcher.
+    Events { events: Vec<IngestedEvent>, handed: Vec<HandedLog> },
+}
 
 /// A log created by ingestion, as the ingestion response shows it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -21,7 +47,7 @@ pub struct CreatedLog {
     pub id: Uuid,
     pub webhook_id: Option<Uuid>,
     pub url: String,
-    pub status: String,
+    pub status: LogStatus,
 }
 
 #[derive(Debug, Clone)]
@@ -32,138 +58,221 @@ pub struct IngestedEvent {
     pub logs: Vec<CreatedLog>,
 }
 
-/// A destination subscribed to some events.
+/// A new log given to the local dispatcher, with its share of the hand-off budget (returned
+/// when the log leaves the dispatcher's memory).
+#[derive(Debug)]
+pub struct HandedLog {
+    pub log: QueuedLog,
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// How much the local dispatcher takes straight from ingestion: a budget of payload bytes held
+/// in memory. On PostgreSQL handed logs are claimed under a lease, and only for lanes whose
+/// limits are node-local (no `rate_limit`, no `max_concurrency`: those are counted over every
+/// node by the claim query).
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    budget: Arc<Semaphore>,
+}
+
+impl Handoff {
+    pub fn new(budget: Arc<Semaphore>) -> Self {
+        Self { budget }
+    }
+
+    fn reserve(&self, payload_bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = (payload_bytes + HANDOFF_OVERHEAD_BYTES).div_ceil(1024);
+        self.budget.clone().try_acquire_many_owned(u32::try_from(kib).ok()?).ok()
+    }
+}
+
+/// An agent's webhook as ingestion needs it.
 #[derive(sqlx::FromRow)]
 struct Subscriber {
+    /// `None`: the agent exists but has no webhook.
+    id: Option<Uuid>,
+    url: Option<String>,
+    events: Option<String>,
+    enabled: Option<bool>,
+    ordering: Option<String>,
+    timeout_secs: Option<i64>,
+    rate_limit: Option<i64>,
+    max_concurrency: Option<i64>,
+}
+
+struct Subscription {
     id: Uuid,
     url: String,
-    events: String,
+    events: EventTypes,
     enabled: bool,
-    ordering: String,
+    ordered: bool,
+    timeout: Timeout,
+    /// Its limits are counted over every node, so its logs go through the claim query.
+    shared_limits: bool,
+}
+
+impl Subscriber {
+    fn subscription(self) -> Result<Option<Subscription>, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt { table: "webhooks", detail };
+        let Some(id) = self.id else { return Ok(None) };
+        let ordering =
+            Ordering::parse(self.ordering.as_deref().unwrap_or_default()).map_err(corrupt)?;
+        Ok(Some(Subscription {
+            id,
+            url: self.url.unwrap_or_default(),
+            events: EventTypes::from_stored(self.events.as_deref().unwrap_or_default())
+                .map_err(corrupt)?,
+            enabled: self.enabled.unwrap_or(false),
+            ordered: ordering == Ordering::Call,
+            timeout: Timeout::from_stored(self.timeout_secs.unwrap_or_default())
+                .map_err(corrupt)?,
+            shared_limits: self.rate_limit.is_some() || self.max_concurrency.is_some(),
+        }))
+    }
 }
 
 impl Store {
-    /// Stores `events` for `agent_id` with their delivery logs, all in one transaction, and wakes
-    /// the dispatcher. Results are in input order.
+    /// Stores each request's events with their delivery logs, all in one transaction; hands
+    /// what `handoff` has room for to the local dispatcher. Results are in request order.
     pub async fn ingest(
         &self,
-        org_id: Uuid,
-        agent_id: Uuid,
-        events: Vec<NewEvent>,
-    ) -> Result<Vec<IngestedEvent>, StoreError> {
+        requests: &[IngestRequest],
+        handoff: Option<&Handoff>,
+    ) -> Result<Vec<Ingested>, StoreError> {
         let now = now_ms();
-        let results = on_writer!(self, |pool| {
+        let postgres = self.backend() == Backend::Postgres;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut announce = Vec::new();
+        on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let subscribers: Vec<Subscriber> = sqlx::query_as(
-                "SELECT id, url, events, enabled, ordering FROM webhooks
-                 WHERE agent_id = $1 AND org_id = $2 ORDER BY id",
-            )
-            .bind(agent_id)
-            .bind(org_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            let subscriptions = subscribers
-                .into_iter()
-                .map(|s| {
-                    let corrupt =
-                        |detail: String| StoreError::Corrupt { table: "webhooks", detail };
-                    let events = EventTypes::from_stored(&s.events).map_err(corrupt)?;
-                    let ordering = Ordering::parse(&s.ordering).map_err(corrupt)?;
-                    Ok((s, events, ordering))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-
-            let mut results = Vec::with_capacity(events.len());
-            let mut new_events = Vec::with_capacity(events.len());
-            let mut logs = Vec::new();
-            for event in events {
-                let event_id = Uuid::now_v7();
-                if let Some(key) = &event.idempotency_key {
-                    let claimed = sqlx::query(
-                        "INSERT INTO idempotency_keys (org_id, idempotency_key, event_id, created_at)
-                         VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (org_id, idempotency_key) DO UPDATE
-                            SET event_id = excluded.event_id, created_at = excluded.created_at
-                            WHERE idempotency_keys.created_at < $5",
+            let mut agents: HashMap<(Uuid, Uuid), Option<Arc<Vec<Subscription>>>> = HashMap::new();
+            let mut new_events: Vec<(Uuid, &IngestRequest, &NewEvent)> = Vec::new();
+            let mut logs: Vec<NewLog> = Vec::new();
+            for request in requests {
+                let key = (request.org_id, request.agent_id);
+                if let std::collections::hash_map::Entry::Vacant(vacant) = agents.entry(key) {
+                    let rows: Vec<Subscriber> = sqlx::query_as(
+                        "SELECT w.id, w.url, w.events, w.enabled, w.ordering, w.timeout_secs,
+                            w.rate_limit, w.max_concurrency
+                         FROM agents a LEFT JOIN webhooks w ON w.agent_id = a.id
+                         WHERE a.id = $1 AND a.org_id = $2 ORDER BY w.id",
                     )
-                    .bind(org_id)
-                    .bind(key.as_str())
-                    .bind(event_id)
-                    .bind(now)
-                    .bind(now - IDEMPOTENCY_WINDOW_MS)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if claimed == 0 {
-                        let first: Uuid = sqlx::query_scalar(
-                            "SELECT event_id FROM idempotency_keys
-                             WHERE org_id = $1 AND idempotency_key = $2",
-                        )
-                        .bind(org_id)
-                        .bind(key.as_str())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                        results.push(IngestedEvent {
+                    .bind(request.agent_id)
+                    .bind(request.org_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let found = if rows.is_empty() {
+                        None
+                    } else {
+                        let subs: Result<Vec<Option<Subscription>>, StoreError> =
+                            rows.into_iter().map(Subscriber::subscription).collect();
+                        Some(Arc::new(subs?.into_iter().flatten().collect()))
+                    };
+                    vacant.insert(found);
+                }
+                let Some(subscriptions) = agents[&key].clone() else {
+                    outcomes.push(Ingested::AgentNotFound);
+                    continue;
+                };
+                let mut events = Vec::with_capacity(request.events.len());
+                let mut handed = Vec::new();
+                for event in &request.events {
+                    let event_id = Uuid::now_v7();
+                    if let Some(first) =
+                        claim_idempotency_key(&mut tx, request.org_id, event, event_id, now).await?
+                    {
+                        events.push(IngestedEvent {
                             event_id: first,
                             duplicate: true,
                             logs: vec![],
                         });
                         continue;
                     }
-                }
-                let mut created = Vec::new();
-                let event_type = event.event_type.as_str();
-                let call_id = event.call_id.as_ref().map(|id| id.as_str());
-                for (subscriber, subscribed, ordering) in &subscriptions {
-                    if !subscribed.contains(event_type) {
-                        continue;
+                    let mut created = Vec::new();
+                    let event_type = event.event_type.as_str();
+                    let call_id = event.call_id.as_ref().map(|id| id.as_str());
+                    let ids = |webhook_id| LogIds {
+                        org_id: request.org_id,
+                        agent_id: request.agent_id,
+                        webhook_id,
+                        event_id,
+                    };
+                    let mut destinations: Vec<(NewLog, Option<&Subscription>)> = Vec::new();
+                    for sub in subscriptions.iter().filter(|s| s.events.contains(event_type)) {
+                        let mut log = NewLog::pending(
+                            ids(Some(sub.id)),
+                            event_type,
+                            call_id,
+                            &sub.url,
+                            SendType::Spawn,
+                            now,
+                        );
+                        if sub.ordered {
+                            log.order_key = log.call_id.clone();
+                        }
+                        if !sub.enabled {
+                            log.status = LogStatus::Skipped;
+                            log.error = Some("Webhook was disabled when the event arrived".into());
+                            log.next_attempt_at = None;
+                        }
+                        destinations.push((log, Some(sub)));
                     }
-                    let ids =
-                        LogIds { org_id, agent_id, webhook_id: Some(subscriber.id), event_id };
-                    let mut log = NewLog::pending(
-                        ids,
-                        event_type,
-                        call_id,
-                        &subscriber.url,
-                        SendType::Spawn,
-                        now,
-                    );
-                    if *ordering == Ordering::Call {
-                        log.order_key = log.call_id.clone();
+                    if let Some(url) = &event.webhook_url {
+                        let log = NewLog::pending(
+                            ids(None),
+                            event_type,
+                            call_id,
+                            url.as_str(),
+                            SendType::Spawn,
+                            now,
+                        );
+                        destinations.push((log, None));
                     }
-                    if !subscriber.enabled {
-                        log.status = LogStatus::Skipped;
-                        log.error = Some("Webhook was disabled when the event arrived".into());
-                        log.next_attempt_at = None;
+                    for (mut log, sub) in destinations {
+                        let pending = log.status == LogStatus::Pending;
+                        let local = sub.is_none_or(|s| !(postgres && s.shared_limits));
+                        let permit = (pending && log.order_key.is_none() && local)
+                            .then(|| handoff.and_then(|h| h.reserve(event.payload.len())))
+                            .flatten();
+                        if let Some(permit) = permit {
+                            let timeout = sub.map_or(Timeout::DEFAULT, |s| s.timeout);
+                            log.claimed_at = Some(now);
+                            if postgres {
+                                log.next_attempt_at = Some(now + lease_ms(timeout));
+                            }
+                            handed.push(HandedLog {
+                                log: queued(&log, &event.payload, postgres),
+                                permit,
+                            });
+                        } else if pending {
+                            announce.push(Announcement::Work {
+                                lane: log.lane_id,
+                                org: log.org_id,
+                                due: now,
+                            });
+                        }
+                        created.push(CreatedLog {
+                            id: log.id,
+                            webhook_id: log.webhook_id,
+                            url: log.url.clone(),
+                            status: log.status,
+                        });
+                        logs.push(log);
                     }
-                    created.push(created_log(&log));
-                    logs.push(log);
+                    events.push(IngestedEvent { event_id, duplicate: false, logs: created });
+                    new_events.push((event_id, request, event));
                 }
-                if let Some(url) = &event.webhook_url {
-                    let ids = LogIds { org_id, agent_id, webhook_id: None, event_id };
-                    let log = NewLog::pending(
-                        ids,
-                        event_type,
-                        call_id,
-                        url.as_str(),
-                        SendType::Spawn,
-                        now,
-                    );
-                    created.push(created_log(&log));
-                    logs.push(log);
-                }
-                results.push(IngestedEvent { event_id, duplicate: false, logs: created });
-                new_events.push((event_id, event));
+                outcomes.push(Ingested::Events { events, handed });
             }
-
             for chunk in new_events.chunks(INSERT_CHUNK) {
-                let mut insert = QueryBuilder::new(
-                    "INSERT INTO events (id, org_id, agent_id, event_type, call_id, payload, webhook_url, created_at) ",
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO events (id, org_id, agent_id, event_type, call_id, payload,
+                        webhook_url, created_at) ",
                 );
-                insert.push_values(chunk, |mut row, (id, event)| {
+                insert.push_values(chunk, |mut row, (id, request, event)| {
                     row.push_bind(*id)
-                        .push_bind(org_id)
-                        .push_bind(agent_id)
+                        .push_bind(request.org_id)
+                        .push_bind(request.agent_id)
                         .push_bind(event.event_type.as_str())
                         .push_bind(event.call_id.as_ref().map(|id| id.as_str()))
                         .push_bind(event.payload.as_ref())
@@ -173,37 +282,33 @@ impl Store {
                 insert.build().execute(&mut *tx).await?;
             }
             insert_logs(&mut tx, &logs).await?;
-            if self.backend() == Backend::Postgres && !logs.is_empty() {
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(super::postgres::WORK_CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
-            }
             tx.commit().await?;
-            results
         });
-        if results.iter().any(|r| !r.logs.is_empty()) {
-            self.wake_dispatcher();
+        self.announce(announce).await;
+        for (outcome, request) in outcomes.iter_mut().zip(requests) {
+            if let Ingested::Events { events, .. } = outcome {
+                self.fill_duplicate_logs(request.org_id, events).await?;
+            }
         }
-        self.fill_duplicate_logs(org_id, results).await
+        Ok(outcomes)
     }
 
     /// Repeated idempotency keys answer with the first event's logs.
     async fn fill_duplicate_logs(
         &self,
         org_id: Uuid,
-        mut results: Vec<IngestedEvent>,
-    ) -> Result<Vec<IngestedEvent>, StoreError> {
+        events: &mut [IngestedEvent],
+    ) -> Result<(), StoreError> {
         let mut cache: HashMap<Uuid, Vec<CreatedLog>> = HashMap::new();
-        for result in results.iter_mut().filter(|r| r.duplicate) {
-            if let Some(logs) = cache.get(&result.event_id) {
-                result.logs = logs.clone();
+        for event in events.iter_mut().filter(|e| e.duplicate) {
+            if let Some(logs) = cache.get(&event.event_id) {
+                event.logs = logs.clone();
                 continue;
             }
-            result.logs = self.logs_of_event(org_id, result.event_id).await?;
-            cache.insert(result.event_id, result.logs.clone());
+            event.logs = self.logs_of_event(org_id, event.event_id).await?;
+            cache.insert(event.event_id, event.logs.clone());
         }
-        Ok(results)
+        Ok(())
     }
 
     /// The first-generation logs of an event (those ingestion created), oldest first.
@@ -225,11 +330,71 @@ impl Store {
     }
 }
 
-fn created_log(log: &NewLog) -> CreatedLog {
-    CreatedLog {
+/// Takes `event`'s idempotency key for `event_id`; `Some(first)` when the key was used within
+/// the window by an earlier event, which is then the answer.
+async fn claim_idempotency_key<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    org_id: Uuid,
+    event: &NewEvent,
+    event_id: Uuid,
+    now: i64,
+) -> Result<Option<Uuid>, StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    (Uuid,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let Some(key) = &event.idempotency_key else { return Ok(None) };
+    let claimed: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO idempotency_keys (org_id, idempotency_key, event_id, created_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (org_id, idempotency_key) DO UPDATE
+            SET event_id = excluded.event_id, created_at = excluded.created_at
+            WHERE idempotency_keys.created_at < $5
+         RETURNING event_id",
+    )
+    .bind(org_id)
+    .bind(key.as_str().to_string())
+    .bind(event_id)
+    .bind(now)
+    .bind(now - IDEMPOTENCY_WINDOW_MS)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if claimed.is_some() {
+        return Ok(None);
+    }
+    let (first,): (Uuid,) = sqlx::query_as(
+        "SELECT event_id FROM idempotency_keys WHERE org_id = $1 AND idempotency_key = $2",
+    )
+    .bind(org_id)
+    .bind(key.as_str().to_string())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Some(first))
+}
+
+/// A handed log as the dispatcher receives it.
+fn queued(log: &NewLog, payload: &bytes::Bytes, postgres: bool) -> QueuedLog {
+    QueuedLog {
         id: log.id,
+        org_id: log.org_id,
+        agent_id: log.agent_id,
         webhook_id: log.webhook_id,
+        lane_id: log.lane_id,
+        event_id: log.event_id,
+        event_type: log.event_type.clone(),
+        call_id: log.call_id.clone(),
         url: log.url.clone(),
-        status: log.status.as_str().to_string(),
+        attempt_count: 0,
+        retries: 0,
+        first_send_type: log.first_send_type,
+        created_at: log.created_at,
+        ordered: false,
+        lease_until: if postgres { log.next_attempt_at } else { None },
+        payload: Payload(payload.clone()),
     }
 }

@@ -3,9 +3,10 @@
 
 use uuid::Uuid;
 
+use super::models::Attempt;
 use super::{offset, on_reader, Store, StoreError};
 use crate::domain::clock::UnixMs;
-use crate::domain::LogStatus;
+use crate::domain::{LogStatus, SendType};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryLog {
@@ -17,8 +18,8 @@ pub struct DeliveryLog {
     pub event_type: String,
     pub call_id: Option<String>,
     pub url: String,
-    pub status: String,
-    pub first_send_type: String,
+    pub status: LogStatus,
+    pub first_send_type: SendType,
     pub attempt_count: i64,
     pub retries: i64,
     pub http_status: Option<i64>,
@@ -27,27 +28,39 @@ pub struct DeliveryLog {
     pub duration_ms: Option<i64>,
     pub delivered_at: Option<UnixMs>,
     pub error: Option<String>,
+    pub last_attempt_id: Option<Uuid>,
+    pub last_attempt_at: Option<UnixMs>,
+    pub last_send_type: Option<SendType>,
     pub original_log_id: Option<Uuid>,
     pub next_attempt_at: Option<UnixMs>,
     pub created_at: UnixMs,
     pub updated_at: UnixMs,
-    /// The event's `data`, as delivered.
-    pub payload: Vec<u8>,
+    /// The event's `data` as delivered; `None` in a listing when it is larger than
+    /// [`LISTED_PAYLOAD_MAX`] (read the log itself for it).
+    pub payload: Option<Vec<u8>>,
+    pub payload_bytes: i64,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Attempt {
-    pub id: Uuid,
-    pub log_id: Uuid,
-    pub number: i64,
-    pub send_type: String,
-    pub sent_at: UnixMs,
-    pub response_code: Option<i64>,
-    pub duration_ms: i64,
-    pub response_body: Option<String>,
-    pub response_headers: Option<String>,
-    pub error: Option<String>,
+impl DeliveryLog {
+    /// The log's latest attempt, which its row holds.
+    pub fn latest_attempt(&self) -> Option<Attempt> {
+        Some(Attempt {
+            id: self.last_attempt_id?,
+            number: self.attempt_count,
+            send_type: self.last_send_type?,
+            sent_at: self.last_attempt_at?,
+            response_code: self.http_status.and_then(|code| u16::try_from(code).ok()),
+            duration_ms: self.duration_ms.unwrap_or_default(),
+            response_body: self.response_body.clone(),
+            response_headers: self.response_headers.clone(),
+            error: self.error.clone(),
+        })
+    }
 }
+
+/// A listing carries payloads up to this size, so a page of logs stays bounded in memory
+/// whatever the events weigh (at most 100 × 16 KiB of payloads); larger ones are left out.
+pub const LISTED_PAYLOAD_MAX: i64 = 16 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct LogFilter {
@@ -76,10 +89,22 @@ pub struct LogListing {
     pub next_cursor: Option<Uuid>,
 }
 
-pub(super) const LOG_COLUMNS: &str = "l.id, l.org_id, l.agent_id, l.webhook_id, l.event_id,
-    l.event_type, l.call_id, l.url, l.status, l.first_send_type, l.attempt_count, l.retries,
-    l.http_status, l.response_body, l.response_headers, l.duration_ms, l.delivered_at, l.error,
-    l.original_log_id, l.next_attempt_at, l.created_at, l.updated_at, e.payload";
+/// The columns of a [`DeliveryLog`] but its payload (log `l`, event `e`).
+macro_rules! log_columns {
+    () => {
+        "l.id, l.org_id, l.agent_id, l.webhook_id, l.event_id, l.event_type, l.call_id, l.url,
+        l.status, l.first_send_type, l.attempt_count, l.retries, l.http_status, l.response_body,
+        l.response_headers, l.duration_ms, l.delivered_at, l.error, l.last_attempt_id,
+        l.last_attempt_at, l.last_send_type, l.original_log_id, l.next_attempt_at, l.created_at,
+        l.updated_at, CAST(LENGTH(e.payload) AS BIGINT) AS payload_bytes"
+    };
+}
+
+/// A whole log, payload included.
+pub(super) const LOG_COLUMNS: &str = concat!(log_columns!(), ", e.payload");
+/// A log in a listing: the payload only up to [`LISTED_PAYLOAD_MAX`] (16 KiB).
+const LISTED_LOG_COLUMNS: &str =
+    concat!(log_columns!(), ", CASE WHEN LENGTH(e.payload) <= 16384 THEN e.payload END AS payload");
 
 /// A bind value of a query assembled at run time.
 #[derive(Debug, Clone)]
@@ -152,7 +177,7 @@ impl Store {
         // One extra row tells whether another page follows.
         args.push(Arg::Int(per_page + 1));
         let mut sql = format!(
-            "SELECT {LOG_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
+            "SELECT {LISTED_LOG_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
              WHERE {where_sql} ORDER BY l.id DESC LIMIT ${}",
             args.len()
         );
@@ -199,22 +224,25 @@ impl Store {
                 .fetch_optional(pool)
                 .await?;
             let Some(log) = log else { return Ok(None) };
-            let attempts = self.attempts_of(log.id).await?;
+            let attempts = self.attempts_of(&log).await?;
             Ok(Some((log, attempts)))
         })
     }
 
-    /// A log's attempts, oldest first.
-    pub async fn attempts_of(&self, log_id: Uuid) -> Result<Vec<Attempt>, StoreError> {
-        on_reader!(self, |pool| {
-            Ok(sqlx::query_as(
-                "SELECT id, log_id, number, send_type, sent_at, response_code, duration_ms,
+    /// A log's attempts, oldest first: the earlier ones from `attempts`, the latest from the
+    /// log row. `log` must have been read for an organization the caller may see.
+    pub async fn attempts_of(&self, log: &DeliveryLog) -> Result<Vec<Attempt>, StoreError> {
+        let mut attempts: Vec<Attempt> = on_reader!(self, |pool| {
+            sqlx::query_as(
+                "SELECT id, number, send_type, sent_at, response_code, duration_ms,
                     response_body, response_headers, error
                  FROM attempts WHERE log_id = $1 ORDER BY number, sent_at",
             )
-            .bind(log_id)
+            .bind(log.id)
             .fetch_all(pool)
-            .await?)
-        })
+            .await?
+        });
+        attempts.extend(log.latest_attempt());
+        Ok(attempts)
     }
 }

@@ -7,18 +7,23 @@
 //! claiming with `SKIP LOCKED`, cross-process wake-ups) lives in `sqlite.rs` and `postgres.rs`.
 
 mod agents;
-mod delivery;
+mod announce;
+mod claims;
+mod codec;
 mod error;
 mod events;
+mod gauges;
 mod logs;
 mod models;
 mod orgs;
 mod postgres;
 mod queue;
+mod record;
 mod recover;
 mod redelivery;
 mod retention;
 mod sealing;
+mod sending;
 mod sqlite;
 mod webhooks;
 
@@ -30,12 +35,14 @@ use tokio::sync::Notify;
 use crate::domain::sealing::Sealer;
 use tokio_util::sync::CancellationToken;
 
-pub use delivery::{AttemptRecord, ClaimedLog, SkipRecord, LEASE_MARGIN_MS};
+pub use announce::{Announcement, Announcer, Pending};
+pub use claims::{lease_ms, LaneClaim, LaneClaimed, LaneDue, LEASE_MARGIN_MS};
 pub use error::StoreError;
-pub use events::{CreatedLog, IngestedEvent};
-pub use logs::{Attempt, DeliveryLog, LogFilter, LogListing, LogPage};
-pub use models::{Agent, Organization, Webhook, WebhookSecrets};
+pub use events::{CreatedLog, HandedLog, Handoff, IngestRequest, Ingested, IngestedEvent};
+pub use logs::{DeliveryLog, LogFilter, LogListing, LogPage, LISTED_PAYLOAD_MAX};
+pub use models::{Agent, Attempt, Organization, Payload, QueuedLog, Webhook, WebhookSecrets};
 pub use orgs::CreatedOrg;
+pub use record::{AttemptRecord, Recorded, SkipRecord};
 pub use recover::{Recovery, Window, RECOVER_PAGE};
 pub use redelivery::PostCallEvent;
 pub use retention::{Deleted, RETENTION_BATCH};
@@ -89,8 +96,8 @@ pub struct Page<T> {
 #[derive(Clone)]
 pub struct Store {
     db: Db,
-    /// Woken whenever this process commits work that is due now.
-    wake: Arc<Notify>,
+    /// Work and changes announced to this process's dispatcher.
+    announcer: Arc<Announcer>,
     /// Woken when this process records a recovery to run in the background.
     recoveries: Arc<Notify>,
     /// Seals secrets and credentials at rest. Every store has one, so no code path can write a
@@ -104,7 +111,7 @@ impl Store {
     pub async fn connect(url: &str, sealer: Sealer) -> Result<Self, StoreError> {
         Ok(Self {
             db: Db::connect(url).await?,
-            wake: Arc::new(Notify::new()),
+            announcer: Arc::new(Announcer::default()),
             recoveries: Arc::new(Notify::new()),
             sealer: Arc::new(sealer),
         })
@@ -129,25 +136,18 @@ impl Store {
         })
     }
 
-    /// Tells this process's dispatcher that work is due (other nodes hear a PostgreSQL `NOTIFY`).
-    pub fn wake_dispatcher(&self) {
-        self.wake.notify_one();
-    }
-
-    /// What the dispatcher waits on between claims.
-    pub fn work_notifier(&self) -> Arc<Notify> {
-        self.wake.clone()
-    }
-
     /// What the recovery runner waits on.
     pub fn recovery_notifier(&self) -> Arc<Notify> {
         self.recoveries.clone()
     }
 
-    /// On PostgreSQL, relays other nodes' work notifications to this process until `stop`.
-    pub fn spawn_work_listener(&self, stop: CancellationToken) {
-        if let Db::Postgres(pool) = &self.db {
-            tokio::spawn(postgres::listen_for_work(pool.clone(), self.wake.clone(), stop));
+    /// On PostgreSQL, publishes other nodes' announcements to this process until `stop`.
+    pub fn spawn_listener(&self, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+        match &self.db {
+            Db::Postgres(pool) => {
+                Some(tokio::spawn(postgres::listen(pool.clone(), self.announcer.clone(), stop)))
+            }
+            Db::Sqlite { .. } => None,
         }
     }
 

@@ -10,6 +10,7 @@ use crate::domain::webhook::{
     Authorization, CustomHeaders, EventTypes, HttpMethod, MaxConcurrency, MaxRetries, Name,
     Ordering, RateLimit, Timeout, WebhookSettings, WebhookUrl,
 };
+use crate::domain::SendType;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Organization {
@@ -152,6 +153,105 @@ impl WebhookRow {
             circuit,
             created_at: self.created_at,
             updated_at: self.updated_at,
+        })
+    }
+}
+
+/// A pending log on its way to a send: what a claim or an ingestion hand-off yields, with the
+/// event's payload.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueuedLog {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub agent_id: Uuid,
+    pub webhook_id: Option<Uuid>,
+    pub lane_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub call_id: Option<String>,
+    pub url: String,
+    pub attempt_count: i64,
+    pub retries: i64,
+    pub first_send_type: SendType,
+    pub created_at: UnixMs,
+    /// It waits for the earlier logs of its call (`ordering: call`): its end frees the next one.
+    pub ordered: bool,
+    /// While claimed, when the claim's lease ends (`None`: not claimed in the database; on
+    /// SQLite a claim is held in memory only).
+    #[sqlx(rename = "lease_until")]
+    pub lease_until: Option<UnixMs>,
+    #[sqlx(try_from = "Vec<u8>")]
+    pub payload: Payload,
+}
+
+/// An event's `data` bytes, shared without copying.
+#[derive(Debug, Clone, Default)]
+pub struct Payload(pub bytes::Bytes);
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self(bytes::Bytes::from(bytes))
+    }
+}
+
+impl QueuedLog {
+    /// The kind of this log's next automatic attempt: its first kind, then `retry`.
+    pub fn next_send_type(&self) -> SendType {
+        if self.attempt_count == 0 {
+            self.first_send_type
+        } else {
+            SendType::Retry
+        }
+    }
+}
+
+/// The columns of a [`QueuedLog`] (log `l`, event `e`), with the lease as `next_attempt_at`.
+pub(super) const QUEUED_COLUMNS: &str = "l.id, l.org_id, l.agent_id, l.webhook_id, l.lane_id,
+    l.event_id, l.event_type, l.call_id, l.url, l.attempt_count, l.retries, l.first_send_type,
+    l.created_at, l.order_key IS NOT NULL AS ordered,
+    CASE WHEN l.claimed_at IS NULL THEN NULL ELSE l.next_attempt_at END AS lease_until, e.payload";
+
+/// One HTTP attempt of a log, as sent and as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub id: Uuid,
+    /// 1 for the log's first attempt.
+    pub number: i64,
+    pub send_type: SendType,
+    pub sent_at: UnixMs,
+    /// `None` when no response arrived (network error, timeout).
+    pub response_code: Option<u16>,
+    pub duration_ms: i64,
+    pub response_body: Option<String>,
+    /// Response headers as a JSON object.
+    pub response_headers: Option<String>,
+    pub error: Option<String>,
+}
+
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for Attempt
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    SendType: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let code: Option<i64> = row.try_get("response_code")?;
+        let response_code = code.map(u16::try_from).transpose().map_err(|e| {
+            sqlx::Error::ColumnDecode { index: "response_code".into(), source: e.into() }
+        })?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            number: row.try_get("number")?,
+            send_type: row.try_get("send_type")?,
+            sent_at: row.try_get("sent_at")?,
+            response_code,
+            duration_ms: row.try_get("duration_ms")?,
+            response_body: row.try_get("response_body")?,
+            response_headers: row.try_get("response_headers")?,
+            error: row.try_get("error")?,
         })
     }
 }

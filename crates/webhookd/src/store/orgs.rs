@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::announce::Announcement;
 use super::{on_reader, on_writer, Backend, Organization, Store, StoreError, WebhookSecrets};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::secrets::{
@@ -83,7 +84,7 @@ impl Store {
         org_id: Uuid,
         grace_until: UnixMs,
     ) -> Result<Option<WebhookSecrets>, StoreError> {
-        on_writer!(self, |pool| {
+        let rotated = on_writer!(self, |pool| {
             let row: Option<(String, Option<String>, Option<i64>)> = sqlx::query_as(
                 "UPDATE organizations SET previous_signing_secret = signing_secret,
                     previous_secret_expires_at = $1, signing_secret = $2, updated_at = $3
@@ -97,7 +98,9 @@ impl Store {
             .fetch_optional(pool)
             .await?;
             row.map(|row| self.open_secrets(secrets_from_columns(row))).transpose()
-        })
+        });
+        self.announce(vec![Announcement::OrgChanged { org: org_id }]).await;
+        rotated
     }
 }
 

@@ -6,6 +6,12 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+use uuid::Uuid;
+
+use super::announce::{decode, Announcement, Announcer, CHANNEL};
+use super::claims::{LaneClaim, LaneClaimed, ELIGIBLE};
+use super::models::{QueuedLog, QUEUED_COLUMNS};
+use super::record::{AttemptRecord, UpdateLogs};
 use super::StoreError;
 
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -21,65 +27,156 @@ pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
     Ok(pool)
 }
 
-/// The channel on which nodes tell each other that new work is due.
-pub(super) const WORK_CHANNEL: &str = "webhookd_work";
+/// Appended to a `SELECT` whose rows the transaction will update (other nodes wait).
+pub(super) const FOR_UPDATE: &str = " FOR UPDATE";
 
-/// Several nodes claim at once: `FOR UPDATE SKIP LOCKED` hands each due log to exactly one.
-pub(super) async fn claim_due(
+/// Claims due logs lane by lane in one statement: per lane, the first `want` due and eligible
+/// logs that no other node holds (`SKIP LOCKED`), each under a lease. Lanes with
+/// `max_concurrency` go one at a time under their webhook's row lock (see [`claim_capped`]).
+pub(super) async fn claim_lanes(
     pool: &PgPool,
+    claims: &[LaneClaim],
     now: i64,
-    limit: i64,
-) -> Result<Vec<super::delivery::ClaimedLog>, StoreError> {
-    let query = format!(
-        "WITH due AS (
-            SELECT id FROM delivery_logs
-            WHERE status = 'pending' AND next_attempt_at <= $1
-            ORDER BY next_attempt_at LIMIT $2
-            FOR UPDATE SKIP LOCKED)
-         UPDATE delivery_logs d SET next_attempt_at = {lease}, claimed_at = $1, updated_at = $1
-         FROM due WHERE d.id = due.id
-         RETURNING {returning}",
-        lease = super::delivery::lease_expression("d"),
-        returning = super::delivery::CLAIM_RETURNING
-            .split(',')
-            .map(|column| format!("d.{}", column.trim()))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    Ok(sqlx::query_as(&query).bind(now).bind(limit).fetch_all(pool).await?)
+) -> Result<Vec<LaneClaimed>, StoreError> {
+    let (capped, free): (Vec<&LaneClaim>, Vec<&LaneClaim>) =
+        claims.iter().partition(|c| c.max_concurrency.is_some());
+    let mut logs = claim(pool, &free, now).await?;
+    for claim in capped {
+        logs.extend(claim_capped(pool, claim, now).await?);
+    }
+    let lanes: Vec<Uuid> = claims.iter().map(|c| c.lane).collect();
+    let next_due: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
+        "SELECT lane_id, MIN(next_attempt_at) FROM delivery_logs
+         WHERE lane_id = ANY($1) AND status = 'pending' AND next_attempt_at > $2
+         GROUP BY lane_id",
+    )
+    .bind(&lanes)
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    let mut claimed: Vec<LaneClaimed> = claims
+        .iter()
+        .map(|c| LaneClaimed {
+            lane: c.lane,
+            logs: Vec::new(),
+            next_due: next_due.iter().find(|(lane, _)| *lane == c.lane).and_then(|(_, due)| *due),
+        })
+        .collect();
+    for log in logs {
+        if let Some(lane) = claimed.iter_mut().find(|c| c.lane == log.lane_id) {
+            lane.logs.push(log);
+        }
+    }
+    Ok(claimed)
 }
 
-/// Forwards `NOTIFY`s from other nodes to this node's dispatcher until `stop`. Reconnects on
-/// errors; a wake-up missed meanwhile is caught by the dispatcher's timed re-check.
-pub(super) async fn listen_for_work(
+async fn claim<'e, E>(
+    executor: E,
+    claims: &[&LaneClaim],
+    now: i64,
+) -> Result<Vec<QueuedLog>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    if claims.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "WITH wanted AS (
+            SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[]) AS w(lane_id, n, lease_ms)),
+         picked AS (
+            SELECT c.id, w.lease_ms FROM wanted w CROSS JOIN LATERAL (
+                SELECT l.id FROM delivery_logs l
+                WHERE l.lane_id = w.lane_id AND l.status = 'pending' AND l.next_attempt_at <= $4
+                  AND {ELIGIBLE}
+                ORDER BY l.next_attempt_at LIMIT w.n
+                FOR UPDATE SKIP LOCKED) c)
+         UPDATE delivery_logs l
+         SET claimed_at = $4, next_attempt_at = $4 + k.lease_ms, updated_at = $4
+         FROM picked k, events e
+         WHERE l.id = k.id AND e.id = l.event_id
+         RETURNING {QUEUED_COLUMNS}"
+    );
+    let count = |c: &&LaneClaim| i64::try_from(c.want).unwrap_or(i64::MAX);
+    Ok(sqlx::query_as(&sql)
+        .bind(claims.iter().map(|c| c.lane).collect::<Vec<_>>())
+        .bind(claims.iter().map(count).collect::<Vec<_>>())
+        .bind(claims.iter().map(|c| c.lease_ms).collect::<Vec<_>>())
+        .bind(now)
+        .fetch_all(executor)
+        .await?)
+}
+
+/// A lane with `max_concurrency`: under its webhook's row lock, counts the claims in flight on
+/// every node and claims only what fits. The lock serialises the nodes' claims for this lane,
+/// so two nodes cannot both see room for the same slot.
+async fn claim_capped(
+    pool: &PgPool,
+    lane: &LaneClaim,
+    now: i64,
+) -> Result<Vec<QueuedLog>, StoreError> {
+    let cap = i64::from(lane.max_concurrency.unwrap_or(u32::MAX));
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT id FROM webhooks WHERE id = $1 FOR UPDATE")
+        .bind(lane.lane)
+        .execute(&mut *tx)
+        .await?;
+    let in_flight: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM delivery_logs
+         WHERE lane_id = $1 AND claimed_at IS NOT NULL AND next_attempt_at > $2",
+    )
+    .bind(lane.lane)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let room = usize::try_from((cap - in_flight).max(0)).unwrap_or(0).min(lane.want);
+    let logs = if room == 0 {
+        Vec::new()
+    } else {
+        let fitted = LaneClaim { want: room, ..lane.clone() };
+        claim(&mut *tx, &[&fitted], now).await?
+    };
+    tx.commit().await?;
+    Ok(logs)
+}
+
+/// Sends a `NOTIFY` on `channel`.
+pub(super) async fn notify(pool: &PgPool, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(pool).await?;
+    Ok(())
+}
+
+/// Publishes other nodes' announcements to this process until `stop`. Reconnects on errors and
+/// asks for a rescan after each reconnection (announcements may have been missed meanwhile).
+pub(super) async fn listen(
     pool: PgPool,
-    wake: std::sync::Arc<tokio::sync::Notify>,
+    announcer: std::sync::Arc<Announcer>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
             Err(error) => {
-                tracing::warn!(%error, "cannot LISTEN for work; retrying");
+                tracing::warn!(%error, "cannot LISTEN for announcements; retrying");
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
         };
-        if let Err(error) = listener.listen(WORK_CHANNEL).await {
-            tracing::warn!(%error, "cannot LISTEN for work; retrying");
+        if let Err(error) = listener.listen(CHANNEL).await {
+            tracing::warn!(%error, "cannot LISTEN for announcements; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
+        announcer.publish([Announcement::Rescan]);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 received = listener.recv() => match received {
-                    Ok(_) => wake.notify_one(),
+                    Ok(notification) => announcer.publish(decode(notification.payload())),
                     Err(error) => {
                         tracing::warn!(%error, "LISTEN connection lost; reconnecting");
-                        wake.notify_one();
                         break;
                     }
                 },
@@ -90,20 +187,20 @@ pub(super) async fn listen_for_work(
 
 /// One statement for the whole batch: the values travel as arrays and are joined by id, so a
 /// batch costs one round trip however many logs it holds.
-impl super::delivery::UpdateLogs for sqlx::Transaction<'_, sqlx::Postgres> {
+impl UpdateLogs for sqlx::Transaction<'_, sqlx::Postgres> {
     async fn update_logs(
         &mut self,
-        attempts: &[&super::AttemptRecord],
+        attempts: &[AttemptRecord],
         now: i64,
     ) -> Result<(), StoreError> {
         if attempts.is_empty() {
             return Ok(());
         }
-        let column = |f: &dyn Fn(&super::AttemptRecord) -> Option<i64>| -> Vec<Option<i64>> {
-            attempts.iter().map(|a| f(a)).collect()
+        let ints = |f: &dyn Fn(&AttemptRecord) -> Option<i64>| -> Vec<Option<i64>> {
+            attempts.iter().map(f).collect()
         };
-        let text = |f: &dyn Fn(&super::AttemptRecord) -> Option<String>| -> Vec<Option<String>> {
-            attempts.iter().map(|a| f(a)).collect()
+        let text = |f: &dyn Fn(&AttemptRecord) -> Option<String>| -> Vec<Option<String>> {
+            attempts.iter().map(f).collect()
         };
         sqlx::query(
             "UPDATE delivery_logs AS l SET status = v.status, attempt_count = l.attempt_count + 1,
@@ -111,24 +208,31 @@ impl super::delivery::UpdateLogs for sqlx::Transaction<'_, sqlx::Postgres> {
                 response_body = v.response_body, response_headers = v.response_headers,
                 duration_ms = v.duration_ms, error = v.error,
                 delivered_at = CASE WHEN v.status = 'success' THEN v.finished_at ELSE l.delivered_at END,
-                next_attempt_at = v.next_attempt_at, claimed_at = NULL, updated_at = $11
+                next_attempt_at = v.next_attempt_at, claimed_at = NULL, updated_at = $11,
+                last_attempt_id = v.attempt_id, last_attempt_at = v.sent_at,
+                last_send_type = v.send_type
              FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[],
-                         $7::int8[], $8::text[], $9::int8[], $10::int8[])
+                         $7::int8[], $8::text[], $9::int8[], $10::int8[], $12::uuid[],
+                         $13::int8[], $14::text[])
                   AS v(id, status, retry, http_status, response_body, response_headers,
-                       duration_ms, error, finished_at, next_attempt_at)
+                       duration_ms, error, finished_at, next_attempt_at, attempt_id, sent_at,
+                       send_type)
              WHERE l.id = v.id",
         )
         .bind(attempts.iter().map(|a| a.log_id).collect::<Vec<_>>())
         .bind(attempts.iter().map(|a| a.status.as_str()).collect::<Vec<_>>())
-        .bind(column(&|a| Some(i64::from(a.counts_as_retry))))
-        .bind(column(&|a| a.response_code))
-        .bind(text(&|a| a.response_body.clone()))
-        .bind(text(&|a| a.response_headers.clone()))
-        .bind(column(&|a| Some(a.duration_ms)))
-        .bind(text(&|a| a.error.clone()))
-        .bind(column(&|a| Some(a.sent_at + a.duration_ms)))
-        .bind(column(&|a| a.next_attempt_at))
+        .bind(ints(&|a| Some(i64::from(a.counts_as_retry))))
+        .bind(ints(&|a| a.attempt.response_code.map(i64::from)))
+        .bind(text(&|a| a.attempt.response_body.clone()))
+        .bind(text(&|a| a.attempt.response_headers.clone()))
+        .bind(ints(&|a| Some(a.attempt.duration_ms)))
+        .bind(text(&|a| a.attempt.error.clone()))
+        .bind(ints(&|a| Some(a.attempt.sent_at + a.attempt.duration_ms)))
+        .bind(ints(&|a| a.next_attempt_at))
         .bind(now)
+        .bind(attempts.iter().map(|a| a.attempt.id).collect::<Vec<_>>())
+        .bind(ints(&|a| Some(a.attempt.sent_at)))
+        .bind(attempts.iter().map(|a| a.attempt.send_type.as_str()).collect::<Vec<_>>())
         .execute(&mut **self)
         .await?;
         Ok(())

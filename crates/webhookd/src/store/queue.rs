@@ -3,7 +3,8 @@
 
 use uuid::Uuid;
 
-use super::StoreError;
+use super::announce::Announcement;
+use super::{on_writer, Store, StoreError};
 use crate::domain::clock::UnixMs;
 use crate::domain::lane::lane_of;
 use crate::domain::{LogStatus, SendType};
@@ -141,4 +142,28 @@ fn placeholders(rows: usize, columns: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+impl Store {
+    /// Inserts `logs` in one transaction, then announces those that are due and held by no one.
+    pub(super) async fn enqueue(&self, logs: &[NewLog]) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            insert_logs(&mut tx, logs).await?;
+            tx.commit().await?;
+        });
+        self.announce(announcements(logs)).await;
+        Ok(())
+    }
+}
+
+/// The work `logs` make for the dispatchers: pending logs that no node holds yet.
+pub(super) fn announcements(logs: &[NewLog]) -> Vec<Announcement> {
+    logs.iter()
+        .filter(|log| log.status == LogStatus::Pending && log.claimed_at.is_none())
+        .filter_map(|log| {
+            let due = log.next_attempt_at?;
+            Some(Announcement::Work { lane: log.lane_id, org: log.org_id, due })
+        })
+        .collect()
 }

@@ -5,7 +5,7 @@
 
 use uuid::Uuid;
 
-use super::queue::{insert_logs, LogIds, NewLog};
+use super::queue::{announcements, insert_logs, LogIds, NewLog};
 use super::{on_reader, on_writer, Backend, Store, StoreError, Webhook};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::SendType;
@@ -91,8 +91,17 @@ impl Store {
             "SELECT l.id, l.agent_id, l.event_id, l.event_type, l.call_id {CANDIDATES}
                AND l.id > $4 ORDER BY l.id LIMIT $5"
         );
+        let lock = match self.backend() {
+            Backend::Postgres => super::postgres::FOR_UPDATE,
+            Backend::Sqlite => "",
+        };
+        let lock_webhook = format!("SELECT id FROM webhooks WHERE id = $1{lock}");
+        let announce;
         let queued = on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
+            // Recoveries of one webhook take turns: the next one's candidate query then sees the
+            // logs this one queued (pending) and leaves their events alone.
+            sqlx::query(&lock_webhook).bind(webhook.id).execute(&mut *tx).await?;
             let candidates: Vec<Candidate> = sqlx::query_as(&select)
                 .bind(webhook.id)
                 .bind(window.since)
@@ -124,6 +133,7 @@ impl Store {
                 })
                 .collect();
             insert_logs(&mut tx, &logs).await?;
+            announce = announcements(&logs);
             let count = i64::try_from(candidates.len()).unwrap_or(i64::MAX);
             if let Some(recovery) = recovery {
                 let done = count < RECOVER_PAGE;
@@ -146,18 +156,10 @@ impl Store {
                     return Ok((0, None));
                 }
             }
-            if count > 0 && self.backend() == Backend::Postgres {
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(super::postgres::WORK_CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
-            }
             tx.commit().await?;
             (count, if count < RECOVER_PAGE { None } else { cursor })
         });
-        if queued.0 > 0 {
-            self.wake_dispatcher();
-        }
+        self.announce(announce).await;
         Ok(queued)
     }
 

@@ -1,13 +1,14 @@
-//! Redelivery: new logs for existing events (Talkover retry, recover), claiming existing logs for
-//! a synchronous resend (Bland), and finding a call's post-call logs.
+//! Redelivery: new logs for existing events (Talkover retry), new logs created held for an
+//! explicit send (Bland create, the test endpoint), and finding a call's post-call logs.
 
 use uuid::Uuid;
 
-use super::delivery::{ClaimedLog, CLAIM_RETURNING, LEASE_MARGIN_MS};
+use super::claims::lease_ms;
 use super::logs::LOG_COLUMNS;
-use super::queue::{insert_logs, LogIds, NewLog};
-use super::{on_reader, on_writer, Backend, DeliveryLog, Store, StoreError, Webhook};
-use crate::domain::catalog::POST_CALL_EVENT;
+use super::models::QueuedLog;
+use super::queue::{LogIds, NewLog};
+use super::{on_reader, Backend, DeliveryLog, Store, StoreError, Webhook};
+use crate::domain::catalog::{POST_CALL_EVENT, TEST_EVENT};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::webhook::Timeout;
 use crate::domain::SendType;
@@ -41,36 +42,18 @@ impl Store {
         send_type: SendType,
     ) -> Result<(Uuid, UnixMs), StoreError> {
         let now = now_ms();
-        let id = Uuid::now_v7();
-        on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let ids = LogIds {
-                org_id: original.org_id,
-                agent_id: original.agent_id,
-                webhook_id: Some(webhook.id),
-                event_id: original.event_id,
-            };
-            let url = webhook.settings.url.as_str();
-            let log = NewLog::pending(
-                ids,
-                &original.event_type,
-                original.call_id.as_deref(),
-                url,
-                send_type,
-                now,
-            );
-            let log = NewLog { id, original_log_id: Some(original.id), ..log };
-            insert_logs(&mut tx, std::slice::from_ref(&log)).await?;
-            if self.backend() == Backend::Postgres {
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(super::postgres::WORK_CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        });
-        self.wake_dispatcher();
-        Ok((id, now))
+        let ids = LogIds {
+            org_id: original.org_id,
+            agent_id: original.agent_id,
+            webhook_id: Some(webhook.id),
+            event_id: original.event_id,
+        };
+        let url = webhook.settings.url.as_str();
+        let call_id = original.call_id.as_deref();
+        let log = NewLog::pending(ids, &original.event_type, call_id, url, send_type, now);
+        let log = NewLog { original_log_id: Some(original.id), ..log };
+        self.enqueue(std::slice::from_ref(&log)).await?;
+        Ok((log.id, now))
     }
 
     /// A call's post-call logs, oldest first: one per destination the post-call event went to
@@ -121,75 +104,104 @@ impl Store {
         })
     }
 
-    /// Claims these logs for a synchronous send, skipping any already claimed (an attempt is in
-    /// flight for it). The lease covers the longest possible timeout.
-    pub async fn claim_logs(
-        &self,
-        org_id: Uuid,
-        log_ids: &[Uuid],
-    ) -> Result<Vec<ClaimedLog>, StoreError> {
-        let now = now_ms();
-        let lease_until = now + i64::from(Timeout::MAX) * 1000 + LEASE_MARGIN_MS;
-        let mut claimed = Vec::with_capacity(log_ids.len());
-        for id in log_ids {
-            let sql = format!(
-                "UPDATE delivery_logs SET claimed_at = $1, updated_at = $1,
-                    next_attempt_at = CASE WHEN status = 'pending' THEN $2 ELSE next_attempt_at END
-                 WHERE id = $3 AND org_id = $4 AND (claimed_at IS NULL OR claimed_at < $5)
-                 RETURNING {CLAIM_RETURNING}"
-            );
-            // A claim older than any attempt can last was left by a process that died.
-            let stale = now - (lease_until - now);
-            let row: Option<ClaimedLog> = on_writer!(self, |pool| {
-                sqlx::query_as(&sql)
-                    .bind(now)
-                    .bind(lease_until)
-                    .bind(id)
-                    .bind(org_id)
-                    .bind(stale)
-                    .fetch_optional(pool)
-                    .await?
-            });
-            claimed.extend(row);
-        }
-        Ok(claimed)
-    }
-
-    /// A new log of `event_id` to a one-off `url`, created claimed for a synchronous send.
-    pub async fn create_claimed_log(
+    /// A new log of the post-call `event` to a one-off `url`, created held for an explicit send
+    /// — unless the event has a log already (`None`): concurrent creates for one call make one.
+    pub async fn create_held_log(
         &self,
         org_id: Uuid,
         event: &PostCallEvent,
         call_id: &str,
         url: &str,
         send_type: SendType,
-    ) -> Result<ClaimedLog, StoreError> {
-        let now = now_ms();
-        let log = ClaimedLog {
-            id: Uuid::now_v7(),
-            org_id,
-            webhook_id: None,
-            event_id: event.id,
-            event_type: POST_CALL_EVENT.to_string(),
-            url: url.to_string(),
-            attempt_count: 0,
-            retries: 0,
-            first_send_type: send_type.as_str().to_string(),
-            created_at: now,
-        };
+    ) -> Result<Option<QueuedLog>, StoreError> {
         let ids = LogIds { org_id, agent_id: event.agent_id, webhook_id: None, event_id: event.id };
-        let row = NewLog::pending(ids, POST_CALL_EVENT, Some(call_id), url, send_type, now);
-        let row = NewLog {
-            id: log.id,
-            next_attempt_at: Some(now + Timeout::DEFAULT.millis() + LEASE_MARGIN_MS),
-            claimed_at: Some(now),
-            ..row
+        let log = NewLog::pending(ids, POST_CALL_EVENT, Some(call_id), url, send_type, now_ms());
+        let log = held(log, Timeout::DEFAULT);
+        let lock = match self.backend() {
+            Backend::Postgres => super::postgres::FOR_UPDATE,
+            Backend::Sqlite => "",
         };
-        on_writer!(self, |pool| {
+        let lock_event = format!("SELECT id FROM events WHERE id = $1{lock}");
+        let created = super::on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
-            insert_logs(&mut tx, std::slice::from_ref(&row)).await?;
+            sqlx::query(&lock_event).bind(event.id).execute(&mut *tx).await?;
+            let taken: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM delivery_logs WHERE event_id = $1)",
+            )
+            .bind(event.id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if !taken {
+                super::queue::insert_logs(&mut tx, std::slice::from_ref(&log)).await?;
+            }
+            tx.commit().await?;
+            !taken
+        });
+        if !created {
+            return Ok(None);
+        }
+        Ok(self.queued_logs(&[log.id]).await?.pop())
+    }
+
+    /// A `webhook.test` event and its log, created held so that the caller sends it now and no
+    /// dispatcher takes it.
+    pub async fn create_test_delivery(
+        &self,
+        webhook: &Webhook,
+        payload: Vec<u8>,
+    ) -> Result<QueuedLog, StoreError> {
+        let now = now_ms();
+        let event_id = Uuid::now_v7();
+        let ids = LogIds {
+            org_id: webhook.org_id,
+            agent_id: webhook.agent_id,
+            webhook_id: Some(webhook.id),
+            event_id,
+        };
+        let url = webhook.settings.url.as_str();
+        let log = held(
+            NewLog::pending(ids, TEST_EVENT, None, url, SendType::Test, now),
+            webhook.settings.timeout,
+        );
+        self.insert_event_with_log(webhook, event_id, &payload, &log, now).await?;
+        let mut queued = self.queued_logs(&[log.id]).await?;
+        queued.pop().ok_or(StoreError::Corrupt {
+            table: "delivery_logs",
+            detail: "a new log vanished".into(),
+        })
+    }
+
+    async fn insert_event_with_log(
+        &self,
+        webhook: &Webhook,
+        event_id: Uuid,
+        payload: &[u8],
+        log: &NewLog,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        super::on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO events (id, org_id, agent_id, event_type, payload, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(event_id)
+            .bind(webhook.org_id)
+            .bind(webhook.agent_id)
+            .bind(TEST_EVENT)
+            .bind(payload)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            super::queue::insert_logs(&mut tx, std::slice::from_ref(log)).await?;
             tx.commit().await?;
         });
-        Ok(log)
+        Ok(())
     }
+}
+
+/// `log` held by this node for an explicit send: claimed, under a lease.
+fn held(log: NewLog, timeout: Timeout) -> NewLog {
+    let now = log.created_at;
+    NewLog { claimed_at: Some(now), next_attempt_at: Some(now + lease_ms(timeout)), ..log }
 }

@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{on_reader, on_writer, with_ids, Store, StoreError};
+use super::{on_writer, with_ids, Store, StoreError};
 use crate::domain::clock::{now_ms, UnixMs, DAY_MS};
 
 /// Events per deletion transaction.
@@ -37,7 +37,14 @@ impl Store {
                 return Ok(Deleted::default());
             }
             let in_list = |prefix: &str| with_ids(prefix, ids.iter().map(|(id,)| *id));
-            let attempts = in_list(
+            // A log's latest attempt lives in its row; the earlier ones in `attempts`.
+            let latest: i64 = in_list(
+                "SELECT COUNT(*) FROM delivery_logs WHERE last_attempt_id IS NOT NULL AND event_id IN ",
+            )
+            .build_query_scalar()
+            .fetch_one(&mut *tx)
+            .await?;
+            let earlier = in_list(
                 "DELETE FROM attempts WHERE log_id IN (SELECT id FROM delivery_logs WHERE event_id IN ",
             )
             .push(")")
@@ -45,6 +52,7 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            let attempts = earlier + latest.unsigned_abs();
             let delivery_logs = in_list("DELETE FROM delivery_logs WHERE event_id IN ")
                 .build()
                 .execute(&mut *tx)
@@ -66,27 +74,6 @@ impl Store {
                 .await?;
             tx.commit().await?;
             Ok(Deleted { events, delivery_logs, attempts })
-        })
-    }
-
-    /// Logs due now and not claimed: work waiting for a free sender.
-    pub async fn due_count(&self) -> Result<i64, StoreError> {
-        on_reader!(self, |pool| {
-            Ok(sqlx::query_scalar(
-                "SELECT COUNT(*) FROM delivery_logs
-                 WHERE status = 'pending' AND next_attempt_at <= $1 AND claimed_at IS NULL",
-            )
-            .bind(now_ms())
-            .fetch_one(pool)
-            .await?)
-        })
-    }
-
-    pub async fn disabled_webhooks_count(&self) -> Result<i64, StoreError> {
-        on_reader!(self, |pool| {
-            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE NOT enabled")
-                .fetch_one(pool)
-                .await?)
         })
     }
 }

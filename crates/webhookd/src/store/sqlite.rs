@@ -7,6 +7,9 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use super::claims::{LaneClaim, LaneClaimed, ELIGIBLE};
+use super::models::{QueuedLog, QUEUED_COLUMNS};
+use super::record::{AttemptRecord, UpdateLogs};
 use super::StoreError;
 
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -44,50 +47,80 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), Store
     Ok((write, read))
 }
 
-/// SQLite has one writer, so a plain `UPDATE … RETURNING` over the due index is a safe claim.
-pub(super) async fn claim_due(
+/// Claims are reads: one process owns the file, and its dispatcher holds what it reads (and
+/// tells the query which logs it holds, since no claim is written). Logs created for this process
+/// (ingestion hand-offs, explicit sends) carry `claimed_at` and are skipped.
+pub(super) async fn claim_lanes(
     pool: &SqlitePool,
+    claims: &[LaneClaim],
     now: i64,
-    limit: i64,
-) -> Result<Vec<super::delivery::ClaimedLog>, StoreError> {
-    let query = format!(
-        "UPDATE delivery_logs SET next_attempt_at = {lease}, claimed_at = $1, updated_at = $1
-         WHERE id IN (SELECT id FROM delivery_logs
-                      WHERE status = 'pending' AND next_attempt_at <= $1
-                      ORDER BY next_attempt_at LIMIT $2)
-         RETURNING {returning}",
-        lease = super::delivery::lease_expression("delivery_logs"),
-        returning = super::delivery::CLAIM_RETURNING,
+) -> Result<Vec<LaneClaimed>, StoreError> {
+    let select = format!(
+        "SELECT {QUEUED_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
+         WHERE l.lane_id = $1 AND l.status = 'pending' AND l.next_attempt_at <= $2
+           AND l.claimed_at IS NULL AND {ELIGIBLE}
+         ORDER BY l.next_attempt_at LIMIT $3"
     );
-    Ok(sqlx::query_as(&query).bind(now).bind(limit).fetch_all(pool).await?)
+    let mut claimed = Vec::with_capacity(claims.len());
+    for claim in claims {
+        let limit = i64::try_from(claim.want + claim.held.len()).unwrap_or(i64::MAX);
+        let logs: Vec<QueuedLog> =
+            sqlx::query_as(&select).bind(claim.lane).bind(now).bind(limit).fetch_all(pool).await?;
+        let mut logs: Vec<QueuedLog> =
+            logs.into_iter().filter(|log| !claim.held.contains(&log.id)).collect();
+        logs.truncate(claim.want);
+        let next_due = next_due(pool, claim.lane, now).await?;
+        claimed.push(LaneClaimed { lane: claim.lane, logs, next_due });
+    }
+    Ok(claimed)
+}
+
+async fn next_due(
+    pool: &SqlitePool,
+    lane: uuid::Uuid,
+    now: i64,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT MIN(next_attempt_at) FROM delivery_logs
+         WHERE lane_id = $1 AND status = 'pending' AND next_attempt_at > $2",
+    )
+    .bind(lane)
+    .bind(now)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// SQLite runs in process: one prepared `UPDATE` per log costs no round trip.
-impl super::delivery::UpdateLogs for sqlx::Transaction<'_, sqlx::Sqlite> {
+impl UpdateLogs for sqlx::Transaction<'_, sqlx::Sqlite> {
     async fn update_logs(
         &mut self,
-        attempts: &[&super::AttemptRecord],
+        attempts: &[AttemptRecord],
         now: i64,
     ) -> Result<(), StoreError> {
         for a in attempts {
+            let attempt = &a.attempt;
             sqlx::query(
                 "UPDATE delivery_logs SET status = $1, attempt_count = attempt_count + 1,
                     retries = retries + $2, http_status = $3, response_body = $4,
                     response_headers = $5, duration_ms = $6, error = $7,
                     delivered_at = CASE WHEN $1 = 'success' THEN $8 ELSE delivered_at END,
-                    next_attempt_at = $9, claimed_at = NULL, updated_at = $10
-                 WHERE id = $11",
+                    next_attempt_at = $9, claimed_at = NULL, updated_at = $10,
+                    last_attempt_id = $11, last_attempt_at = $12, last_send_type = $13
+                 WHERE id = $14",
             )
-            .bind(a.status.as_str())
+            .bind(a.status)
             .bind(i64::from(a.counts_as_retry))
-            .bind(a.response_code)
-            .bind(&a.response_body)
-            .bind(&a.response_headers)
-            .bind(a.duration_ms)
-            .bind(&a.error)
-            .bind(a.sent_at + a.duration_ms)
+            .bind(attempt.response_code.map(i64::from))
+            .bind(&attempt.response_body)
+            .bind(&attempt.response_headers)
+            .bind(attempt.duration_ms)
+            .bind(&attempt.error)
+            .bind(attempt.sent_at + attempt.duration_ms)
             .bind(a.next_attempt_at)
             .bind(now)
+            .bind(attempt.id)
+            .bind(attempt.sent_at)
+            .bind(attempt.send_type)
             .bind(a.log_id)
             .execute(&mut **self)
             .await?;

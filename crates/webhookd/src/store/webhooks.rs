@@ -2,11 +2,20 @@
 
 use uuid::Uuid;
 
+use super::announce::Announcement;
 use super::models::{WebhookRow, WEBHOOK_COLUMNS};
 use super::{on_reader, on_writer, Store, StoreError, Webhook, WebhookSecrets};
 use crate::domain::circuit::Circuit;
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::WebhookSettings;
+
+/// Enabling a webhook (it was disabled; `$6` or the toggle makes it enabled) closes its circuit:
+/// a person turned it back on. Written against the row's values before the update.
+const CLOSE_CIRCUIT_IF_ENABLED: &str =
+    "circuit_state = CASE WHEN NOT enabled THEN 'closed' ELSE circuit_state END,
+    circuit_failures = CASE WHEN NOT enabled THEN 0 ELSE circuit_failures END,
+    circuit_level = CASE WHEN NOT enabled THEN 0 ELSE circuit_level END,
+    circuit_retry_at = CASE WHEN NOT enabled THEN NULL ELSE circuit_retry_at END";
 
 /// The settings as their columns hold them (JSON columns as text).
 struct SettingsColumns<'a> {
@@ -140,7 +149,8 @@ impl Store {
                 custom_headers = $9, updated_at = $10, rate_limit = $11, max_concurrency = $12,
                 ordering = $13,
                 disabled_reason = CASE WHEN $6 THEN NULL ELSE disabled_reason END,
-                failing_since = CASE WHEN $6 THEN NULL ELSE failing_since END
+                failing_since = CASE WHEN $6 THEN NULL ELSE failing_since END,
+                {CLOSE_CIRCUIT_IF_ENABLED}
              WHERE id = $14 AND org_id = $15
              RETURNING {WEBHOOK_COLUMNS}"
         );
@@ -164,6 +174,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
+        self.announce(vec![Announcement::Changed { webhook: webhook.id }]).await;
         row.map(|row| row.into_webhook(&self.sealer)).transpose()
     }
 
@@ -171,7 +182,7 @@ impl Store {
     pub async fn toggle_webhook(&self, webhook: &Webhook) -> Result<Option<Webhook>, StoreError> {
         let query = format!(
             "UPDATE webhooks SET enabled = NOT enabled, disabled_reason = NULL,
-                failing_since = NULL, updated_at = $1
+                failing_since = NULL, updated_at = $1, {CLOSE_CIRCUIT_IF_ENABLED}
              WHERE id = $2 AND org_id = $3
              RETURNING {WEBHOOK_COLUMNS}"
         );
@@ -183,6 +194,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
+        self.announce(vec![Announcement::Changed { webhook: webhook.id }]).await;
         row.map(|row| row.into_webhook(&self.sealer)).transpose()
     }
 
@@ -210,6 +222,7 @@ impl Store {
                 .fetch_optional(pool)
                 .await?
         });
+        self.announce(vec![Announcement::Changed { webhook: webhook.id }]).await;
         row.map(|row| row.into_webhook(&self.sealer)).transpose()
     }
 
@@ -221,6 +234,7 @@ impl Store {
                 .bind(webhook.org_id)
                 .execute(pool)
                 .await?;
+            self.announce(vec![Announcement::Changed { webhook: webhook.id }]).await;
             Ok(result.rows_affected() > 0)
         })
     }

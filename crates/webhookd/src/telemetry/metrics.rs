@@ -48,6 +48,15 @@ fn describe() {
     );
     describe_gauge!("webhookd_logs_due", "Delivery logs due now and not yet claimed");
     describe_gauge!("webhookd_attempts_in_flight", "Attempts being sent by this node");
+    describe_gauge!(
+        "webhookd_attempts_stalled",
+        "Attempts unanswered past their lane's stall threshold (they hold no sending slot)"
+    );
+    describe_gauge!("webhookd_lanes", "Destinations this node schedules");
+    describe_counter!(
+        "webhookd_circuit_transitions_total",
+        "Circuit breaker transitions by new state (opened, closed)"
+    );
     describe_gauge!("webhookd_webhooks_disabled", "Webhooks currently disabled");
     describe_counter!("webhookd_http_requests_total", "API requests by route and status");
     describe_histogram!(
@@ -66,13 +75,13 @@ pub fn events_ingested(count: usize) {
 /// duration; for a success, the latency since ingestion.
 pub fn attempt(
     success: bool,
-    status: Option<i64>,
+    status: Option<u16>,
     duration: Duration,
     since_ingest: Option<Duration>,
 ) {
     let outcome = if success { "success" } else { "failure" };
     let class = match status {
-        Some(code @ 100..=599) => ["1xx", "2xx", "3xx", "4xx", "5xx"][(code / 100 - 1) as usize],
+        Some(code @ 100..=599) => ["1xx", "2xx", "3xx", "4xx", "5xx"][usize::from(code / 100 - 1)],
         Some(_) => "other",
         None => "none",
     };
@@ -83,8 +92,21 @@ pub fn attempt(
     }
 }
 
-pub fn in_flight(count: usize) {
-    gauge!("webhookd_attempts_in_flight").set(count as f64);
+/// Attempts in flight on this node: `active` ones and `stalled` ones (unanswered past their
+/// lane's stall threshold, holding a socket but no sending slot).
+pub fn in_flight(active: usize, stalled: usize) {
+    gauge!("webhookd_attempts_in_flight").set((active + stalled) as f64);
+    gauge!("webhookd_attempts_stalled").set(stalled as f64);
+}
+
+/// Lanes (destinations) this node currently schedules.
+pub fn lanes(count: usize) {
+    gauge!("webhookd_lanes").set(count as f64);
+}
+
+/// A webhook's circuit changed state (`opened` or `closed`).
+pub fn circuit_transition(to: &'static str) {
+    counter!("webhookd_circuit_transitions_total", "to" => to).increment(1);
 }
 
 pub fn logs_due(count: i64) {

@@ -113,10 +113,14 @@ async fn hostile_receivers_fail_within_the_timeout_with_a_clear_error() {
         runs.push(deliver_once(&app, &agent, url));
     }
     let results = futures::future::join_all(runs).await;
-    for ((url, expected, within), (detail, elapsed)) in cases.iter().zip(results) {
+    for ((url, expected, within), (detail, _)) in cases.iter().zip(results) {
         let error = detail["error"].as_str().unwrap_or_default();
         assert!(!error.is_empty() && error.contains(expected), "{url}: {error}");
-        assert!(elapsed < Duration::from_secs(*within), "{url} took {elapsed:?}");
+        // The attempt itself ends within its timeout. (Its event may first have waited: every
+        // event of this test reaches every endpoint, and a hanging endpoint is given few
+        // requests at once by its adaptive limit.)
+        let took = Duration::from_millis(detail["attempts"][0]["duration_ms"].as_u64().unwrap());
+        assert!(took < Duration::from_secs(*within), "{url} took {took:?}");
         assert_eq!(
             detail["attempts"].as_array().unwrap().len(),
             1,

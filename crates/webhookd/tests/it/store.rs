@@ -1,6 +1,7 @@
 //! The store suite: the same assertions against SQLite and PostgreSQL.
 
 use uuid::Uuid;
+use webhookd::domain::circuit::Breaker;
 use webhookd::domain::clock::{now_ms, DAY_MS};
 use webhookd::domain::secrets::hash_api_key;
 use webhookd::domain::webhook::{
@@ -10,7 +11,7 @@ use webhookd::domain::webhook::{
 use webhookd::domain::{
     Authorization, CustomHeader, EventCatalog, HttpMethod, LogStatus, SendType, WebhookSettings,
 };
-use webhookd::store::AttemptRecord;
+use webhookd::store::{Attempt, AttemptRecord};
 
 use crate::backend_tests;
 use crate::harness::{open_test_store as open_store, Backend, TestDb};
@@ -142,17 +143,23 @@ fn failure(webhook_id: Uuid, sent_at: i64, status: LogStatus) -> AttemptRecord {
     AttemptRecord {
         log_id: Uuid::now_v7(),
         webhook_id: Some(webhook_id),
-        send_type: SendType::Spawn,
-        sent_at,
-        response_code: Some(if status == LogStatus::Success { 200 } else { 500 }),
-        duration_ms: 5,
-        response_body: None,
-        response_headers: None,
-        error: None,
+        lane_id: webhook_id,
+        org_id: Uuid::now_v7(),
+        attempt: Attempt {
+            id: Uuid::now_v7(),
+            number: 1,
+            send_type: SendType::Spawn,
+            sent_at,
+            response_code: Some(if status == LogStatus::Success { 200 } else { 500 }),
+            duration_ms: 5,
+            response_body: None,
+            response_headers: None,
+            error: None,
+        },
         status,
         next_attempt_at: None,
         counts_as_retry: false,
-        disable_webhook: None,
+        probe: false,
     }
 }
 
@@ -166,16 +173,39 @@ async fn a_webhook_failing_for_five_days_is_disabled_with_a_reason(backend: Back
     let read = || async { store.webhook(org, agent, webhook.id).await.unwrap().unwrap() };
 
     // A streak that started four days ago does not disable; a success ends the streak.
-    store.record(&[failure(webhook.id, now - 4 * DAY_MS, LogStatus::Failed)], &[]).await.unwrap();
-    store.record(&[failure(webhook.id, now, LogStatus::Pending)], &[]).await.unwrap();
+    store
+        .record(
+            &[failure(webhook.id, now - 4 * DAY_MS, LogStatus::Failed)],
+            &[],
+            &Breaker::default(),
+        )
+        .await
+        .unwrap();
+    store
+        .record(&[failure(webhook.id, now, LogStatus::Pending)], &[], &Breaker::default())
+        .await
+        .unwrap();
     assert!(read().await.settings.enabled);
     assert_eq!(read().await.failing_since, Some(now - 4 * DAY_MS));
-    store.record(&[failure(webhook.id, now, LogStatus::Success)], &[]).await.unwrap();
+    store
+        .record(&[failure(webhook.id, now, LogStatus::Success)], &[], &Breaker::default())
+        .await
+        .unwrap();
     assert_eq!(read().await.failing_since, None);
 
     // Failing since six days ago, and failing still: disabled, with the reason.
-    store.record(&[failure(webhook.id, now - 6 * DAY_MS, LogStatus::Failed)], &[]).await.unwrap();
-    store.record(&[failure(webhook.id, now, LogStatus::Failed)], &[]).await.unwrap();
+    store
+        .record(
+            &[failure(webhook.id, now - 6 * DAY_MS, LogStatus::Failed)],
+            &[],
+            &Breaker::default(),
+        )
+        .await
+        .unwrap();
+    store
+        .record(&[failure(webhook.id, now, LogStatus::Failed)], &[], &Breaker::default())
+        .await
+        .unwrap();
     let disabled = read().await;
     assert!(!disabled.settings.enabled);
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Bland's post-call webhook endpoints (SPEC §5), with Bland's `{"data", "errors"}` envelope:
 //! resend to the same URL as before, create for calls that never had one, read a call's log.
-//! Sends happen before the answer, a few at a time, each within its webhook's timeout.
+//! Sends go through the dispatcher's lanes (so a webhook's limits hold for them too) and are
+//! recorded before the answer.
 
 mod envelope;
 
@@ -23,18 +24,16 @@ use super::error::ApiError;
 use super::extract::ApiPath;
 use super::logs::raw_json;
 use super::AppState;
-use crate::dispatch::immediate;
+use crate::dispatch::ExplicitResult;
 use crate::domain::clock::format_ms;
 use crate::domain::event::CallId;
 use crate::domain::webhook::WebhookUrl;
 use crate::domain::SendType;
-use crate::store::{Attempt, ClaimedLog, DeliveryLog};
+use crate::store::{Attempt, DeliveryLog};
 use envelope::{envelope, BlandJson, BlandOrg};
 
 /// At most this many call IDs per request.
 pub const CALL_IDS_MAX: usize = 100;
-/// Resends in flight at once for one request.
-const SEND_CONCURRENCY: usize = 10;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -65,11 +64,12 @@ pub struct CreateInput {
 pub struct BlandAttempt {
     sent_at: String,
     /// `null` when no response arrived.
-    response_code: Option<i64>,
+    response_code: Option<u16>,
     /// e.g. `142ms`.
     response_time: String,
     /// `spawn`, `retry`, `manual`, `resend`, `create`, `recover` or `test`.
-    send_type: String,
+    #[schema(value_type = String)]
+    send_type: SendType,
     error_message: Option<String>,
 }
 
@@ -102,10 +102,10 @@ pub struct BlandLog {
 }
 
 async fn bland_log(state: &AppState, log: DeliveryLog) -> Result<BlandLog, ApiError> {
-    let attempts = state.store.attempts_of(log.id).await?;
+    let attempts = state.store.attempts_of(&log).await?;
     Ok(BlandLog {
         call_id: log.call_id,
-        payload: raw_json(String::from_utf8(log.payload).unwrap_or_default()),
+        payload: raw_json(String::from_utf8(log.payload.unwrap_or_default()).unwrap_or_default()),
         url: log.url,
         user_id: log.org_id,
         created_at: format_ms(log.created_at),
@@ -149,29 +149,73 @@ fn parse_call_ids(value: Option<Value>) -> Result<Vec<String>, BlandFailure> {
     Ok(call_ids)
 }
 
-/// Sends the claimed logs now and answers with each log as it stands afterwards.
-async fn send_and_describe(
+/// Each sent log as it stands after its send; busy or unsent logs become errors.
+async fn describe(
     state: &AppState,
     org_id: Uuid,
-    claimed: Vec<ClaimedLog>,
-    send_type: SendType,
+    results: Vec<ExplicitResult>,
+    order: &[Uuid],
+    errors: &mut Vec<BlandError>,
 ) -> Result<Vec<BlandLog>, ApiError> {
-    let sent = immediate::send_now(
-        &state.store,
-        &state.sender,
-        &state.policy,
-        claimed,
-        send_type,
-        SEND_CONCURRENCY,
-    )
-    .await?;
+    let mut sent = HashSet::new();
+    for result in results {
+        match result {
+            ExplicitResult::Sent(record) => {
+                sent.insert(record.log_id);
+            }
+            ExplicitResult::Busy(id) => errors.push(BlandError::invalid(format!(
+                "A delivery of log {id} is in progress; try again shortly"
+            ))),
+            ExplicitResult::Dropped(id) => errors.push(BlandError::invalid(format!(
+                "Log {id} could not be sent; try again shortly"
+            ))),
+        }
+    }
     let mut logs = Vec::with_capacity(sent.len());
-    for (job, _) in sent {
-        if let Some(log) = state.store.log(org_id, job.log.id).await? {
+    for id in order.iter().filter(|id| sent.contains(id)) {
+        if let Some(log) = state.store.log(org_id, *id).await? {
             logs.push(bland_log(state, log).await?);
         }
     }
     Ok(logs)
+}
+
+/// Bland's resend: each call's post-call log(s) sent again now, to the same URL as before, through
+/// their webhook's lane. Calls without one, and logs whose webhook is disabled, are reported in
+/// the errors. (The dashboard's Resend button runs this too.)
+pub async fn resend_calls(
+    state: &AppState,
+    org_id: Uuid,
+    call_ids: &[String],
+) -> Result<(Vec<BlandLog>, Vec<BlandError>), ApiError> {
+    let mut errors = Vec::new();
+    let mut found = Vec::new();
+    for call_id in call_ids {
+        let logs = state.store.post_call_logs(org_id, call_id, true).await?;
+        if logs.is_empty() {
+            errors.push(BlandError::invalid(format!(
+                "No post-call webhook was sent for call {call_id}"
+            )));
+        }
+        found.extend(logs.into_iter().map(|log| (call_id, log)));
+    }
+    let webhook_ids: Vec<Uuid> = found.iter().filter_map(|(_, log)| log.webhook_id).collect();
+    let webhooks = state.store.webhooks_by_id(&webhook_ids).await?;
+    let mut log_ids = Vec::with_capacity(found.len());
+    for (call_id, log) in found {
+        let disabled =
+            log.webhook_id.and_then(|id| webhooks.get(&id)).filter(|w| !w.settings.enabled);
+        match disabled {
+            Some(webhook) => errors.push(BlandError::invalid(format!(
+                "The webhook {} of call {call_id} is disabled; enable it before resending",
+                webhook.id
+            ))),
+            None => log_ids.push(log.id),
+        }
+    }
+    let results = state.dispatcher.resend(org_id, log_ids.clone(), SendType::Resend).await;
+    let logs = describe(state, org_id, results, &log_ids, &mut errors).await?;
+    Ok((logs, errors))
 }
 
 /// Resend post-call webhooks: each call's post-call log(s) are sent again, now, to the same URL
@@ -188,28 +232,7 @@ async fn resend(
     BlandJson(input): BlandJson<ResendInput>,
 ) -> Result<Json<BlandEnvelope<Vec<BlandLog>>>, BlandFailure> {
     let call_ids = parse_call_ids(input.call_ids)?;
-    let mut errors = Vec::new();
-    let mut log_ids = Vec::new();
-    for call_id in &call_ids {
-        let logs =
-            state.store.post_call_logs(org_id, call_id, true).await.map_err(ApiError::from)?;
-        if logs.is_empty() {
-            errors.push(BlandError::invalid(format!(
-                "No post-call webhook was sent for call {call_id}"
-            )));
-        }
-        log_ids.extend(logs.into_iter().map(|log| log.id));
-    }
-    let claimed = state.store.claim_logs(org_id, &log_ids).await.map_err(ApiError::from)?;
-    if claimed.len() < log_ids.len() {
-        let busy: HashSet<Uuid> = claimed.iter().map(|log| log.id).collect();
-        for id in log_ids.iter().filter(|id| !busy.contains(id)) {
-            errors.push(BlandError::invalid(format!(
-                "A delivery of log {id} is in progress; try again shortly"
-            )));
-        }
-    }
-    let data = send_and_describe(&state, org_id, claimed, SendType::Resend).await?;
+    let (data, errors) = resend_calls(&state, org_id, &call_ids).await?;
     Ok(envelope(data, errors))
 }
 
@@ -234,7 +257,7 @@ async fn create(
         None => return Err(BlandFailure::invalid("webhook_url is required")),
     };
     let mut errors = Vec::new();
-    let mut claimed = Vec::new();
+    let mut held = Vec::new();
     for call_id in &call_ids {
         let events = state.store.post_call_events(org_id, call_id).await.map_err(ApiError::from)?;
         let Some(event) = events.last() else {
@@ -242,20 +265,26 @@ async fn create(
                 .push(BlandError::invalid(format!("No post-call event exists for call {call_id}")));
             continue;
         };
+        let already = BlandError::invalid(format!(
+            "Call {call_id} already has a post-call webhook; use /v1/postcall/webhooks/resend"
+        ));
         if events.iter().any(|event| event.has_logs) {
-            errors.push(BlandError::invalid(format!(
-                "Call {call_id} already has a post-call webhook; use /v1/postcall/webhooks/resend"
-            )));
+            errors.push(already);
             continue;
         }
-        let log = state
+        let created = state
             .store
-            .create_claimed_log(org_id, event, call_id, url.as_str(), SendType::Create)
+            .create_held_log(org_id, event, call_id, url.as_str(), SendType::Create)
             .await
             .map_err(ApiError::from)?;
-        claimed.push(log);
+        match created {
+            Some(log) => held.push(log),
+            None => errors.push(already),
+        }
     }
-    let data = send_and_describe(&state, org_id, claimed, SendType::Create).await?;
+    let order: Vec<Uuid> = held.iter().map(|log| log.id).collect();
+    let results = state.dispatcher.send_held(held, SendType::Create).await;
+    let data = describe(&state, org_id, results, &order, &mut errors).await?;
     Ok(envelope(data, errors))
 }
 

@@ -12,7 +12,7 @@ use crate::api::envelope::{ok, Envelope};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::{ApiPath, CurrentOrg};
 use crate::api::AppState;
-use crate::dispatch::immediate;
+use crate::dispatch::ExplicitResult;
 use crate::domain::catalog::TEST_EVENT;
 use crate::domain::clock::{format_ms, now_ms};
 use crate::domain::{LogStatus, SendType};
@@ -21,7 +21,7 @@ use crate::store::Webhook;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TestResult {
     /// The endpoint's response code; `null` when no response arrived.
-    pub status_code: Option<i64>,
+    pub status_code: Option<u16>,
     /// Milliseconds until the response (or the failure).
     pub response_time: i64,
     /// Whether the endpoint answered 2xx.
@@ -40,27 +40,19 @@ pub async fn send_test(state: &AppState, webhook: &Webhook) -> Result<TestResult
         "timestamp": format_ms(now_ms()),
         "data": {"message": "This is a test event from webhookd."},
     });
-    let claimed =
-        state.store.create_test_delivery(webhook, payload.to_string().into_bytes()).await?;
-    let sent = immediate::send_now(
-        &state.store,
-        &state.sender,
-        &state.policy,
-        vec![claimed],
-        SendType::Test,
-        1,
-    )
-    .await?;
-    let (job, record) = sent
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("the test delivery was not sent")))?;
+    let log = state.store.create_test_delivery(webhook, payload.to_string().into_bytes()).await?;
+    let log_id = log.id;
+    let results = state.dispatcher.send_held(vec![log], SendType::Test).await;
+    let Some(ExplicitResult::Sent(record)) = results.into_iter().next() else {
+        return Err(ApiError::internal(anyhow::anyhow!("the test delivery was not sent")));
+    };
+    let attempt = &record.attempt;
     Ok(TestResult {
-        status_code: record.response_code,
-        response_time: record.duration_ms,
+        status_code: attempt.response_code,
+        response_time: attempt.duration_ms,
         success: record.status == LogStatus::Success,
-        error: record.error,
-        log_id: job.log.id,
+        error: attempt.error.clone(),
+        log_id,
     })
 }
 

@@ -144,6 +144,7 @@ macro_rules! ranged {
             pub const MIN: u32 = $min;
             pub const MAX: u32 = $max;
             pub const DEFAULT: Self = Self($default);
+            pub const LARGEST: Self = Self($max);
 
             pub fn parse(value: i64) -> Result<Self, String> {
                 u32::try_from(value)
@@ -160,6 +161,12 @@ macro_rules! ranged {
 
             pub fn get(self) -> u32 {
                 self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::DEFAULT
             }
         }
     };

@@ -1,0 +1,424 @@
+//! The dispatcher's loop: one task owns the scheduler and every ticket this node holds, takes
+//! messages (hand-offs, claims, finished attempts, recorded results, announcements), and turns
+//! the scheduler's decisions into attempts and database requests. Nothing in it waits on I/O.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::attempt::{self, Context};
+use super::feeder::Feed;
+use super::job;
+use super::lane::LaneSettings;
+use super::recorder::Recorder;
+use super::scheduler::{Decision, Scheduler};
+use super::ticket::{ExplicitResult, Kind, Ticket};
+use super::{DispatchConfig, Message};
+use crate::domain::clock::{now_ms, now_us, UnixMs};
+use crate::store::{lease_ms, LaneClaim, QueuedLog, Store};
+use crate::telemetry::metrics;
+
+/// Housekeeping: gauges, forgetting idle lanes, and on PostgreSQL the rescans that find work
+/// other nodes announced while this one was not listening (or left behind by a dead node).
+const TICK: Duration = Duration::from_secs(5);
+const RESCAN_EVERY_TICKS: u32 = 2;
+/// Settings of webhook lanes are reloaded at least this often on PostgreSQL (a change
+/// announced by another node while this one was not listening is picked up).
+const SETTINGS_TTL_MS: i64 = 30_000;
+/// An attempt unanswered for this long (or four of its lane's usual round trips, whichever is
+/// longer) counts as stalled.
+const STALL_MIN: Duration = Duration::from_secs(1);
+
+pub(super) struct Actor {
+    pub store: Store,
+    pub config: Arc<DispatchConfig>,
+    pub scheduler: Scheduler,
+    pub inbox: mpsc::UnboundedReceiver<Message>,
+    pub feeder: mpsc::UnboundedSender<Feed>,
+    pub attempts: Context,
+    pub recorder: Recorder,
+    pub postgres: bool,
+    /// Every log this node holds (queued, in flight, being recorded), with its lane.
+    pub owned: HashMap<Uuid, Uuid>,
+    /// Per lane, held logs whose claim is only in memory (SQLite reads): later claims skip them.
+    pub read_held: HashMap<Uuid, HashSet<Uuid>>,
+    /// Attempts moved to the stalled pool.
+    pub stalled: HashSet<u64>,
+    pub next_attempt: u64,
+    /// Smoothed round trip of each lane's successful attempts, in milliseconds.
+    pub srtt: HashMap<Uuid, f64>,
+}
+
+impl Actor {
+    pub async fn run(
+        mut self,
+        stop: CancellationToken,
+        running: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        running.store(true, Ordering::Relaxed);
+        if self.config.feed_from_database {
+            match self.store.release_orphaned_claims().await {
+                Ok(0) => {}
+                Ok(released) => {
+                    tracing::info!(released, "released claims left by a previous process")
+                }
+                Err(error) => tracing::warn!(error = %error, "cannot release orphaned claims"),
+            }
+            let _ = self.feeder.send(Feed::Rescan);
+        }
+        let mut tick = tokio::time::interval(TICK);
+        let mut ticks = 0u32;
+        let store = self.store.clone();
+        loop {
+            let announced = store.announcer().notified();
+            tokio::pin!(announced);
+            announced.as_mut().enable();
+            self.absorb_announcements();
+            let now = now_ms();
+            self.scheduler.fire_timers(now);
+            self.schedule().await;
+            let wake = self.scheduler.next_timer().map_or(Duration::from_secs(3600), |at| {
+                Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))
+            });
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                message = self.inbox.recv() => {
+                    let Some(message) = message else { break };
+                    self.handle(message).await;
+                    while let Ok(message) = self.inbox.try_recv() {
+                        self.handle(message).await;
+                    }
+                }
+                _ = &mut announced => {}
+                _ = tokio::time::sleep(wake) => {}
+                _ = tick.tick() => {
+                    ticks += 1;
+                    self.housekeeping(ticks % RESCAN_EVERY_TICKS == 0);
+                }
+            }
+        }
+        running.store(false, Ordering::Relaxed);
+        self.drain().await;
+    }
+
+    fn absorb_announcements(&mut self) {
+        let pending = self.store.announcer().take();
+        if pending.is_empty() {
+            return;
+        }
+        for webhook in pending.changed {
+            self.scheduler.forget_settings(webhook);
+        }
+        if !pending.orgs_changed.is_empty() {
+            let per_call: Vec<Uuid> = self
+                .scheduler
+                .lanes()
+                .filter(|l| {
+                    pending.orgs_changed.contains(&l.org)
+                        && matches!(l.settings, Some(LaneSettings::PerCall(_)))
+                })
+                .map(|l| l.id)
+                .collect();
+            per_call.into_iter().for_each(|lane| self.scheduler.forget_settings(lane));
+        }
+        if !self.config.feed_from_database {
+            return;
+        }
+        for (lane, (org, due)) in pending.work {
+            self.scheduler.due(lane, org, due);
+        }
+        if pending.rescan {
+            let _ = self.feeder.send(Feed::Rescan);
+        }
+    }
+
+    fn housekeeping(&mut self, rescan: bool) {
+        let now = now_ms();
+        if self.postgres && self.config.feed_from_database {
+            if rescan {
+                let _ = self.feeder.send(Feed::Rescan);
+            }
+            let stale: Vec<Uuid> = self
+                .scheduler
+                .lanes()
+                .filter(|l| l.settings.is_some() && l.settings_at < now - SETTINGS_TTL_MS)
+                .map(|l| l.id)
+                .collect();
+            stale.into_iter().for_each(|lane| self.scheduler.forget_settings(lane));
+        }
+        self.scheduler.forget_idle();
+        let lanes: HashSet<Uuid> = self.scheduler.lanes().map(|l| l.id).collect();
+        self.srtt.retain(|lane, _| lanes.contains(lane));
+        self.read_held.retain(|lane, held| !held.is_empty() && lanes.contains(lane));
+        metrics::lanes(lanes.len());
+        let (active, stalled) = self.scheduler.in_flight();
+        metrics::in_flight(active, stalled);
+    }
+
+    /// Takes every decision the scheduler can make now.
+    async fn schedule(&mut self) {
+        let mut claims = Vec::new();
+        let mut loads = Vec::new();
+        let now = now_ms();
+        while let Some(decision) = self.scheduler.next(now, now_us()) {
+            match decision {
+                Decision::Start { ticket, started, probe } => {
+                    self.start(ticket, started, probe, now).await
+                }
+                Decision::Claim { lane, want } => claims.push(self.claim(lane, want)),
+                Decision::Load { lane, org, epoch } => loads.push((lane, org, epoch)),
+                Decision::Slots { lane, want, step_us } => {
+                    let _ = self.feeder.send(Feed::Slots { lane, want, step_us });
+                }
+                Decision::Probe { lane } => {
+                    let timeout = self.settings(lane).map(|s| s.timeout()).unwrap_or_default();
+                    let lease_until = now + lease_ms(timeout);
+                    let _ = self.feeder.send(Feed::Probe { lane, lease_until });
+                }
+                Decision::Release(tickets) => self.release(tickets, now),
+            }
+        }
+        if !loads.is_empty() {
+            let _ = self.feeder.send(Feed::Load(loads));
+        }
+        if !claims.is_empty() {
+            let _ = self.feeder.send(Feed::Claim(claims));
+        }
+        let (active, stalled) = self.scheduler.in_flight();
+        metrics::in_flight(active, stalled);
+    }
+
+    fn settings(&self, lane: Uuid) -> Option<&LaneSettings> {
+        self.scheduler.lane(lane).and_then(|l| l.settings.as_ref())
+    }
+
+    fn claim(&self, lane: Uuid, want: usize) -> LaneClaim {
+        let settings = self.settings(lane);
+        LaneClaim {
+            lane,
+            want,
+            lease_ms: lease_ms(settings.map(LaneSettings::timeout).unwrap_or_default()),
+            max_concurrency: settings.and_then(LaneSettings::max_concurrency).map(|c| c as u32),
+            held: self
+                .read_held
+                .get(&lane)
+                .map(|held| held.iter().copied().collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    async fn start(
+        &mut self,
+        ticket: Ticket,
+        started: super::limiter::Started,
+        probe: bool,
+        now: UnixMs,
+    ) {
+        let lane = ticket.lane();
+        let Some(settings) = self.settings(lane).cloned() else { return };
+        self.next_attempt += 1;
+        match job::build(ticket, &settings, started, probe, self.next_attempt, now) {
+            Ok(job) => {
+                let timeout = job.outgoing.timeout;
+                let usual = self
+                    .srtt
+                    .get(&lane)
+                    .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms * 4.0 / 1_000.0));
+                let stall_after = usual.max(STALL_MIN).min(timeout);
+                attempt::spawn(job, self.attempts.clone(), stall_after);
+            }
+            Err((ticket, skip)) => {
+                self.scheduler.finished(lane, started, false, None);
+                self.recorder.skip(skip, ticket).await;
+            }
+        }
+    }
+
+    /// Tickets leave memory unsent: claims written in the database are given back (due now);
+    /// claims only in memory need nothing. Their lanes look at the database again.
+    fn release(&mut self, tickets: Vec<Ticket>, now: UnixMs) {
+        let mut written = Vec::new();
+        for ticket in tickets {
+            let (id, lane, org) = (ticket.log.id, ticket.lane(), ticket.log.org_id);
+            self.forget(id, lane);
+            if ticket.marked {
+                written.push(id);
+            }
+            if let Kind::Explicit { batch, .. } = &ticket.kind {
+                batch.done(ExplicitResult::Dropped(id));
+            } else if self.config.feed_from_database {
+                self.scheduler.due(lane, org, now);
+            }
+        }
+        if !written.is_empty() {
+            let _ = self.feeder.send(Feed::Release(written));
+        }
+    }
+
+    fn forget(&mut self, log: Uuid, lane: Uuid) {
+        self.owned.remove(&log);
+        if let Some(held) = self.read_held.get_mut(&lane) {
+            held.remove(&log);
+        }
+    }
+
+    /// Takes a log this node now holds; `false` when it already held it.
+    fn own(&mut self, log: &QueuedLog, marked: bool) -> bool {
+        if self.owned.insert(log.id, log.lane_id).is_some() {
+            return false;
+        }
+        if !marked {
+            self.read_held.entry(log.lane_id).or_default().insert(log.id);
+        }
+        true
+    }
+
+    async fn handle(&mut self, message: Message) {
+        let now = now_ms();
+        match message {
+            Message::HandOver(logs) => {
+                for handed in logs {
+                    if self.own(&handed.log, true) {
+                        self.scheduler.push(Ticket::automatic(
+                            handed.log,
+                            Some(handed.permit),
+                            true,
+                        ));
+                    }
+                }
+            }
+            Message::Explicit { logs, send_type, batch } => {
+                for log in logs {
+                    if !self.own(&log, true) {
+                        batch.done(ExplicitResult::Busy(log.id));
+                        continue;
+                    }
+                    let kind = Kind::Explicit { send_type, batch: batch.clone() };
+                    self.scheduler.push(Ticket {
+                        log: Box::new(log),
+                        kind,
+                        permit: None,
+                        marked: true,
+                    });
+                }
+            }
+            Message::ExplicitExisting { org, ids, send_type, batch } => {
+                let (busy, free): (Vec<Uuid>, Vec<Uuid>) =
+                    ids.into_iter().partition(|id| self.owned.contains_key(id));
+                busy.into_iter().for_each(|id| batch.done(ExplicitResult::Busy(id)));
+                if !free.is_empty() {
+                    let lease_ms = lease_ms(crate::domain::webhook::Timeout::LARGEST);
+                    let _ = self.feeder.send(Feed::ClaimForSend {
+                        org,
+                        ids: free,
+                        lease_ms,
+                        send_type,
+                        batch,
+                    });
+                }
+            }
+            Message::Claimed { claimed, asked } => {
+                let mut tickets = Vec::with_capacity(claimed.logs.len());
+                for log in claimed.logs {
+                    if self.own(&log, self.postgres) {
+                        tickets.push(Ticket::automatic(log, None, self.postgres));
+                    }
+                }
+                self.scheduler.claimed(claimed.lane, tickets, asked, claimed.next_due);
+            }
+            Message::ClaimFailed { lane, retry_at } => self.scheduler.claim_failed(lane, retry_at),
+            Message::Settings(loaded) => {
+                for (lane, epoch, settings) in loaded {
+                    self.scheduler.settings_loaded(lane, epoch, settings, now);
+                }
+            }
+            Message::SettingsFailed { lanes, retry_at } => {
+                for (lane, epoch) in lanes {
+                    self.scheduler.settings_failed(lane, epoch, retry_at);
+                }
+            }
+            Message::Slots { lane, grant } => match grant {
+                Some(grant) => self.scheduler.slots_granted(lane, &grant),
+                None => self.scheduler.slots_failed(lane, now + 100),
+            },
+            Message::Probe { lane, taken, retry_at } => {
+                self.scheduler.probe_taken(lane, taken, retry_at)
+            }
+            Message::Stalled { lane, attempt, started } => {
+                if self.scheduler.stalled(lane, started) {
+                    self.stalled.insert(attempt);
+                }
+            }
+            Message::Finished { lane, attempt, started, outcome } => {
+                let stalled = self.stalled.remove(&attempt);
+                if let Some((crate::domain::circuit::Signal::Success, latency)) = outcome {
+                    let ms = latency.as_secs_f64() * 1_000.0;
+                    let srtt = self.srtt.entry(lane).or_insert(ms);
+                    *srtt += (ms - *srtt) / 8.0;
+                }
+                self.scheduler.finished(lane, started, stalled, outcome.map(|(signal, _)| signal));
+            }
+            Message::Recorded { logs, due, circuits, lost } => {
+                let mut give_back = Vec::new();
+                for (log, lane, marked) in logs {
+                    self.forget(log, lane);
+                    if lost && marked {
+                        give_back.push(log);
+                    }
+                }
+                if !give_back.is_empty() {
+                    let _ = self.feeder.send(Feed::Release(give_back));
+                }
+                for (lane, org, at) in due {
+                    if self.config.feed_from_database {
+                        self.scheduler.due(lane, org, at);
+                    }
+                }
+                for (webhook, circuit) in circuits {
+                    self.scheduler.circuit(webhook, circuit);
+                }
+            }
+            Message::Rescanned(lanes) => {
+                for lane in lanes {
+                    self.scheduler.due(lane.lane_id, lane.org_id, lane.due_at);
+                }
+            }
+        }
+    }
+
+    /// After a stop: held tickets go back, attempts in flight get the grace period to finish and
+    /// be recorded, and whatever is still held then is given back.
+    async fn drain(mut self) {
+        let held: Vec<Ticket> = self.scheduler.take_all_tickets();
+        self.release(held, now_ms());
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
+        while self.scheduler.in_flight() != (0, 0) {
+            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+                Ok(Some(message)) => self.handle(message).await,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!("attempts still in flight after the shutdown grace period");
+                    break;
+                }
+            }
+        }
+        self.recorder.finish().await;
+        while let Ok(message) = self.inbox.try_recv() {
+            if let Message::Recorded { .. } = message {
+                self.handle(message).await;
+            }
+        }
+        if !self.owned.is_empty() {
+            let unfinished: Vec<Uuid> = self.owned.keys().copied().collect();
+            tracing::info!(count = unfinished.len(), "releasing unfinished claims");
+            if let Err(error) = self.store.release(&unfinished).await {
+                tracing::warn!(error = %error, "cannot release claims; their leases will expire");
+            }
+        }
+    }
+}

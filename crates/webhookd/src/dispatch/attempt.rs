@@ -1,0 +1,122 @@
+//! One attempt, in a task of its own: send, report a stall, decide what the answer means, hand
+//! the result to the recorder. Its slot is given back through a guard, on every path — a send
+//! that panics or is cancelled still frees its lane's slot.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::job::Job;
+use super::limiter::Started;
+use super::recorder::Recorder;
+use super::retry::{decide, RetryPolicy};
+use super::sender::Sender;
+use super::Message;
+use crate::domain::circuit::Signal;
+use crate::domain::LogStatus;
+use crate::store::AttemptRecord;
+use crate::telemetry::metrics;
+
+/// Gives the attempt's slot back when dropped, with the outcome if there was one.
+pub(super) struct SlotGuard {
+    inbox: mpsc::UnboundedSender<Message>,
+    lane: Uuid,
+    attempt: u64,
+    started: Started,
+    outcome: Option<(Signal, Duration)>,
+}
+
+impl SlotGuard {
+    pub fn new(
+        inbox: mpsc::UnboundedSender<Message>,
+        lane: Uuid,
+        attempt: u64,
+        started: Started,
+    ) -> Self {
+        Self { inbox, lane, attempt, started, outcome: None }
+    }
+
+    /// The attempt has waited past its lane's stall threshold.
+    pub fn stalled(&self) {
+        let _ = self.inbox.send(Message::Stalled {
+            lane: self.lane,
+            attempt: self.attempt,
+            started: self.started,
+        });
+    }
+
+    pub fn finished(mut self, signal: Signal, latency: Duration) {
+        self.outcome = Some((signal, latency));
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let _ = self.inbox.send(Message::Finished {
+            lane: self.lane,
+            attempt: self.attempt,
+            started: self.started,
+            outcome: self.outcome.take(),
+        });
+    }
+}
+
+/// What an attempt task needs besides its job.
+#[derive(Clone)]
+pub(super) struct Context {
+    pub sender: Sender,
+    pub recorder: Recorder,
+    pub policy: Arc<RetryPolicy>,
+    pub inbox: mpsc::UnboundedSender<Message>,
+}
+
+/// Starts `job`'s attempt; it reports a stall after `stall_after`.
+pub(super) fn spawn(job: Job, context: Context, stall_after: Duration) {
+    let span = tracing::debug_span!("attempt", log.id = %job.ticket.log.id, event.id = %job.ticket.log.event_id);
+    tokio::spawn(
+        async move {
+            let guard = SlotGuard::new(context.inbox.clone(), job.lane(), job.attempt, job.started);
+            let begun = Instant::now();
+            let send = context.sender.send(&job.outgoing);
+            tokio::pin!(send);
+            let sent = tokio::select! {
+                sent = &mut send => sent,
+                _ = tokio::time::sleep(stall_after) => {
+                    guard.stalled();
+                    send.await
+                }
+            };
+            guard.finished(Signal::of(sent.status), begun.elapsed());
+            let record = decide(&job, &sent, &context.policy, rand::random());
+            observe(&job, &record);
+            context.recorder.attempt(record, job.ticket).await;
+        }
+        .instrument(span),
+    );
+}
+
+/// Counts a finished attempt in the metrics, and the log at debug level (one line per attempt;
+/// the recorder writes the lines operators need at info level).
+fn observe(job: &Job, record: &AttemptRecord) {
+    let attempt = &record.attempt;
+    let success = record.status == LogStatus::Success;
+    let duration = Duration::from_millis(attempt.duration_ms.unsigned_abs());
+    let since_ingest = success.then(|| {
+        Duration::from_millis(
+            (attempt.sent_at + attempt.duration_ms - job.ticket.log.created_at).unsigned_abs(),
+        )
+    });
+    metrics::attempt(success, attempt.response_code, duration, since_ingest);
+    tracing::debug!(
+        log.id = %record.log_id,
+        webhook.id = ?record.webhook_id,
+        send_type = attempt.send_type.as_str(),
+        status = ?attempt.response_code,
+        duration_ms = attempt.duration_ms,
+        outcome = record.status.as_str(),
+        "attempt finished"
+    );
+}

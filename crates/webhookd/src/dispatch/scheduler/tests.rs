@@ -1,0 +1,277 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::domain::circuit::CircuitState;
+use crate::domain::SendType;
+use crate::store::{Payload, QueuedLog};
+
+fn limits(concurrency: usize) -> Limits {
+    Limits { concurrency, stalled: 100, stalled_per_org: 50 }
+}
+
+fn ticket(lane: Uuid, org: Uuid) -> Ticket {
+    Ticket::automatic(
+        QueuedLog {
+            id: Uuid::now_v7(),
+            org_id: org,
+            agent_id: Uuid::nil(),
+            webhook_id: None,
+            lane_id: lane,
+            event_id: Uuid::now_v7(),
+            event_type: "call.completed".into(),
+            call_id: None,
+            url: "https://example.com/".into(),
+            attempt_count: 0,
+            retries: 0,
+            first_send_type: SendType::Spawn,
+            created_at: 0,
+            lease_until: None,
+            ordered: false,
+            payload: Payload::default(),
+        },
+        None,
+        false,
+    )
+}
+
+/// A scheduler whose lanes are already loaded (per-call settings: adaptive, no limits).
+fn ready_lane(s: &mut Scheduler, lane: Uuid, org: Uuid, tickets: usize) {
+    s.lane_mut(lane, org);
+    s.settings_loaded(lane, 0, LaneSettings::PerCall(Arc::new(secrets())), 0);
+    for _ in 0..tickets {
+        s.push(ticket(lane, org));
+    }
+}
+
+fn secrets() -> crate::store::WebhookSecrets {
+    crate::store::WebhookSecrets { current: "s".into(), previous: None, previous_expires_at: None }
+}
+
+/// Takes decisions until none is left; returns the lanes of the starts, in order.
+fn starts(s: &mut Scheduler, now: UnixMs) -> Vec<(Uuid, Started)> {
+    let mut started = Vec::new();
+    while let Some(decision) = s.next(now, now * 1_000) {
+        if let Decision::Start { ticket, started: handle, .. } = decision {
+            started.push((ticket.lane(), handle));
+        }
+    }
+    started
+}
+
+#[test]
+fn a_new_lane_loads_its_settings_before_it_sends() {
+    let mut s = Scheduler::new(limits(8));
+    let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
+    s.push(ticket(lane, org));
+    assert!(matches!(s.next(0, 0), Some(Decision::Load { .. })));
+    assert!(s.next(0, 0).is_none(), "nothing more until the settings arrive");
+    s.settings_loaded(lane, 0, LaneSettings::PerCall(Arc::new(secrets())), 0);
+    assert!(matches!(s.next(0, 0), Some(Decision::Start { .. })));
+}
+
+#[test]
+fn lanes_take_turns_so_a_backlog_never_stands_in_front_of_a_fresh_event() {
+    let mut s = Scheduler::new(limits(4));
+    let org = Uuid::now_v7();
+    let (busy, fresh) = (Uuid::now_v7(), Uuid::now_v7());
+    ready_lane(&mut s, busy, org, 1_000);
+    let held = starts(&mut s, 0);
+    assert_eq!(held.len(), 4, "the backlog fills every slot");
+    ready_lane(&mut s, fresh, org, 1);
+    assert!(s.next(0, 0).is_none(), "no slot is free");
+    let (_, handle) = held[0];
+    s.finished(busy, handle, false, Some(Signal::Success));
+    let next: Vec<Uuid> = starts(&mut s, 0).into_iter().map(|(lane, _)| lane).collect();
+    assert_eq!(next.first(), Some(&fresh), "the fresh event takes the first free slot: {next:?}");
+}
+
+#[test]
+fn organizations_take_turns_however_many_lanes_each_has() {
+    let mut s = Scheduler::new(limits(20));
+    let (many, few) = (Uuid::now_v7(), Uuid::now_v7());
+    for _ in 0..50 {
+        ready_lane(&mut s, Uuid::now_v7(), many, 4);
+    }
+    let small: Vec<Uuid> = (0..5).map(|_| Uuid::now_v7()).collect();
+    for lane in &small {
+        ready_lane(&mut s, *lane, few, 4);
+    }
+    let started = starts(&mut s, 0);
+    assert_eq!(started.len(), 20, "every active slot is used");
+    let of_few = started.iter().filter(|(lane, _)| small.contains(lane)).count();
+    assert_eq!(of_few, 10, "a tenant with 5 lanes gets half the slots against one with 50");
+}
+
+#[test]
+fn a_lane_at_its_limit_waits_and_costs_nothing_until_an_attempt_ends() {
+    let mut s = Scheduler::new(limits(100));
+    let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
+    ready_lane(&mut s, lane, org, 50);
+    let started = starts(&mut s, 0);
+    assert_eq!(started.len(), 4, "a new lane starts at the initial limit");
+    assert!(s.next(0, 0).is_none());
+    let (_, handle) = started[3];
+    s.finished(lane, handle, false, Some(Signal::Success));
+    assert_eq!(starts(&mut s, 0).len(), 2, "a saturated success grows the limit to 5");
+}
+
+#[test]
+fn stalled_attempts_free_active_slots_for_healthy_lanes() {
+    let mut s = Scheduler::new(Limits { concurrency: 4, stalled: 1_000, stalled_per_org: 1_000 });
+    let org = Uuid::now_v7();
+    let holes: Vec<Uuid> = (0..300).map(|_| Uuid::now_v7()).collect();
+    for hole in &holes {
+        ready_lane(&mut s, *hole, org, 10);
+    }
+    // Black holes take the active slots, then stall one by one and give them back.
+    let mut stalled = 0;
+    for _ in 0..400 {
+        let started = starts(&mut s, 0);
+        if started.is_empty() {
+            break;
+        }
+        for (lane, handle) in started {
+            assert!(s.stalled(lane, handle));
+            stalled += 1;
+        }
+    }
+    // The first stall halves a lane's limit from 4 to 2: one more attempt goes, then it stalls
+    // too and the limit reaches 1. Two sockets per hanging endpoint, no active slot.
+    assert_eq!(stalled, 600, "each black hole settles at two stalled attempts");
+    let healthy = Uuid::now_v7();
+    ready_lane(&mut s, healthy, Uuid::now_v7(), 1);
+    let next = starts(&mut s, 0);
+    assert_eq!(next.iter().map(|(lane, _)| *lane).collect::<Vec<_>>(), vec![healthy]);
+}
+
+#[test]
+fn a_full_stalled_pool_keeps_the_active_slot() {
+    let mut s = Scheduler::new(Limits { concurrency: 2, stalled: 1, stalled_per_org: 1 });
+    let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
+    ready_lane(&mut s, lane, org, 5);
+    let started = starts(&mut s, 0);
+    assert!(s.stalled(lane, started[0].1));
+    assert!(!s.stalled(lane, started[1].1), "the pool holds one");
+    assert_eq!(s.in_flight(), (1, 1));
+}
+
+#[test]
+fn an_open_circuit_gives_tickets_back_and_probes_once_its_cooldown_passed() {
+    let mut s = Scheduler::new(limits(10));
+    let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
+    ready_lane(&mut s, lane, org, 3);
+    let open = Circuit { state: CircuitState::Open, retry_at: Some(1_000), failures: 0, level: 0 };
+    s.circuit(lane, open);
+    assert!(matches!(s.next(0, 0), Some(Decision::Release(held)) if held.len() == 3));
+    assert!(s.next(0, 0).is_none());
+    s.due(lane, org, 0);
+    assert!(s.next(500, 500_000).is_none(), "still cooling down");
+    assert_eq!(s.next_timer(), Some(1_000));
+    s.fire_timers(1_000);
+    assert!(matches!(s.next(1_000, 1_000_000), Some(Decision::Probe { .. })));
+    s.probe_taken(lane, true, 0);
+    assert!(matches!(s.next(1_000, 1_000_000), Some(Decision::Claim { want: 1, .. })));
+    s.claimed(lane, vec![ticket(lane, org), ticket(lane, org)], 1, None);
+    let probes: Vec<bool> = std::iter::from_fn(|| match s.next(1_000, 1_000_000) {
+        Some(Decision::Start { probe, .. }) => Some(probe),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(probes, vec![true], "exactly one probe goes");
+}
+
+#[test]
+fn explicit_sends_skip_the_circuit_and_the_adaptive_limit() {
+    let mut s = Scheduler::new(limits(10));
+    let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
+    ready_lane(&mut s, lane, org, 0);
+    s.circuit(
+        lane,
+        Circuit { state: CircuitState::Open, retry_at: Some(10_000), ..Circuit::default() },
+    );
+    let (batch, _answer) = super::super::ticket::ExplicitBatch::new(6);
+    for _ in 0..6 {
+        let mut t = ticket(lane, org);
+        t.kind = super::super::ticket::Kind::Explicit {
+            send_type: SendType::Test,
+            batch: batch.clone(),
+        };
+        s.push(t);
+    }
+    assert_eq!(starts(&mut s, 0).len(), 6, "beyond the initial limit of 4, circuit open");
+}
+
+#[test]
+fn a_rate_limited_lane_sends_only_with_a_slot() {
+    let mut s = Scheduler::new(limits(10));
+    let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
+    s.lane_mut(lane, org);
+    let mut webhook = webhook();
+    webhook.settings.rate_limit = Some(crate::domain::webhook::RateLimit::parse(10).unwrap());
+    s.settings_loaded(lane, 0, LaneSettings::Webhook(Arc::new(webhook)), 0);
+    for _ in 0..5 {
+        s.push(ticket(lane, org));
+    }
+    let Some(Decision::Slots { want, step_us, .. }) = s.next(0, 0) else { panic!("slots first") };
+    assert_eq!(step_us, 100_000);
+    assert!(s.next(0, 0).is_none());
+    s.slots_granted(lane, &crate::domain::pacing::grant(None, 0, want, step_us));
+    assert_eq!(starts(&mut s, 0).len(), 1, "one slot is due now");
+    assert_eq!(starts(&mut s, 50).len(), 0, "the next is at 100 ms");
+    assert!(s.next_timer().is_some_and(|at| at <= 101), "a timer wakes the lane for it");
+    s.fire_timers(101);
+    assert_eq!(starts(&mut s, 101).len(), 1);
+}
+
+#[test]
+fn settings_loaded_before_a_change_are_discarded() {
+    let mut s = Scheduler::new(limits(10));
+    let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
+    s.push(ticket(lane, org));
+    let Some(Decision::Load { epoch, .. }) = s.next(0, 0) else { panic!("load first") };
+    s.forget_settings(lane);
+    s.settings_loaded(lane, epoch, LaneSettings::PerCall(Arc::new(secrets())), 0);
+    let Some(Decision::Load { epoch: newer, .. }) = s.next(0, 0) else { panic!("a new load") };
+    assert_ne!(newer, epoch);
+}
+
+#[test]
+fn a_short_claim_keeps_work_announced_while_it_ran() {
+    let mut s = Scheduler::new(limits(10));
+    let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
+    ready_lane(&mut s, lane, org, 0);
+    s.due(lane, org, 0);
+    assert!(matches!(s.next(0, 0), Some(Decision::Claim { .. })));
+    s.due(lane, org, 5);
+    s.claimed(lane, vec![], 6, None);
+    assert_eq!(s.lane(lane).and_then(|l| l.db_due), Some(5));
+}
+
+fn webhook() -> crate::store::Webhook {
+    use crate::domain::webhook::*;
+    let catalog = crate::domain::EventCatalog::default();
+    let events = ["call.completed".to_string()];
+    let changes = WebhookChanges {
+        name: Some("w"),
+        webhook_url: Some("https://example.com/"),
+        events: Some(&events),
+        ..Default::default()
+    };
+    let context = Context { catalog: &catalog, allow_private_targets: false };
+    crate::store::Webhook {
+        id: Uuid::now_v7(),
+        org_id: Uuid::now_v7(),
+        agent_id: Uuid::now_v7(),
+        settings: WebhookSettings::apply(None, &changes, context).unwrap().settings,
+        disabled_reason: None,
+        secrets: secrets(),
+        failing_since: None,
+        circuit: Circuit::default(),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
