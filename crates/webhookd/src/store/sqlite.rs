@@ -17,7 +17,8 @@ const READ_CONNECTIONS: u32 = 4;
 /// `synchronous = NORMAL` keeps every committed transaction across a process crash (only an OS
 /// crash or power loss can lose the last commits), which is the at-least-once promise.
 pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), StoreError> {
-    let options = SqliteConnectOptions::from_str(url)?
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(StoreError::unreachable)?
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
@@ -31,7 +32,8 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), Store
         .idle_timeout(None)
         .max_lifetime(None)
         .connect_with(options.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal))
-        .await?;
+        .await
+        .map_err(StoreError::unreachable)?;
     if in_memory {
         // Each connection to `:memory:` is its own database: share the single one.
         return Ok((write.clone(), write));
@@ -40,7 +42,8 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), Store
         .max_connections(READ_CONNECTIONS)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options.read_only(true))
-        .await?;
+        .await
+        .map_err(StoreError::unreachable)?;
     Ok((write, read))
 }
 
