@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{on_reader, on_writer, Backend, Organization, Store, StoreError, WebhookSecrets};
+use super::{on_reader, on_writer, Organization, Store, StoreError, WebhookSecrets};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::secrets::{
     api_key_prefix, generate_api_key, generate_signing_secret, hash_api_key,
@@ -13,6 +13,12 @@ use crate::domain::secrets::{
 pub struct CreatedOrg {
     pub org: Organization,
     pub api_key: String,
+}
+
+/// Makes the creation of the first organization one at a time across every node (PostgreSQL's
+/// advisory lock); implemented per backend in `sqlite.rs` and `postgres.rs`.
+pub(super) trait BootstrapLock {
+    async fn lock_bootstrap(&mut self) -> Result<(), StoreError>;
 }
 
 impl Store {
@@ -30,9 +36,7 @@ impl Store {
     pub async fn bootstrap_org(&self, name: &str) -> Result<Option<CreatedOrg>, StoreError> {
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
-            if self.backend() == Backend::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
-            }
+            tx.lock_bootstrap().await?;
             let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
                 .fetch_one(&mut *tx)
                 .await?;

@@ -36,6 +36,15 @@ pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
     Ok(pool)
 }
 
+/// Nodes starting at once on an empty database create one first organization between them: the
+/// transaction that creates it holds this lock, released at its end.
+impl super::orgs::BootstrapLock for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn lock_bootstrap(&mut self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut **self).await?;
+        Ok(())
+    }
+}
+
 /// The channel on which nodes tell each other that new work is due.
 pub(super) const WORK_CHANNEL: &str = "webhookd_work";
 

@@ -47,6 +47,14 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), Store
     Ok((write, read))
 }
 
+/// One process per file and a single writer connection: bootstrap transactions already run one
+/// at a time.
+impl super::orgs::BootstrapLock for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn lock_bootstrap(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 /// SQLite has one writer, so a plain `UPDATE … RETURNING` over the due index is a safe claim.
 pub(super) async fn claim_due(
     pool: &SqlitePool,
