@@ -35,7 +35,7 @@ pub use error::StoreError;
 pub use events::{CreatedLog, IngestedEvent};
 pub use logs::{Attempt, DeliveryLog, LogFilter, LogListing, LogPage};
 pub use models::{Agent, Organization, Webhook, WebhookSecrets};
-pub use orgs::CreatedOrg;
+pub use orgs::{ApiKeyInfo, CreatedOrg};
 pub use recover::{Recovery, Window, RECOVER_PAGE};
 pub use redelivery::PostCallEvent;
 pub use retention::{Deleted, RETENTION_BATCH};

@@ -16,6 +16,7 @@ mod crash;
 mod delivery;
 mod errors;
 mod ingestion;
+mod keys;
 mod logs;
 mod openapi;
 mod operations;
