@@ -12,6 +12,10 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The server key does not open the database's sealed values (`meta.rs`); the caller knows
+    /// where the key came from, so it words the message.
+    #[error("the server key does not match the key this database's secrets were sealed with")]
+    SealedWithAnotherKey,
     /// A stored value that webhookd itself wrote no longer parses.
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },

@@ -11,6 +11,7 @@ mod delivery;
 mod error;
 mod events;
 mod logs;
+mod meta;
 mod models;
 mod orgs;
 mod postgres;
@@ -159,9 +160,13 @@ impl Store {
     }
 
     /// Applies the embedded migrations of this backend (idempotent; safe from several processes),
-    /// then seals any secret stored in plaintext by a version from before sealing.
+    /// checks the server key against the database (another key is
+    /// [`StoreError::SealedWithAnotherKey`]), then seals any secret stored in plaintext by a
+    /// version from before sealing.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.db.migrate().await?;
+        // Before anything is sealed: plaintext sealed with a wrong key could never be read again.
+        self.check_sealing_key().await?;
         self.seal_plaintext_secrets().await
     }
 
