@@ -19,26 +19,43 @@ use crate::dispatch::{recovery, DispatchConfig, Dispatcher};
 use crate::domain::sealing::Sealer;
 use crate::ingest::Ingestor;
 use crate::maintenance;
-use crate::store::{Backend, Store};
+use crate::store::{Backend, Store, StoreError};
 
 /// Opens and migrates the database, sealing secrets at rest with the server key: `secret_key`
 /// if given; for an embedded SQLite database, else the key file beside it (made on first start);
-/// PostgreSQL nodes must all be given the same key.
+/// PostgreSQL nodes must all be given the same key. A key other than the one the database's
+/// secrets are sealed with is refused here, before anything starts, rather than answering 500s
+/// on the first secret it cannot open.
 pub async fn open_sealed_store(url: &str, secret_key: Option<&str>) -> anyhow::Result<Store> {
-    let key = match secret_key {
-        Some(key) => key.to_string(),
+    let (key, source) = match secret_key {
+        Some(key) => (key.to_string(), KeySource::Flag),
         None if is_postgres(url) => anyhow::bail!(
             "PostgreSQL needs --secret-key (or WEBHOOKD_SECRET_KEY), the same on every node; \
              make one with `openssl rand -base64 32`"
         ),
         None => sqlite_key_file(url)?,
     };
-    let sealer = Sealer::from_base64(&key).map_err(|e| anyhow::anyhow!("--secret-key: {e}"))?;
+    let sealer = Sealer::from_base64(&key).map_err(|e| anyhow::anyhow!("{source}: {e}"))?;
     let store = Store::connect(url, sealer)
         .await
         .with_context(|| format!("cannot open database {}", redact(url)))?;
-    store.migrate().await.context("cannot migrate the database")?;
-    Ok(store)
+    match store.migrate().await {
+        Ok(()) => {
+            if let KeySource::NewFile(path) = &source {
+                tracing::info!(path = %path.display(), "created the key that seals secrets at rest; back it up with the database");
+            }
+            Ok(store)
+        }
+        Err(StoreError::SealedWithAnotherKey) => {
+            store.close().await;
+            if let KeySource::NewFile(path) = &source {
+                // The key made a moment ago must not stay: it would be taken for the original.
+                let _ = std::fs::remove_file(path);
+            }
+            Err(source.refusal())
+        }
+        Err(error) => Err(anyhow::Error::new(error).context("cannot migrate the database")),
+    }
 }
 
 /// `webhookd migrate`: brings the schema up to date without touching any secret.
@@ -52,17 +69,66 @@ fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// The key in `<database file>.key`, created (readable by this user only) when missing. An
-/// in-memory database gets a key of its own lifetime.
-fn sqlite_key_file(url: &str) -> anyhow::Result<String> {
+/// Where the server key came from, so that a refusal names the one to fix.
+enum KeySource {
+    Flag,
+    File(std::path::PathBuf),
+    /// A key file made just now, because there was none.
+    NewFile(std::path::PathBuf),
+    /// An in-memory database's own key, which nothing can contradict.
+    Generated,
+}
+
+impl KeySource {
+    /// The one line that refuses this key for a database sealed with another.
+    fn refusal(&self) -> anyhow::Error {
+        const ORIGINAL_FILE: &str = "put the original key file back (from the backup of the \
+            database and its key), or give the original key with --secret-key";
+        match self {
+            KeySource::Flag => anyhow::anyhow!(
+                "the --secret-key does not match the key this database's secrets were sealed \
+                 with; start with the original key (the --secret-key or WEBHOOKD_SECRET_KEY the \
+                 database was first started with)"
+            ),
+            KeySource::File(path) => anyhow::anyhow!(
+                "the key file {} does not match the key this database's secrets were sealed \
+                 with; {ORIGINAL_FILE}",
+                path.display()
+            ),
+            KeySource::NewFile(path) => anyhow::anyhow!(
+                "the key file {} is missing, and this database holds secrets sealed with it; \
+                 {ORIGINAL_FILE}",
+                path.display()
+            ),
+            KeySource::Generated => anyhow::anyhow!("the generated key cannot open this database"),
+        }
+    }
+}
+
+impl std::fmt::Display for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Flag => f.write_str("--secret-key"),
+            KeySource::File(path) | KeySource::NewFile(path) => {
+                write!(f, "the key file {}", path.display())
+            }
+            KeySource::Generated => f.write_str("the generated key"),
+        }
+    }
+}
+
+/// The key in `<database file>.key`, created (readable by this user only) when missing; when
+/// the database turns out to be sealed with another key, `open_sealed_store` removes it again.
+/// An in-memory database gets a key of its own lifetime.
+fn sqlite_key_file(url: &str) -> anyhow::Result<(String, KeySource)> {
     let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
     if path.is_empty() || path.contains(":memory:") {
-        return Ok(Sealer::generate_key());
+        return Ok((Sealer::generate_key(), KeySource::Generated));
     }
     let key_path = std::path::PathBuf::from(format!("{path}.key"));
     if let Ok(key) = std::fs::read_to_string(&key_path) {
-        return Ok(key.trim().to_string());
+        return Ok((key.trim().to_string(), KeySource::File(key_path)));
     }
     let key = Sealer::generate_key();
     let mut options = std::fs::OpenOptions::new();
@@ -73,8 +139,7 @@ fn sqlite_key_file(url: &str) -> anyhow::Result<String> {
         .open(&key_path)
         .with_context(|| format!("cannot create the key file {}", key_path.display()))?;
     std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes())?;
-    tracing::info!(path = %key_path.display(), "created the key that seals secrets at rest; back it up with the database");
-    Ok(key)
+    Ok((key, KeySource::NewFile(key_path)))
 }
 
 /// Payload bytes (KiB) a node's dispatcher holds in memory straight from ingestion.

@@ -41,12 +41,88 @@ pub enum Command {
         #[command(subcommand)]
         command: OrgCommand,
     },
+    /// Manage API keys: a new key for an organization (a lost key), list, revoke.
+    ///
+    /// A running server trusts a key it has verified for up to 60 s without asking the database
+    /// again: a revoked key may keep working on it for that long.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum OrgCommand {
     /// Create an organization and print `{"org_id": "...", "api_key": "..."}`.
     Create(OrgCreateArgs),
+    /// Print every organization, one JSON object per line: `{"org_id", "name", "created_at"}`.
+    List(DatabaseArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key for an existing organization and print
+    /// `{"org_id": "...", "api_key": "..."}`; the key is shown only this once.
+    Create(KeyCreateArgs),
+    /// Print API keys (their prefixes, never the keys), one JSON object per line:
+    /// `{"key_prefix", "org_id", "created_at"}`.
+    List(KeyListArgs),
+    /// Delete the API keys that start with a prefix and print them, one JSON object per line. A
+    /// running server may keep accepting a key it verified in the last 60 s (its key cache); a
+    /// restarted one refuses it at once.
+    Revoke(KeyRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// The organization's id, as `webhookd org list` prints it.
+    #[arg(long, env = "WEBHOOKD_ORG", value_name = "ORG_ID", value_parser = parse_org_id)]
+    pub org: uuid::Uuid,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyListArgs {
+    /// Only this organization's keys.
+    #[arg(long, env = "WEBHOOKD_ORG", value_name = "ORG_ID", value_parser = parse_org_id)]
+    pub org: Option<uuid::Uuid>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyRevokeArgs {
+    /// The key's first 10 characters (`whk_` and 6 more), as `webhookd key list` prints them.
+    #[arg(long, env = "WEBHOOKD_KEY_PREFIX", value_name = "PREFIX", value_parser = parse_key_prefix)]
+    pub key_prefix: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+fn parse_org_id(value: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(value.trim())
+        .map_err(|_| "an organization id is a UUID, as `webhookd org list` prints it".to_string())
+}
+
+/// The shown part of an API key (`domain::secrets::api_key_prefix`): `whk_` and 6 characters.
+fn parse_key_prefix(value: &str) -> Result<String, String> {
+    use crate::domain::secrets::API_KEY_PREFIX;
+    let expected = API_KEY_PREFIX.len() + 6;
+    let url_safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    match value.strip_prefix(API_KEY_PREFIX) {
+        Some(_) if value.len() > expected => Err(format!(
+            "give only the key's first {expected} characters ({API_KEY_PREFIX} and 6 more), \
+             as `webhookd key list` prints them"
+        )),
+        Some(rest) if value.len() == expected && rest.chars().all(url_safe) => {
+            Ok(value.to_string())
+        }
+        _ => Err(format!(
+            "a key prefix is {API_KEY_PREFIX} and 6 more characters, as `webhookd key list` \
+             prints them"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! webhookd: a webhook delivery service. See `docs/ARCHITECTURE.md` for the map.
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod cli;
@@ -13,7 +14,7 @@ pub mod signing;
 pub mod store;
 pub mod telemetry;
 
-use cli::{Cli, Command, OrgCommand};
+use cli::{Cli, Command};
 
 /// Runs one parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -21,20 +22,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => app::serve(args.into_config()).await,
         Command::Migrate(args) => app::migrate(&args.database).await,
         Command::Listen(args) => listen::run(args.port, args.secret).await,
-        Command::Org { command: OrgCommand::Create(args) } => {
-            let name = domain::webhook::Name::parse(&args.name)
-                .map_err(|e| anyhow::anyhow!("--name {e}"))?;
-            let database = &args.database;
-            let store =
-                app::open_sealed_store(&database.database, database.secret_key.as_deref()).await?;
-            let created = store.create_org(name.as_str()).await?;
-            store.close().await;
-            println!(
-                r#"{{"org_id": {}, "api_key": {}}}"#,
-                serde_json::Value::from(created.org.id.to_string()),
-                serde_json::Value::from(created.api_key)
-            );
-            Ok(())
-        }
+        Command::Org { command } => admin::org(command).await,
+        Command::Key { command } => admin::key(command).await,
     }
 }

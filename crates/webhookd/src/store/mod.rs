@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod gauges;
 mod logs;
+mod meta;
 mod models;
 mod orgs;
 mod postgres;
@@ -41,7 +42,7 @@ pub use error::StoreError;
 pub use events::{CreatedLog, HandedLog, Handoff, IngestRequest, Ingested, IngestedEvent};
 pub use logs::{DeliveryLog, LogFilter, LogListing, LogPage, LISTED_PAYLOAD_MAX};
 pub use models::{Agent, Attempt, Organization, Payload, QueuedLog, Webhook, WebhookSecrets};
-pub use orgs::CreatedOrg;
+pub use orgs::{ApiKeyInfo, CreatedOrg};
 pub use record::{AttemptRecord, Recorded, SkipRecord};
 pub use recover::{Recovery, Window, RECOVER_PAGE};
 pub use redelivery::PostCallEvent;
@@ -159,9 +160,13 @@ impl Store {
     }
 
     /// Applies the embedded migrations of this backend (idempotent; safe from several processes),
-    /// then seals any secret stored in plaintext by a version from before sealing.
+    /// checks the server key against the database (another key is
+    /// [`StoreError::SealedWithAnotherKey`]), then seals any secret stored in plaintext by a
+    /// version from before sealing.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.db.migrate().await?;
+        // Before anything is sealed: plaintext sealed with a wrong key could never be read again.
+        self.check_sealing_key().await?;
         self.seal_plaintext_secrets().await
     }
 

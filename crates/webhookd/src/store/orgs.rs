@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::announce::Announcement;
-use super::{on_reader, on_writer, Backend, Organization, Store, StoreError, WebhookSecrets};
+use super::{on_reader, on_writer, Organization, Store, StoreError, WebhookSecrets};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::secrets::{
     api_key_prefix, generate_api_key, generate_signing_secret, hash_api_key,
@@ -14,6 +14,20 @@ use crate::domain::secrets::{
 pub struct CreatedOrg {
     pub org: Organization,
     pub api_key: String,
+}
+
+/// What may be shown of a stored API key: its prefix, never the key or its hash.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyInfo {
+    pub key_prefix: String,
+    pub org_id: Uuid,
+    pub created_at: UnixMs,
+}
+
+/// Makes the creation of the first organization one at a time across every node (PostgreSQL's
+/// advisory lock); implemented per backend in `sqlite.rs` and `postgres.rs`.
+pub(super) trait BootstrapLock {
+    async fn lock_bootstrap(&mut self) -> Result<(), StoreError>;
 }
 
 impl Store {
@@ -31,9 +45,7 @@ impl Store {
     pub async fn bootstrap_org(&self, name: &str) -> Result<Option<CreatedOrg>, StoreError> {
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
-            if self.backend() == Backend::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut *tx).await?;
-            }
+            tx.lock_bootstrap().await?;
             let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
                 .fetch_one(&mut *tx)
                 .await?;
@@ -43,6 +55,62 @@ impl Store {
             let created = insert_org(&mut tx, name, self.seal(&generate_signing_secret())).await?;
             tx.commit().await?;
             Ok(Some(created))
+        })
+    }
+
+    /// Every organization, oldest first.
+    pub async fn orgs(&self) -> Result<Vec<Organization>, StoreError> {
+        on_reader!(self, |pool| {
+            Ok(sqlx::query_as(
+                "SELECT id, name, created_at FROM organizations ORDER BY created_at, id",
+            )
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// A new API key for an existing organization; `None` when there is no such organization.
+    pub async fn create_api_key(&self, org_id: Uuid) -> Result<Option<String>, StoreError> {
+        let api_key = generate_api_key();
+        let inserted = on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO api_keys (id, org_id, key_hash, key_prefix, created_at)
+                 SELECT $1, id, $2, $3, $4 FROM organizations WHERE id = $5",
+            )
+            .bind(Uuid::now_v7())
+            .bind(hash_api_key(&api_key))
+            .bind(api_key_prefix(&api_key))
+            .bind(now_ms())
+            .bind(org_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok((inserted > 0).then_some(api_key))
+    }
+
+    /// The API keys of one organization, or of all, oldest first.
+    pub async fn api_keys(&self, org_id: Option<Uuid>) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        on_reader!(self, |pool| {
+            Ok(sqlx::query_as(
+                "SELECT key_prefix, org_id, created_at FROM api_keys
+                 WHERE $1 IS NULL OR org_id = $1 ORDER BY created_at, id",
+            )
+            .bind(org_id)
+            .fetch_all(pool)
+            .await?)
+        })
+    }
+
+    /// Deletes the API keys whose prefix is `key_prefix` and returns them (none: unknown prefix).
+    pub async fn revoke_api_keys(&self, key_prefix: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        on_writer!(self, |pool| {
+            Ok(sqlx::query_as(
+                "DELETE FROM api_keys WHERE key_prefix = $1 RETURNING key_prefix, org_id, created_at",
+            )
+            .bind(key_prefix)
+            .fetch_all(pool)
+            .await?)
         })
     }
 

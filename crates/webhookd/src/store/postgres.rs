@@ -1,10 +1,11 @@
 //! PostgreSQL specifics: connection setup for scale-out.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
 
 use uuid::Uuid;
 
@@ -17,18 +18,41 @@ use super::StoreError;
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 const MAX_CONNECTIONS: u32 = 16;
+/// How long the first connection may take before the database counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Opens one direct connection first, then the pool. A pool that cannot connect retries until
+/// its acquire timeout and then says only "pool timed out"; the direct attempt fails at once with
+/// the real cause (connection refused, unknown database, authentication failed).
 pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url).map_err(StoreError::unreachable)?;
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+        .await
+        .map_err(|_| {
+            StoreError::Unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))
+        })?
+        .map_err(StoreError::unreachable)?;
+    let _: Result<(), _> = PgConnection::close(probe).await;
     let pool = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await?;
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(StoreError::unreachable)?;
     Ok(pool)
 }
 
 /// Appended to a `SELECT` whose rows the transaction will update (other nodes wait).
 pub(super) const FOR_UPDATE: &str = " FOR UPDATE";
+
+/// Nodes starting at once on an empty database create one first organization between them: the
+/// transaction that creates it holds this lock, released at its end.
+impl super::orgs::BootstrapLock for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn lock_bootstrap(&mut self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut **self).await?;
+        Ok(())
+    }
+}
 
 /// Claims due logs lane by lane in one statement: per lane, the first `want` due and eligible
 /// logs that no other node holds (`SKIP LOCKED`), each under a lease. Lanes with

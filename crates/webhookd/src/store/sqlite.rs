@@ -20,7 +20,8 @@ const READ_CONNECTIONS: u32 = 4;
 /// `synchronous = NORMAL` keeps every committed transaction across a process crash (only an OS
 /// crash or power loss can lose the last commits), which is the at-least-once promise.
 pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), StoreError> {
-    let options = SqliteConnectOptions::from_str(url)?
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(StoreError::unreachable)?
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
@@ -34,7 +35,8 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), Store
         .idle_timeout(None)
         .max_lifetime(None)
         .connect_with(options.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal))
-        .await?;
+        .await
+        .map_err(StoreError::unreachable)?;
     if in_memory {
         // Each connection to `:memory:` is its own database: share the single one.
         return Ok((write.clone(), write));
@@ -43,8 +45,17 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), Store
         .max_connections(READ_CONNECTIONS)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options.read_only(true))
-        .await?;
+        .await
+        .map_err(StoreError::unreachable)?;
     Ok((write, read))
+}
+
+/// One process per file and a single writer connection: bootstrap transactions already run one
+/// at a time.
+impl super::orgs::BootstrapLock for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn lock_bootstrap(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Claims are reads: one process owns the file, and its dispatcher holds what it reads (and

@@ -15,6 +15,10 @@ fn help_is_available_on_every_command() {
         &["serve", "--help"],
         &["migrate", "--help"],
         &["org", "create", "--help"],
+        &["org", "list", "--help"],
+        &["key", "create", "--help"],
+        &["key", "list", "--help"],
+        &["key", "revoke", "--help"],
         &["--version"],
     ] {
         let output = webhookd().args(args).output().unwrap();
@@ -36,6 +40,18 @@ fn help_is_available_on_every_command() {
         "WEBHOOKD_RETRY_SCHEDULE",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
+    }
+    for (args, texts) in [
+        (&["key", "create", "--help"][..], &["--org", "WEBHOOKD_ORG", "WEBHOOKD_DATABASE"][..]),
+        (&["key", "revoke", "--help"], &["--key-prefix", "WEBHOOKD_KEY_PREFIX", "60 s"]),
+        (&["key", "--help"], &["60 s"]),
+        (&["org", "list", "--help"], &["--database", "WEBHOOKD_DATABASE"]),
+    ] {
+        let help = webhookd().args(args).output().unwrap();
+        let help = String::from_utf8(help.stdout).unwrap();
+        for text in texts {
+            assert!(help.contains(text), "{args:?} --help lacks {text}: {help}");
+        }
     }
 }
 
@@ -82,6 +98,38 @@ fn an_unreachable_or_unknown_database_is_one_line_and_exit_1() {
         assert!(stderr.starts_with("error: "), "{url}: {stderr}");
         assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
     }
+}
+
+#[test]
+fn an_unreachable_postgres_is_its_cause_once_not_a_pool_timeout() {
+    let closed = "postgres://postgres:secret@127.0.0.1:1/none";
+    for args in [
+        &["migrate", "--database", closed][..],
+        &["org", "list", "--database", closed],
+        &["serve", "--listen", "127.0.0.1:0", "--database", closed],
+    ] {
+        let output = webhookd().args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("error: cannot "), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(" database postgres://postgres:***@127.0.0.1:1/none: "),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.matches("Connection refused").count(), 1, "{args:?}: {stderr}");
+        assert!(!stderr.contains("timed out"), "{args:?}: {stderr}");
+    }
+
+    let Some(base) = crate::harness::postgres_base_url() else { return };
+    let mut unknown = url::Url::parse(&base).unwrap();
+    unknown.set_path("/webhookd_no_such_database");
+    let output = webhookd().args(["migrate", "--database", unknown.as_str()]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let cause = r#"database "webhookd_no_such_database" does not exist"#;
+    assert_eq!(stderr.matches(cause).count(), 1, "{stderr}");
 }
 
 #[test]
