@@ -144,8 +144,11 @@ fn sqlite_key_file(url: &str) -> anyhow::Result<(String, KeySource)> {
 
 /// Payload bytes (KiB) a node's dispatcher holds in memory straight from ingestion.
 const HANDOFF_KIB: usize = 32 * 1024;
-/// Stalled attempts a node keeps open, per sending slot (sockets are cheap; CPU is not).
+/// Stalled attempts a node keeps open: four per sending slot, and at least this many, since a
+/// stalled attempt costs a socket and a little memory, not CPU (300 hanging endpoints hold at most
+/// 600 of them, two each).
 const STALLED_PER_SLOT: usize = 4;
+const STALLED_MIN: usize = 1_024;
 
 /// The background tasks of a running node, each with a name for the log.
 struct Tasks {
@@ -194,7 +197,7 @@ impl App {
             Sender::new(config.allow_private_targets).context("cannot build the HTTP client")?;
         let dispatch = DispatchConfig {
             concurrency: config.concurrency,
-            stalled: config.concurrency * STALLED_PER_SLOT,
+            stalled: (config.concurrency * STALLED_PER_SLOT).max(STALLED_MIN),
             shutdown_grace: config.shutdown_grace,
             policy: RetryPolicy { schedule: config.retry_schedule.clone() },
             breaker: config.breaker(),

@@ -32,7 +32,7 @@ const RESCAN_EVERY_TICKS: u32 = 2;
 const SETTINGS_TTL_MS: i64 = 30_000;
 /// An attempt unanswered for this long (or four of its lane's usual round trips, whichever is
 /// longer) counts as stalled.
-const STALL_MIN: Duration = Duration::from_secs(1);
+const STALL_MIN: Duration = Duration::from_millis(500);
 
 pub(super) struct Actor {
     pub store: Store,

@@ -15,7 +15,7 @@
 //! healthy one grows until it uses every idle sending slot.
 
 /// The limit of a lane nothing is known about yet.
-pub const INITIAL: f64 = 4.0;
+pub const INITIAL: f64 = 2.0;
 
 #[derive(Debug, Clone)]
 pub struct Limiter {
@@ -114,12 +114,22 @@ mod tests {
         assert_eq!(limiter.limit(), INITIAL as usize);
     }
 
+    /// A limiter grown (by saturated successes) to `limit`.
+    fn grown(limit: usize) -> Limiter {
+        let mut limiter = Limiter::new(256);
+        while limiter.limit() < limit {
+            let started = limiter.start(0, true);
+            limiter.succeeded(started);
+        }
+        limiter
+    }
+
     #[test]
     fn a_round_of_failures_halves_once_and_a_hanging_lane_settles_at_one() {
-        let mut limiter = Limiter::new(256);
-        let round: Vec<Started> = (0..4).map(|i| limiter.start(i, true)).collect();
+        let mut limiter = grown(8);
+        let round: Vec<Started> = (0..8).map(|i| limiter.start(i, true)).collect();
         round.into_iter().for_each(|s| limiter.congested(s));
-        assert_eq!(limiter.limit(), 2, "one halving for the whole round");
+        assert_eq!(limiter.limit(), 4, "one halving for the whole round");
         for _ in 0..5 {
             let started = limiter.start(0, true);
             limiter.congested(started);
@@ -129,7 +139,7 @@ mod tests {
 
     #[test]
     fn after_congestion_growth_is_about_one_per_round_trip() {
-        let mut limiter = Limiter::new(256);
+        let mut limiter = grown(4);
         let started = limiter.start(3, true);
         limiter.congested(started);
         assert_eq!(limiter.limit(), 2);
