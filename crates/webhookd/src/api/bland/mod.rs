@@ -63,14 +63,14 @@ pub struct CreateInput {
 /// One attempt of a log, Bland's way.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BlandAttempt {
-    sent_at: String,
+    pub sent_at: String,
     /// `null` when no response arrived.
-    response_code: Option<i64>,
+    pub response_code: Option<i64>,
     /// e.g. `142ms`.
-    response_time: String,
+    pub response_time: String,
     /// `spawn`, `retry`, `manual`, `resend`, `create`, `recover` or `test`.
-    send_type: String,
-    error_message: Option<String>,
+    pub send_type: String,
+    pub error_message: Option<String>,
 }
 
 impl From<Attempt> for BlandAttempt {
@@ -88,17 +88,17 @@ impl From<Attempt> for BlandAttempt {
 /// A post-call webhook log, Bland's way.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BlandLog {
-    call_id: Option<String>,
+    pub call_id: Option<String>,
     /// The JSON that was sent.
     #[schema(value_type = Object)]
-    payload: Box<RawValue>,
-    url: String,
+    pub payload: Box<RawValue>,
+    pub url: String,
     /// The organization.
-    user_id: Uuid,
+    pub user_id: Uuid,
     /// When the webhook was first created.
-    created_at: String,
+    pub created_at: String,
     /// Every attempt, oldest first.
-    metadata: Vec<BlandAttempt>,
+    pub metadata: Vec<BlandAttempt>,
 }
 
 async fn bland_log(state: &AppState, log: DeliveryLog) -> Result<BlandLog, ApiError> {
@@ -114,7 +114,7 @@ async fn bland_log(state: &AppState, log: DeliveryLog) -> Result<BlandLog, ApiEr
 }
 
 /// `call_ids` checked as a whole: present, an array of 1–100 unique non-empty strings.
-fn parse_call_ids(value: Option<Value>) -> Result<Vec<String>, BlandFailure> {
+fn parse_call_ids(value: Option<Value>) -> Result<Vec<CallId>, BlandFailure> {
     let Some(value) = value else {
         return Err(BlandFailure::invalid("call_ids is required"));
     };
@@ -136,12 +136,11 @@ fn parse_call_ids(value: Option<Value>) -> Result<Vec<String>, BlandFailure> {
             return Err(BlandFailure::invalid("call_ids must contain only strings"));
         };
         let call_id = CallId::parse(&call_id)
-            .map_err(|e| BlandFailure::invalid(format!("each call ID {e}")))?
-            .as_str()
-            .to_string();
+            .map_err(|e| BlandFailure::invalid(format!("each call ID {e}")))?;
         if !seen.insert(call_id.clone()) {
             return Err(BlandFailure::invalid(format!(
-                "call_ids must be unique; {call_id:?} appears more than once"
+                "call_ids must be unique; {:?} appears more than once",
+                call_id.as_str()
             )));
         }
         call_ids.push(call_id);
@@ -188,9 +187,21 @@ async fn resend(
     BlandJson(input): BlandJson<ResendInput>,
 ) -> Result<Json<BlandEnvelope<Vec<BlandLog>>>, BlandFailure> {
     let call_ids = parse_call_ids(input.call_ids)?;
+    let (data, errors) = resend_calls(&state, org_id, call_ids).await?;
+    Ok(envelope(data, errors))
+}
+
+/// Bland's resend: each call's post-call log(s) sent again now to the same URL as before, each
+/// with a `resend` attempt. Returns the logs as they stand afterwards, and an error for each call
+/// that has no post-call webhook and each log whose delivery is already in flight.
+pub async fn resend_calls(
+    state: &AppState,
+    org_id: Uuid,
+    call_ids: Vec<CallId>,
+) -> Result<(Vec<BlandLog>, Vec<BlandError>), ApiError> {
     let mut errors = Vec::new();
     let mut log_ids = Vec::new();
-    for call_id in &call_ids {
+    for call_id in call_ids.iter().map(CallId::as_str) {
         let logs =
             state.store.post_call_logs(org_id, call_id, true).await.map_err(ApiError::from)?;
         if logs.is_empty() {
@@ -209,8 +220,8 @@ async fn resend(
             )));
         }
     }
-    let data = send_and_describe(&state, org_id, claimed, SendType::Resend).await?;
-    Ok(envelope(data, errors))
+    let data = send_and_describe(state, org_id, claimed, SendType::Resend).await?;
+    Ok((data, errors))
 }
 
 /// Create post-call webhooks for calls whose post-call event never had one: the event is sent
@@ -235,7 +246,7 @@ async fn create(
     };
     let mut errors = Vec::new();
     let mut claimed = Vec::new();
-    for call_id in &call_ids {
+    for call_id in call_ids.iter().map(CallId::as_str) {
         let events = state.store.post_call_events(org_id, call_id).await.map_err(ApiError::from)?;
         let Some(event) = events.last() else {
             errors
