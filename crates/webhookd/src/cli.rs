@@ -121,6 +121,10 @@ pub struct ServeArgs {
     /// API requests per second allowed per API key, with a burst of as many (0: unlimited).
     #[arg(long, env = "WEBHOOKD_RATE_LIMIT", default_value_t = config::DEFAULT_RATE_LIMIT)]
     pub rate_limit: u32,
+    /// Where browsers reach this service, e.g. https://hooks.example.com: the base of customer
+    /// portal links; an https URL also marks dashboard cookies Secure. Default: http://<listen>.
+    #[arg(long, env = "WEBHOOKD_PUBLIC_URL", value_parser = config::parse_public_url)]
+    pub public_url: Option<String>,
 }
 
 /// A parsed `--retry-schedule` (a newtype, so clap takes the list as one value).
@@ -147,6 +151,7 @@ impl ServeArgs {
             concurrency: usize::try_from(self.concurrency).unwrap_or(config::DEFAULT_CONCURRENCY),
             shutdown_grace: self.shutdown_grace,
             rate_limit: self.rate_limit,
+            public_url: self.public_url,
         }
     }
 }
@@ -188,6 +193,7 @@ pub const FILE_SETTINGS: &[&str] = &[
     "shutdown_grace",
     "rate_limit",
     "secret_key",
+    "public_url",
     "log_format",
 ];
 
