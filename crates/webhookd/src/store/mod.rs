@@ -10,6 +10,8 @@ mod agents;
 mod delivery;
 mod error;
 mod events;
+mod health;
+mod log_pages;
 mod logs;
 mod models;
 mod orgs;
@@ -19,6 +21,7 @@ mod recover;
 mod redelivery;
 mod retention;
 mod sealing;
+mod sessions;
 mod sqlite;
 mod webhooks;
 
@@ -33,12 +36,15 @@ use tokio_util::sync::CancellationToken;
 pub use delivery::{AttemptRecord, ClaimedLog, SkipRecord, LEASE_MARGIN_MS};
 pub use error::StoreError;
 pub use events::{CreatedLog, IngestedEvent};
+pub use health::{LastError, WebhookHealth, PENDING_CAP};
+pub use log_pages::{Keyset, LogPageFilter, LogSlice, StatusCodeFilter};
 pub use logs::{Attempt, DeliveryLog, LogFilter, LogListing, LogPage};
 pub use models::{Agent, Organization, Webhook, WebhookSecrets};
 pub use orgs::CreatedOrg;
 pub use recover::{Recovery, Window, RECOVER_PAGE};
 pub use redelivery::PostCallEvent;
 pub use retention::{Deleted, RETENTION_BATCH};
+pub use sessions::UiSession;
 
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
