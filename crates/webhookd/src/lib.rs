@@ -11,6 +11,7 @@ pub mod maintenance;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 
 use cli::{Cli, Command, OrgCommand};
 

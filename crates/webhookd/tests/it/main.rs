@@ -23,4 +23,5 @@ mod organization;
 mod redelivery;
 mod security;
 mod store;
+mod ui;
 mod webhooks;
