@@ -121,7 +121,13 @@ fn attempt_view(webhook: &Webhook, log: &DeliveryLog, attempt: Attempt) -> Attem
         sent_at: time(attempt.sent_at),
         http_status: attempt.response_code.map(|c| c.to_string()).unwrap_or_default(),
         duration_ms: attempt.duration_ms,
-        error: attempt.error.unwrap_or_default(),
+        // The status line already says "HTTP 500"; an error that only repeats it is left out.
+        error: attempt
+            .error
+            .filter(|e| {
+                Some(e.as_str()) != attempt.response_code.map(|c| format!("HTTP {c}")).as_deref()
+            })
+            .unwrap_or_default(),
         request_headers: headers_sent(webhook, log, attempt.sent_at),
         response_headers: header_pairs(attempt.response_headers.as_deref()),
         response_body: attempt.response_body.unwrap_or_default(),

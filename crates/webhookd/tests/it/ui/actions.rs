@@ -135,9 +135,12 @@ async fn the_form_shows_the_apis_validation_messages(backend: Backend) {
         )
         .await;
     assert_eq!(page.status, 422);
-    for message in
-        ["webhook_url", "events must contain at least 1 event", "timeout", "rate_limit must be a whole number"]
-    {
+    for message in [
+        "webhook_url",
+        "events must contain at least 1 event",
+        "timeout",
+        "rate_limit must be a whole number",
+    ] {
         page.assert_contains(message);
     }
     page.assert_contains("value=\"&#60;b&#62;x&#60;/b&#62;\"");
