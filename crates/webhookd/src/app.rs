@@ -235,8 +235,11 @@ impl App {
             let listener = TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            local_addr = Some(listener.local_addr()?);
-            let mut state = AppState::new(store.clone(), config, dispatcher.clone(), ingestor);
+            let bound = listener.local_addr()?;
+            local_addr = Some(bound);
+            let mut config = config.clone();
+            config.public_url.get_or_insert_with(|| format!("http://{bound}"));
+            let mut state = AppState::new(store.clone(), &config, dispatcher.clone(), ingestor);
             state.workers = config.run_worker.then(|| dispatcher.running_flag());
             state.healthy = healthy.clone();
             let router = api::router(state);

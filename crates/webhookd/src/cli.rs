@@ -207,6 +207,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOKD_CIRCUIT_COOLDOWN", default_value = config::DEFAULT_CIRCUIT_COOLDOWN,
         value_parser = config::parse_circuit_cooldown)]
     pub circuit_cooldown: Duration,
+    /// Where browsers reach this service, e.g. https://hooks.example.com: the base of customer
+    /// portal links; an https URL also marks dashboard cookies Secure. Default: http://<listen>.
+    #[arg(long, env = "WEBHOOKD_PUBLIC_URL", value_parser = config::parse_public_url)]
+    pub public_url: Option<String>,
 }
 
 /// A parsed `--retry-schedule` (a newtype, so clap takes the list as one value).
@@ -235,6 +239,7 @@ impl ServeArgs {
             rate_limit: self.rate_limit,
             circuit_threshold: self.circuit_threshold,
             circuit_cooldown: self.circuit_cooldown,
+            public_url: self.public_url,
         }
     }
 }
@@ -276,6 +281,7 @@ pub const FILE_SETTINGS: &[&str] = &[
     "shutdown_grace",
     "rate_limit",
     "secret_key",
+    "public_url",
     "log_format",
     "circuit_threshold",
     "circuit_cooldown",

@@ -41,6 +41,9 @@ pub struct Config {
     pub circuit_threshold: u32,
     /// A circuit's first cooldown before its probe (doubled by each failed probe, up to 10 min).
     pub circuit_cooldown: Duration,
+    /// Where browsers reach this service (no trailing slash), the base of customer portal links.
+    /// `None` until the API is bound: then `http://<the bound address>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -63,8 +66,22 @@ impl Default for Config {
             circuit_threshold: DEFAULT_CIRCUIT_THRESHOLD,
             circuit_cooldown: parse_duration(DEFAULT_CIRCUIT_COOLDOWN)
                 .expect("default cooldown parses"),
+            public_url: None,
         }
     }
+}
+
+/// An `http(s)://host[:port][/path]` URL without query or fragment, its trailing `/` removed.
+pub fn parse_public_url(value: &str) -> Result<String, String> {
+    let url = url::Url::parse(value.trim())
+        .map_err(|e| format!("invalid URL {value:?}: {e}; e.g. https://hooks.example.com"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("{value:?} must be an http:// or https:// URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(format!("{value:?} must not have a query, fragment or user name"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// `30s`, `5m`, `2h`, `7d`, `1h 30m`…
@@ -118,6 +135,21 @@ mod tests {
         assert_eq!(config.retry_schedule.len(), 9);
         assert_eq!(config.retry_schedule[0], Duration::from_secs(5));
         assert_eq!(config.retry_window, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
+    fn public_urls_are_http_or_https_without_a_trailing_slash() {
+        assert_eq!(
+            parse_public_url("https://hooks.example.com/").unwrap(),
+            "https://hooks.example.com"
+        );
+        assert_eq!(
+            parse_public_url("http://10.0.0.5:8080/hooks/").unwrap(),
+            "http://10.0.0.5:8080/hooks"
+        );
+        assert!(parse_public_url("hooks.example.com").is_err());
+        assert!(parse_public_url("ftp://example.com").is_err());
+        assert!(parse_public_url("https://example.com/?a=1").is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod maintenance;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 
 use cli::{Cli, Command};
 

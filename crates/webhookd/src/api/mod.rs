@@ -2,19 +2,20 @@
 //! generated from the handlers. Handlers parse, call the store (or the dispatcher, for explicit
 //! sends) and shape responses; they never call customer endpoints themselves.
 
-mod agents;
+pub(crate) mod agents;
 mod auth;
-mod bland;
+pub(crate) mod bland;
 mod envelope;
 pub mod error;
 mod events;
 pub mod extract;
 mod health;
-mod logs;
+pub(crate) mod logs;
 mod organization;
-mod redelivery;
-mod secrets;
-mod webhooks;
+pub(crate) mod portal;
+pub(crate) mod redelivery;
+pub(crate) mod secrets;
+pub(crate) mod webhooks;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -91,6 +92,7 @@ impl AppState {
         (name = "logs", description = "Delivery logs and their attempts"),
         (name = "redelivery", description = "Talkover's retry and bulk recovery"),
         (name = "bland", description = "Bland's post-call webhook endpoints, with Bland's envelope"),
+        (name = "portal", description = "Links to the customer portal of one agent"),
         (name = "organization", description = "The caller's organization"),
         (name = "health", description = "Liveness and readiness"),
     )
@@ -118,7 +120,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(secrets::router())
         .merge(events::router())
         .merge(logs::router())
-        .merge(redelivery::router());
+        .merge(redelivery::router())
+        .merge(portal::router());
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .merge(bland::router())
@@ -173,6 +176,8 @@ pub fn router(state: AppState) -> Router {
     routes
         .route("/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
         .route("/metrics", get(render_metrics))
+        .nest("/ui", crate::ui::router())
+        .route("/ui/", get(|| async { axum::response::Redirect::to("/ui") }))
         .fallback(|| async { ApiError::NotFound(Missing::Resource) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -34,10 +34,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RetryQueued {
     /// The new log.
-    log_id: Uuid,
+    pub log_id: Uuid,
     /// The log that was retried; it is left untouched.
-    original_log_id: Uuid,
-    queued_at: String,
+    pub original_log_id: Uuid,
+    pub queued_at: String,
 }
 
 /// Retry one delivery: a new log, linked by `original_log_id`, queued now with the webhook's
@@ -55,7 +55,18 @@ async fn retry_log(
     CurrentOrg(org_id): CurrentOrg,
     ApiPath(path): ApiPath<LogPath>,
 ) -> Result<(StatusCode, Json<Envelope<RetryQueued>>), ApiError> {
-    let webhook = find_webhook(&state, org_id, &path.webhook()).await?;
+    let queued = retry(&state, org_id, &path).await?;
+    Ok((StatusCode::ACCEPTED, ok("Webhook retry queued successfully", queued)))
+}
+
+/// Talkover's retry of the log named by `path`: a new log queued now to the webhook's current
+/// configuration, or `LOG_NOT_RETRIABLE`.
+pub async fn retry(
+    state: &AppState,
+    org_id: Uuid,
+    path: &LogPath,
+) -> Result<RetryQueued, ApiError> {
+    let webhook = find_webhook(state, org_id, &path.webhook()).await?;
     let log = state.store.log(org_id, path.log_id).await?;
     let log = log
         .filter(|log| log.webhook_id == Some(webhook.id))
@@ -68,8 +79,7 @@ async fn retry_log(
         return Err(ApiError::LogNotRetriable);
     }
     let (log_id, queued_at) = state.store.requeue(&log, &webhook, SendType::Manual).await?;
-    let queued = RetryQueued { log_id, original_log_id: log.id, queued_at: format_ms(queued_at) };
-    Ok((StatusCode::ACCEPTED, ok("Webhook retry queued successfully", queued)))
+    Ok(RetryQueued { log_id, original_log_id: log.id, queued_at: format_ms(queued_at) })
 }
 
 /// A time as RFC 3339 text or unix seconds.
@@ -93,26 +103,26 @@ impl TimeInput {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RecoverInput {
     /// Start of the window (logs created at or after).
-    since: Option<TimeInput>,
+    pub since: Option<TimeInput>,
     /// End of the window (logs created at or before); default now.
-    until: Option<TimeInput>,
+    pub until: Option<TimeInput>,
     /// Count only; queue nothing.
-    dry_run: Option<bool>,
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RecoverResult {
     /// Logs queued (or, for a dry run or a background recovery, to be queued).
-    count: i64,
-    dry_run: bool,
+    pub count: i64,
+    pub dry_run: bool,
     /// `completed`, or `running` for a recovery continuing in the background.
-    status: String,
+    pub status: String,
     /// For a background recovery: read its progress at `.../recover/{recovery_id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    recovery_id: Option<Uuid>,
+    pub recovery_id: Option<Uuid>,
 }
 
-fn parse_window(input: &RecoverInput) -> Result<Window, ApiError> {
+pub fn parse_window(input: &RecoverInput) -> Result<Window, ApiError> {
     let mut errors = FieldErrors::default();
     let since = match &input.since {
         Some(since) => errors.check("since", since.parse()),
@@ -155,26 +165,45 @@ async fn recover(
     ApiPath(path): ApiPath<WebhookPath>,
     JsonBody(input): JsonBody<RecoverInput>,
 ) -> Result<(StatusCode, Json<Envelope<RecoverResult>>), ApiError> {
-    let webhook = find_webhook(&state, org_id, &path).await?;
-    let window = parse_window(&input)?;
+    let result = recover_window(&state, org_id, &path, &input).await?;
+    let (status, message) = match (result.dry_run, result.recovery_id) {
+        (true, _) => (StatusCode::OK, "Dry run: nothing was queued"),
+        (false, Some(_)) => (StatusCode::ACCEPTED, "Recovery started"),
+        (false, None) => (StatusCode::ACCEPTED, "Recovery queued"),
+    };
+    Ok((status, ok(message, result)))
+}
+
+/// Recovers the window `input` names for the webhook named by `path`: counts only for a dry run,
+/// queues small recoveries now and hands large ones to the background.
+pub async fn recover_window(
+    state: &AppState,
+    org_id: Uuid,
+    path: &WebhookPath,
+    input: &RecoverInput,
+) -> Result<RecoverResult, ApiError> {
+    let webhook = find_webhook(state, org_id, path).await?;
+    let window = parse_window(input)?;
     let count = state.store.recover_count(&webhook, window).await?;
     if input.dry_run.unwrap_or(false) {
-        let result =
-            RecoverResult { count, dry_run: true, status: "completed".into(), recovery_id: None };
-        return Ok((StatusCode::OK, ok("Dry run: nothing was queued", result)));
+        return Ok(RecoverResult {
+            count,
+            dry_run: true,
+            status: "completed".into(),
+            recovery_id: None,
+        });
     }
     if !webhook.settings.enabled {
         return Err(ApiError::Conflict("Webhook is disabled; enable it before recovering".into()));
     }
     if count > RECOVER_INLINE_MAX {
         let recovery = state.store.create_recovery(&webhook, window, count).await?;
-        let result = RecoverResult {
+        return Ok(RecoverResult {
             count,
             dry_run: false,
             status: "running".into(),
             recovery_id: Some(recovery.id),
-        };
-        return Ok((StatusCode::ACCEPTED, ok("Recovery started", result)));
+        });
     }
     let mut queued = 0;
     let mut after = None;
@@ -186,13 +215,12 @@ async fn recover(
             None => break,
         }
     }
-    let result = RecoverResult {
+    Ok(RecoverResult {
         count: queued,
         dry_run: false,
         status: "completed".into(),
         recovery_id: None,
-    };
-    Ok((StatusCode::ACCEPTED, ok("Recovery queued", result)))
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -229,9 +257,9 @@ impl From<Recovery> for RecoveryView {
 
 #[derive(Debug, Deserialize)]
 pub struct RecoveryPath {
-    agent_id: Uuid,
-    webhook_id: Uuid,
-    recovery_id: Uuid,
+    pub agent_id: Uuid,
+    pub webhook_id: Uuid,
+    pub recovery_id: Uuid,
 }
 
 /// Progress of a background recovery.
@@ -247,9 +275,18 @@ async fn get_recovery(
     CurrentOrg(org_id): CurrentOrg,
     ApiPath(path): ApiPath<RecoveryPath>,
 ) -> Result<Json<Envelope<RecoveryView>>, ApiError> {
-    let webhook_path = WebhookPath { agent_id: path.agent_id, webhook_id: path.webhook_id };
-    let webhook = find_webhook(&state, org_id, &webhook_path).await?;
-    let recovery = state.store.recovery(org_id, webhook.id, path.recovery_id).await?;
-    let recovery = recovery.ok_or(ApiError::NotFound(Missing::Resource))?;
+    let recovery = find_recovery(&state, org_id, &path).await?;
     Ok(ok("Recovery retrieved successfully", recovery.into()))
+}
+
+/// The background recovery named by `path`, with its progress.
+pub async fn find_recovery(
+    state: &AppState,
+    org_id: Uuid,
+    path: &RecoveryPath,
+) -> Result<Recovery, ApiError> {
+    let webhook_path = WebhookPath { agent_id: path.agent_id, webhook_id: path.webhook_id };
+    let webhook = find_webhook(state, org_id, &webhook_path).await?;
+    let recovery = state.store.recovery(org_id, webhook.id, path.recovery_id).await?;
+    recovery.ok_or(ApiError::NotFound(Missing::Resource))
 }

@@ -184,7 +184,7 @@ struct Captured {
 
 /// The signed request headers (SPEC §4). Custom headers and the auth header were validated when
 /// the webhook was saved; one that no longer parses is left out rather than failing the attempt.
-fn request_headers(outgoing: &Outgoing, timestamp: i64) -> HeaderMap {
+pub fn request_headers(outgoing: &Outgoing, timestamp: i64) -> HeaderMap {
     let secrets: Vec<&str> = outgoing.secrets.iter().map(String::as_str).collect();
     let signature =
         signing::standard_signature(&secrets, &outgoing.message_id, timestamp, &outgoing.body);

@@ -3,17 +3,25 @@
 //! beside an embedded SQLite database). A stored value reads `enc:v1:<base64(nonce ‖ ciphertext)>`;
 //! a value without that prefix is refused (the store seals plaintext left by versions from
 //! before sealing when it migrates, see `Store::migrate`).
+//!
+//! The same server key is the root of the keys that sign the dashboard's portal links: each is
+//! derived with HKDF-SHA256 for one purpose, so no derived key can open a sealed secret and every
+//! node holding the server key derives the same ones.
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use hkdf::Hkdf;
+use sha2::Sha256;
 
 const PREFIX: &str = "enc:v1:";
 const NONCE_LEN: usize = 12;
 
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// HKDF state extracted from the server key, for [`Sealer::derive_key`].
+    derivation: Hkdf<Sha256>,
 }
 
 impl Sealer {
@@ -25,7 +33,20 @@ impl Sealer {
         if bytes.len() != 32 {
             return Err(format!("the secret key must be 32 bytes, not {}", bytes.len()));
         }
-        Ok(Self { cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)) })
+        Ok(Self {
+            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&bytes)),
+            derivation: Hkdf::<Sha256>::new(Some(b"webhookd derived keys"), &bytes),
+        })
+    }
+
+    /// A 32-byte key for `purpose` (e.g. `"portal link v1"`), derived from the server key with
+    /// HKDF-SHA256: the same on every node that has the same server key, unrelated for another
+    /// purpose.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit of 255 × 32, so expansion cannot fail.
+        self.derivation.expand(purpose.as_bytes(), &mut key).expect("HKDF expands 32 bytes");
+        key
     }
 
     /// A new random key, base64.
@@ -84,6 +105,16 @@ mod tests {
         assert!(other.open(&sealed).is_err());
         assert!(sealer.open("legacy-plaintext").is_err());
         assert!(!Sealer::is_sealed("legacy-plaintext") && Sealer::is_sealed(&sealed));
+    }
+
+    #[test]
+    fn derived_keys_depend_on_the_server_key_and_the_purpose_only() {
+        let key = Sealer::generate_key();
+        let (one, same) = (Sealer::from_base64(&key).unwrap(), Sealer::from_base64(&key).unwrap());
+        assert_eq!(one.derive_key("portal link v1"), same.derive_key("portal link v1"));
+        assert_ne!(one.derive_key("portal link v1"), one.derive_key("other purpose"));
+        let other = Sealer::from_base64(&Sealer::generate_key()).unwrap();
+        assert_ne!(one.derive_key("portal link v1"), other.derive_key("portal link v1"));
     }
 
     #[test]

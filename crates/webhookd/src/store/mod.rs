@@ -13,6 +13,8 @@ mod codec;
 mod error;
 mod events;
 mod gauges;
+mod health;
+mod log_pages;
 mod logs;
 mod meta;
 mod models;
@@ -25,6 +27,7 @@ mod redelivery;
 mod retention;
 mod sealing;
 mod sending;
+mod sessions;
 mod sqlite;
 mod webhooks;
 
@@ -40,6 +43,8 @@ pub use announce::{Announcement, Announcer, Pending};
 pub use claims::{lease_ms, LaneClaim, LaneClaimed, LaneDue, LEASE_MARGIN_MS};
 pub use error::StoreError;
 pub use events::{CreatedLog, HandedLog, Handoff, IngestRequest, Ingested, IngestedEvent};
+pub use health::{LastError, WebhookHealth, PENDING_CAP};
+pub use log_pages::{Keyset, LogPageFilter, LogSlice, StatusCodeFilter};
 pub use logs::{DeliveryLog, LogFilter, LogListing, LogPage, LISTED_PAYLOAD_MAX};
 pub use models::{Agent, Attempt, Organization, Payload, QueuedLog, Webhook, WebhookSecrets};
 pub use orgs::{ApiKeyInfo, CreatedOrg};
@@ -47,6 +52,7 @@ pub use record::{AttemptRecord, Recorded, SkipRecord};
 pub use recover::{Recovery, Window, RECOVER_PAGE};
 pub use redelivery::PostCallEvent;
 pub use retention::{Deleted, RETENTION_BATCH};
+pub use sessions::UiSession;
 
 /// Which database a [`Store`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,4 +25,5 @@ mod redelivery;
 mod sealing_key;
 mod security;
 mod store;
+mod ui;
 mod webhooks;

@@ -46,6 +46,7 @@ async fn openapi_document_covers_every_route_with_schemas() {
         "POST /api/v1/agents/{agent_id}/webhooks/{webhook_id}/logs/{log_id}/retry",
         "POST /api/v1/agents/{agent_id}/webhooks/{webhook_id}/recover",
         "GET /api/v1/agents/{agent_id}/webhooks/{webhook_id}/recover/{recovery_id}",
+        "POST /api/v1/agents/{agent_id}/portal",
         "POST /v1/postcall/webhooks/resend",
         "POST /v1/postcall/webhooks/create",
         "GET /v1/postcall/webhooks/{call_id}",

@@ -27,7 +27,7 @@ pub struct BlandEnvelope<T> {
 pub struct BlandError {
     /// `invalid_parameter`, `unauthorized`, `rate_limited` or `INTERNAL_SERVER_ERROR`.
     error: String,
-    message: String,
+    pub message: String,
 }
 
 impl BlandError {

@@ -62,15 +62,15 @@ pub struct CreateInput {
 /// One attempt of a log, Bland's way.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BlandAttempt {
-    sent_at: String,
+    pub sent_at: String,
     /// `null` when no response arrived.
-    response_code: Option<u16>,
+    pub response_code: Option<u16>,
     /// e.g. `142ms`.
-    response_time: String,
+    pub response_time: String,
     /// `spawn`, `retry`, `manual`, `resend`, `create`, `recover` or `test`.
     #[schema(value_type = String)]
-    send_type: SendType,
-    error_message: Option<String>,
+    pub send_type: SendType,
+    pub error_message: Option<String>,
 }
 
 impl From<Attempt> for BlandAttempt {
@@ -88,17 +88,17 @@ impl From<Attempt> for BlandAttempt {
 /// A post-call webhook log, Bland's way.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BlandLog {
-    call_id: Option<String>,
+    pub call_id: Option<String>,
     /// The JSON that was sent.
     #[schema(value_type = Object)]
-    payload: Box<RawValue>,
-    url: String,
+    pub payload: Box<RawValue>,
+    pub url: String,
     /// The organization.
-    user_id: Uuid,
+    pub user_id: Uuid,
     /// When the webhook was first created.
-    created_at: String,
+    pub created_at: String,
     /// Every attempt, oldest first.
-    metadata: Vec<BlandAttempt>,
+    pub metadata: Vec<BlandAttempt>,
 }
 
 async fn bland_log(state: &AppState, log: DeliveryLog) -> Result<BlandLog, ApiError> {
@@ -114,7 +114,7 @@ async fn bland_log(state: &AppState, log: DeliveryLog) -> Result<BlandLog, ApiEr
 }
 
 /// `call_ids` checked as a whole: present, an array of 1–100 unique non-empty strings.
-fn parse_call_ids(value: Option<Value>) -> Result<Vec<String>, BlandFailure> {
+fn parse_call_ids(value: Option<Value>) -> Result<Vec<CallId>, BlandFailure> {
     let Some(value) = value else {
         return Err(BlandFailure::invalid("call_ids is required"));
     };
@@ -136,12 +136,11 @@ fn parse_call_ids(value: Option<Value>) -> Result<Vec<String>, BlandFailure> {
             return Err(BlandFailure::invalid("call_ids must contain only strings"));
         };
         let call_id = CallId::parse(&call_id)
-            .map_err(|e| BlandFailure::invalid(format!("each call ID {e}")))?
-            .as_str()
-            .to_string();
+            .map_err(|e| BlandFailure::invalid(format!("each call ID {e}")))?;
         if !seen.insert(call_id.clone()) {
             return Err(BlandFailure::invalid(format!(
-                "call_ids must be unique; {call_id:?} appears more than once"
+                "call_ids must be unique; {:?} appears more than once",
+                call_id.as_str()
             )));
         }
         call_ids.push(call_id);
@@ -186,11 +185,11 @@ async fn describe(
 pub async fn resend_calls(
     state: &AppState,
     org_id: Uuid,
-    call_ids: &[String],
+    call_ids: &[CallId],
 ) -> Result<(Vec<BlandLog>, Vec<BlandError>), ApiError> {
     let mut errors = Vec::new();
     let mut found = Vec::new();
-    for call_id in call_ids {
+    for call_id in call_ids.iter().map(CallId::as_str) {
         let logs = state.store.post_call_logs(org_id, call_id, true).await?;
         if logs.is_empty() {
             errors.push(BlandError::invalid(format!(
@@ -258,7 +257,7 @@ async fn create(
     };
     let mut errors = Vec::new();
     let mut held = Vec::new();
-    for call_id in &call_ids {
+    for call_id in call_ids.iter().map(CallId::as_str) {
         let events = state.store.post_call_events(org_id, call_id).await.map_err(ApiError::from)?;
         let Some(event) = events.last() else {
             errors

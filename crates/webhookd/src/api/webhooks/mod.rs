@@ -3,7 +3,7 @@
 //! performs exactly what the API does.
 
 mod input;
-mod test;
+pub(crate) mod test;
 mod view;
 
 use axum::extract::State;

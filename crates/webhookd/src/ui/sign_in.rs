@@ -1,0 +1,114 @@
+//! Signing in with an API key, and out. The sign-in form is itself protected against CSRF (so
+//! no other site can sign a browser into its own organization): the page sets a short-lived
+//! `SameSite=Strict` cookie with a random nonce and repeats it in a hidden field, and a POST is
+//! accepted only when the two match.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::csrf::{tokens_match, CsrfForm, FormFields};
+use super::error::UiError;
+use super::request::UiQuery;
+use super::session::{self, cookie_value, over_tls, random_token, set_cookie, Session};
+use super::views::{render_with, Chrome};
+use crate::api::AppState;
+use crate::domain::clock::{now_ms, HOUR_MS};
+use crate::domain::secrets::hash_api_key;
+
+const NONCE_COOKIE: &str = "webhookd_sign_in";
+const NONCE_PATH: &str = "/ui/sign-in";
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage {
+    chrome: Chrome,
+    nonce: String,
+    error: Option<&'static str>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SignInQuery {
+    signed_out: Option<String>,
+}
+
+/// The sign-in page, with a fresh nonce in a cookie and in the form.
+fn page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&'static str>,
+    notice: Option<&str>,
+) -> Result<Response, UiError> {
+    let nonce = random_token();
+    let cookie = set_cookie(NONCE_COOKIE, &nonce, NONCE_PATH, HOUR_MS, over_tls(state, headers));
+    let page = SignInPage { chrome: Chrome::signed_out().notice(notice), nonce, error };
+    let mut response = render_with(status, &page)?;
+    response.headers_mut().append(SET_COOKIE, cookie);
+    Ok(response)
+}
+
+pub async fn form(
+    State(state): State<AppState>,
+    session: Option<Session>,
+    headers: HeaderMap,
+    UiQuery(query): UiQuery<SignInQuery>,
+) -> Result<Response, UiError> {
+    if session.is_some() {
+        return Ok(see_other("/ui"));
+    }
+    let notice = query.signed_out.map(|_| "You are signed out.");
+    page(&state, &headers, StatusCode::OK, None, notice)
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, UiError> {
+    let fields = FormFields::parse(&body);
+    let nonce = cookie_value(&headers, NONCE_COOKIE).unwrap_or_default();
+    if !tokens_match(fields.get("nonce").unwrap_or_default(), &nonce) {
+        return Err(UiError::Csrf);
+    }
+    let key = fields.get("api_key").unwrap_or_default().trim();
+    let Some((key_id, org_id)) = state.store.api_key_by_hash(&hash_api_key(key)).await? else {
+        let error = if key.is_empty() {
+            "Enter an API key: paste the whole key, starting with whk_."
+        } else {
+            "That API key is not valid. Paste the whole key, starting with whk_ (a new one can \
+             be made with `webhookd org create`)."
+        };
+        return page(&state, &headers, StatusCode::UNAUTHORIZED, Some(error), None);
+    };
+    let expires_at = now_ms() + session::DASHBOARD_SESSION_MS;
+    let cookie = session::start(&state, &headers, org_id, None, Some(key_id), expires_at).await?;
+    let mut response = see_other("/ui/agents");
+    let headers_out = response.headers_mut();
+    headers_out.append(cookie.0, cookie.1);
+    headers_out.append(SET_COOKIE, set_cookie(NONCE_COOKIE, "", NONCE_PATH, 0, false));
+    Ok(response)
+}
+
+pub async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    _form: CsrfForm,
+) -> Result<Response, UiError> {
+    let removal = session::end(&state, &headers).await?;
+    let mut response = see_other("/ui/sign-in?signed_out=1");
+    response.headers_mut().append(SET_COOKIE, removal);
+    Ok(response)
+}
+
+/// A 303 to `location` (built here so headers can be added to it).
+pub fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
+}
