@@ -120,3 +120,46 @@ fn observe(job: &Job, record: &AttemptRecord) {
         "attempt finished"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::limiter::Limiter;
+
+    fn new_guard() -> (SlotGuard, mpsc::UnboundedReceiver<Message>) {
+        let (inbox, messages) = mpsc::unbounded_channel();
+        let started = Limiter::new(8).start(0, false);
+        (SlotGuard::new(inbox, Uuid::now_v7(), 7, started), messages)
+    }
+
+    #[tokio::test]
+    async fn a_finished_attempt_gives_its_slot_back_with_its_outcome() {
+        let (guard, mut messages) = new_guard();
+        guard.finished(Signal::Success, Duration::from_millis(3));
+        let Some(Message::Finished { attempt, outcome, .. }) = messages.recv().await else {
+            panic!("no report")
+        };
+        assert_eq!(attempt, 7);
+        assert_eq!(outcome, Some((Signal::Success, Duration::from_millis(3))));
+    }
+
+    #[tokio::test]
+    async fn an_attempt_that_panics_or_is_cancelled_still_gives_its_slot_back() {
+        let (guard, mut messages) = new_guard();
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            panic!("a bug in a send");
+        });
+        assert!(task.await.is_err());
+        assert!(matches!(messages.recv().await, Some(Message::Finished { outcome: None, .. })));
+
+        let (guard, mut messages) = new_guard();
+        let task = tokio::spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+        });
+        task.abort();
+        let _ = task.await;
+        assert!(matches!(messages.recv().await, Some(Message::Finished { outcome: None, .. })));
+    }
+}

@@ -65,8 +65,14 @@ pub(super) async fn claim_lanes(
     let (capped, free): (Vec<&LaneClaim>, Vec<&LaneClaim>) =
         claims.iter().partition(|c| c.max_concurrency.is_some());
     let mut logs = claim(pool, &free, now).await?;
+    // Lanes whose claim the cap cut short: more is due than they could take.
+    let mut at_cap = Vec::new();
     for claim in capped {
-        logs.extend(claim_capped(pool, claim, now).await?);
+        let (taken, cut_short) = claim_capped(pool, claim, now).await?;
+        logs.extend(taken);
+        if cut_short {
+            at_cap.push(claim.lane);
+        }
     }
     let lanes: Vec<Uuid> = claims.iter().map(|c| c.lane).collect();
     let next_due: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
@@ -83,7 +89,11 @@ pub(super) async fn claim_lanes(
         .map(|c| LaneClaimed {
             lane: c.lane,
             logs: Vec::new(),
-            next_due: next_due.iter().find(|(lane, _)| *lane == c.lane).and_then(|(_, due)| *due),
+            next_due: if at_cap.contains(&c.lane) {
+                Some(now)
+            } else {
+                next_due.iter().find(|(lane, _)| *lane == c.lane).and_then(|(_, due)| *due)
+            },
         })
         .collect();
     for log in logs {
@@ -133,12 +143,13 @@ where
 
 /// A lane with `max_concurrency`: under its webhook's row lock, counts the claims in flight on
 /// every node and claims only what fits. The lock serialises the nodes' claims for this lane,
-/// so two nodes cannot both see room for the same slot.
+/// so two nodes cannot both see room for the same slot. Also says whether the cap cut the claim
+/// short.
 async fn claim_capped(
     pool: &PgPool,
     lane: &LaneClaim,
     now: i64,
-) -> Result<Vec<QueuedLog>, StoreError> {
+) -> Result<(Vec<QueuedLog>, bool), StoreError> {
     let cap = i64::from(lane.max_concurrency.unwrap_or(u32::MAX));
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT id FROM webhooks WHERE id = $1 FOR UPDATE")
@@ -161,7 +172,7 @@ async fn claim_capped(
         claim(&mut *tx, &[&fitted], now).await?
     };
     tx.commit().await?;
-    Ok(logs)
+    Ok((logs, room < lane.want))
 }
 
 /// Sends a `NOTIFY` on `channel`.

@@ -194,3 +194,48 @@ async fn postgres_notify_wakes_another_nodes_worker_at_once() {
     receiver.wait_for(1, Duration::from_secs(10)).await;
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// `ordering: call` lives in the database: a node killed while a call's first event is failing
+/// leaves its later events waiting, and the restarted node keeps the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_order_survives_a_kill_and_restart() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let key = create_org(&db.url);
+    let receiver = Receiver::start().await;
+    receiver.otherwise(Reply::status(503));
+    let flags = ["--allow-private-targets", "--retry-schedule", "200ms"];
+    let mut node = ServeProcess::start(&db.url, &flags);
+    let client = reqwest::Client::new();
+    let post =
+        |path: &str, body: Value| client.post(node.url(path)).bearer_auth(&key).json(&body).send();
+    let agent: Value =
+        post("/api/v1/agents", json!({"name": "ordered"})).await.unwrap().json().await.unwrap();
+    let agent = agent["data"]["id"].as_str().unwrap().to_string();
+    let webhook = json!({"name": "w", "webhook_url": receiver.url("/"), "events": ["call.completed"],
+        "ordering": "call", "max_retries": 10});
+    assert_eq!(
+        post(&format!("/api/v1/agents/{agent}/webhooks"), webhook).await.unwrap().status(),
+        201
+    );
+    let events: Vec<Value> = (1..=4)
+        .map(|n| json!({"event": "call.completed", "call_id": "c_1", "data": {"n": n}}))
+        .collect();
+    let batch = post(&format!("/api/v1/agents/{agent}/events/batch"), json!({"events": events}));
+    assert_eq!(batch.await.unwrap().status(), 202);
+    receiver.wait_for(2, Duration::from_secs(20)).await;
+    node.kill();
+    let order = |r: &Receiver| -> Vec<u64> {
+        r.received().iter().map(|got| got.json()["n"].as_u64().unwrap()).collect()
+    };
+    assert!(order(&receiver).iter().all(|n| *n == 1), "only event 1 went: {:?}", order(&receiver));
+
+    receiver.otherwise(Reply::status(200));
+    let _restarted = ServeProcess::start(&db.url, &flags);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !order(&receiver).contains(&4) {
+        assert!(std::time::Instant::now() < deadline, "not delivered: {:?}", order(&receiver));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = order(&receiver);
+    assert!(sent.windows(2).all(|pair| pair[0] <= pair[1]), "out of order: {sent:?}");
+}

@@ -22,6 +22,7 @@ mod openapi;
 mod operations;
 mod organization;
 mod redelivery;
+mod scheduling;
 mod sealing_key;
 mod security;
 mod store;
