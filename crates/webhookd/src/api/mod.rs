@@ -205,7 +205,7 @@ async fn track_request(request: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
     let response = next.run(request).await;
     crate::telemetry::metrics::http_request(
-        method.as_str(),
+        &method,
         &route,
         response.status().as_u16(),
         started.elapsed(),

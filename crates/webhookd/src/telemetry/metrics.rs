@@ -95,10 +95,11 @@ pub fn webhooks_disabled(count: i64) {
     gauge!("webhookd_webhooks_disabled").set(count as f64);
 }
 
-/// One API request; `route` is the matched route template, never the concrete path.
-pub fn http_request(method: &str, route: &str, status: u16, duration: Duration) {
+/// One API request; `route` is the matched route template (or `unmatched`), never the concrete
+/// path, and a method outside HTTP's own set is `other`: a client must not be able to mint series.
+pub fn http_request(method: &http::Method, route: &str, status: u16, duration: Duration) {
     let labels = [
-        ("method", method.to_string()),
+        ("method", method_label(method).to_string()),
         ("route", route.to_string()),
         ("status", status.to_string()),
     ];
@@ -107,6 +108,38 @@ pub fn http_request(method: &str, route: &str, status: u16, duration: Duration) 
         .record(duration.as_secs_f64());
 }
 
+/// The label of a request method: the standard methods by name, anything else `other`.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN.iter().find(|known| *known == method).map_or("other", Method::as_str)
+}
+
 pub fn retention_deleted(table: &'static str, rows: u64) {
     counter!("webhookd_retention_deleted_total", "table" => table).increment(rows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&http::Method::GET), "GET");
+        assert_eq!(method_label(&http::Method::DELETE), "DELETE");
+        for name in ["FOO", "get", "PROPFIND", &"X".repeat(1000)] {
+            let method = http::Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{name}");
+        }
+    }
 }

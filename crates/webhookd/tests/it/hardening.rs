@@ -1,0 +1,26 @@
+//! The limits that keep clients from holding the server or growing what it keeps. Each test is
+//! the failure it prevents (issue 16).
+
+use reqwest::Method;
+
+use crate::backend_tests;
+use crate::harness::{Backend, TestApp};
+
+backend_tests!(unknown_methods_do_not_grow_the_metrics);
+
+/// Each unknown method name used to make a new metric series, forever.
+async fn unknown_methods_do_not_grow_the_metrics(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let marker = format!("HARDENING{}", uuid::Uuid::new_v4().simple()).to_uppercase();
+    for (i, path) in ["/healthz", "/api/v1/agents", "/no/such/route"].iter().cycle().enumerate() {
+        if i == 30 {
+            break;
+        }
+        let method = Method::from_bytes(format!("{marker}{i}").as_bytes()).unwrap();
+        let response = app.request(method, path).send().await.unwrap();
+        assert!(response.status().is_client_error(), "{path}: {}", response.status());
+    }
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains(&marker), "a method name became a label");
+    assert!(metrics.contains(r#"method="other""#), "unknown methods are counted as other");
+}
