@@ -89,17 +89,17 @@ pub struct ServeArgs {
     /// Permit loopback and private destination addresses.
     #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS")]
     pub allow_private_targets: bool,
-    /// Delays before each automatic retry; the last one repeats.
+    /// Delays before each automatic retry (each at most 30 days); the last one repeats.
     #[arg(long, env = "WEBHOOKD_RETRY_SCHEDULE", default_value = config::DEFAULT_RETRY_SCHEDULE,
         value_parser = parse_schedule)]
     pub retry_schedule: Schedule,
-    /// How old a log may be and still be retried by hand.
+    /// How old a log may be and still be retried by hand (1m to 10 years).
     #[arg(long, env = "WEBHOOKD_RETRY_WINDOW", default_value = config::DEFAULT_RETRY_WINDOW,
-        value_parser = config::parse_duration)]
+        value_parser = config::parse_retry_window)]
     pub retry_window: Duration,
-    /// How long delivery logs, attempts and event payloads are kept.
+    /// How long delivery logs, attempts and event payloads are kept (1h to 10 years).
     #[arg(long, env = "WEBHOOKD_RETENTION", default_value = config::DEFAULT_RETENTION,
-        value_parser = config::parse_duration)]
+        value_parser = config::parse_retention)]
     pub retention: Duration,
     /// Run only the API (no delivery workers).
     #[arg(long, env = "WEBHOOKD_NO_WORKER", conflicts_with = "no_api")]
@@ -114,9 +114,9 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOKD_CONCURRENCY", default_value_t = config::DEFAULT_CONCURRENCY as u64,
         value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub concurrency: u64,
-    /// On shutdown, how long attempts in flight may take to finish.
-    #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = "30s",
-        value_parser = config::parse_duration)]
+    /// On shutdown, how long attempts in flight may take to finish (at most 1h).
+    #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = config::DEFAULT_SHUTDOWN_GRACE,
+        value_parser = config::parse_shutdown_grace)]
     pub shutdown_grace: Duration,
     /// API requests per second allowed per API key, with a burst of as many (0: unlimited).
     #[arg(long, env = "WEBHOOKD_RATE_LIMIT", default_value_t = config::DEFAULT_RATE_LIMIT)]

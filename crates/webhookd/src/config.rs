@@ -10,6 +10,20 @@ pub const DEFAULT_RETRY_WINDOW: &str = "7d";
 pub const DEFAULT_RETENTION: &str = "30d";
 pub const DEFAULT_CONCURRENCY: usize = 256;
 pub const DEFAULT_RATE_LIMIT: u32 = 1000;
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3_600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// Longest delay of a retry schedule: longer ones are typos (and overflowed the clock once).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * DAY.as_secs());
+/// Retention below an hour would delete logs while people still look at them.
+pub const MIN_RETENTION: Duration = HOUR;
+/// Ten years (of 365.25 days): longer retentions and retry windows mean "forever", and this is
+/// as good.
+pub const MAX_KEEP: Duration = Duration::from_secs(10 * 31_557_600);
+/// Orchestrators kill a process long before; a longer grace is a typo.
+pub const MAX_SHUTDOWN_GRACE: Duration = HOUR;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -51,7 +65,7 @@ impl Default for Config {
             run_worker: true,
             extra_event_types: Vec::new(),
             concurrency: DEFAULT_CONCURRENCY,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: parse_duration(DEFAULT_SHUTDOWN_GRACE).expect("default grace parses"),
             rate_limit: DEFAULT_RATE_LIMIT,
             secret_key: None,
         }
@@ -63,12 +77,50 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim()).map_err(|e| format!("invalid duration {value:?}: {e}"))
 }
 
-/// A comma-separated list of positive durations, e.g. `5s,5m,30m,2h`.
+/// A duration within `[min, max]`; the message names the bound that was crossed.
+fn parse_within(value: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let duration = parse_duration(value)?;
+    if duration < min {
+        return Err(format!("{:?} is shorter than the minimum of {}", value.trim(), human(min)));
+    }
+    if duration > max {
+        return Err(format!("{:?} is longer than the maximum of {}", value.trim(), human(max)));
+    }
+    Ok(duration)
+}
+
+fn human(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+/// `--retention`: at least an hour, at most ten years.
+pub fn parse_retention(value: &str) -> Result<Duration, String> {
+    parse_within(value, MIN_RETENTION, MAX_KEEP)
+}
+
+/// `--retry-window`: at least a minute (a shorter one makes manual retry useless), at most ten
+/// years.
+pub fn parse_retry_window(value: &str) -> Result<Duration, String> {
+    parse_within(value, MINUTE, MAX_KEEP)
+}
+
+/// `--shutdown-grace`: zero (stop at once) to an hour.
+pub fn parse_shutdown_grace(value: &str) -> Result<Duration, String> {
+    parse_within(value, Duration::ZERO, MAX_SHUTDOWN_GRACE)
+}
+
+/// A comma-separated list of delays, each positive and at most [`MAX_RETRY_DELAY`], e.g.
+/// `5s,5m,30m,2h`.
 pub fn parse_retry_schedule(value: &str) -> Result<Vec<Duration>, String> {
     let delays = value
         .split(',')
         .map(|item| match parse_duration(item)? {
             delay if delay.is_zero() => Err(format!("retry delay {item:?} must be positive")),
+            delay if delay > MAX_RETRY_DELAY => Err(format!(
+                "retry delay {:?} is longer than the maximum of {}",
+                item.trim(),
+                human(MAX_RETRY_DELAY)
+            )),
             delay => Ok(delay),
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -100,5 +152,26 @@ mod tests {
         assert!(parse_retry_schedule("5s,,5m").is_err());
         assert!(parse_retry_schedule("0s").is_err());
         assert!(parse_retry_schedule("soon").is_err());
+        assert!(parse_retry_schedule("30d").is_ok());
+        let error = parse_retry_schedule("5s,99999999999999h").unwrap_err();
+        assert!(error.contains("maximum of 30days"), "{error}");
+    }
+
+    #[test]
+    fn durations_out_of_their_range_are_refused_naming_the_bound() {
+        assert!(parse_retention("0s").unwrap_err().contains("minimum of 1h"));
+        assert!(parse_retention("99999999999999h").unwrap_err().contains("maximum of"));
+        assert_eq!(parse_retention("30d"), Ok(DAY * 30));
+        assert!(parse_retry_window("0s").unwrap_err().contains("minimum of 1m"));
+        assert!(parse_retry_window("99999999999999h").is_err());
+        assert_eq!(parse_shutdown_grace("0s"), Ok(Duration::ZERO));
+        assert!(parse_shutdown_grace("99999999999999h").is_err());
+    }
+
+    #[test]
+    fn every_default_is_within_its_own_range() {
+        assert!(parse_retention(DEFAULT_RETENTION).is_ok());
+        assert!(parse_retry_window(DEFAULT_RETRY_WINDOW).is_ok());
+        assert!(parse_shutdown_grace(DEFAULT_SHUTDOWN_GRACE).is_ok());
     }
 }
