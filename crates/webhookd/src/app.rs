@@ -15,6 +15,7 @@ use crate::dispatch::sender::Sender;
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::domain::sealing::Sealer;
 use crate::maintenance;
+use crate::server::{self, ServerLimits};
 use crate::store::Store;
 
 /// Most logs one claim query takes.
@@ -126,12 +127,11 @@ impl App {
             let mut state = AppState::new(store.clone(), config, sender.clone());
             state.workers = workers;
             let router = api::router(state);
+            let limits = ServerLimits::from_config(config);
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                    .context("API server failed")
+                server::serve(listener, router, limits, stop).await;
+                Ok(())
             });
         }
         Ok(App { local_addr, shutdown, tasks, store })

@@ -114,13 +114,39 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOKD_CONCURRENCY", default_value_t = config::DEFAULT_CONCURRENCY as u64,
         value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub concurrency: u64,
-    /// On shutdown, how long attempts in flight may take to finish (at most 1h).
+    /// On shutdown, how long attempts and API requests in flight may take to finish (at most
+    /// 1h).
     #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = config::DEFAULT_SHUTDOWN_GRACE,
         value_parser = config::parse_shutdown_grace)]
     pub shutdown_grace: Duration,
     /// API requests per second allowed per API key, with a burst of as many (0: unlimited).
     #[arg(long, env = "WEBHOOKD_RATE_LIMIT", default_value_t = config::DEFAULT_RATE_LIMIT)]
     pub rate_limit: u32,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// Limits of the API's connections (slow or silent clients, descriptor exhaustion).
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// How long a request's headers may take to arrive; a silent or trickling client is
+    /// disconnected after it.
+    #[arg(long, env = "WEBHOOKD_HEADER_TIMEOUT", default_value = config::DEFAULT_HEADER_TIMEOUT,
+        value_parser = config::parse_server_timeout)]
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    #[arg(long, env = "WEBHOOKD_IDLE_TIMEOUT", default_value = config::DEFAULT_IDLE_TIMEOUT,
+        value_parser = config::parse_server_timeout)]
+    pub idle_timeout: Duration,
+    /// How long a request body may take to arrive, in all.
+    #[arg(long, env = "WEBHOOKD_BODY_TIMEOUT", default_value = config::DEFAULT_BODY_TIMEOUT,
+        value_parser = config::parse_server_timeout)]
+    pub body_timeout: Duration,
+    /// API connections open at once; further ones wait to be accepted. Default: half the
+    /// open-file limit (ulimit -n), at most 4096.
+    #[arg(long, env = "WEBHOOKD_MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
 }
 
 /// A parsed `--retry-schedule` (a newtype, so clap takes the list as one value).
@@ -147,6 +173,10 @@ impl ServeArgs {
             concurrency: usize::try_from(self.concurrency).unwrap_or(config::DEFAULT_CONCURRENCY),
             shutdown_grace: self.shutdown_grace,
             rate_limit: self.rate_limit,
+            header_timeout: self.connections.header_timeout,
+            idle_timeout: self.connections.idle_timeout,
+            body_timeout: self.connections.body_timeout,
+            max_connections: self.connections.max_connections.map(|n| n as usize),
         }
     }
 }
@@ -187,6 +217,10 @@ pub const FILE_SETTINGS: &[&str] = &[
     "concurrency",
     "shutdown_grace",
     "rate_limit",
+    "header_timeout",
+    "idle_timeout",
+    "body_timeout",
+    "max_connections",
     "secret_key",
     "log_format",
 ];

@@ -11,6 +11,9 @@ pub const DEFAULT_RETENTION: &str = "30d";
 pub const DEFAULT_CONCURRENCY: usize = 256;
 pub const DEFAULT_RATE_LIMIT: u32 = 1000;
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
+pub const DEFAULT_HEADER_TIMEOUT: &str = "10s";
+pub const DEFAULT_IDLE_TIMEOUT: &str = "75s";
+pub const DEFAULT_BODY_TIMEOUT: &str = "30s";
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3_600);
@@ -24,6 +27,9 @@ pub const MIN_RETENTION: Duration = HOUR;
 pub const MAX_KEEP: Duration = Duration::from_secs(10 * 31_557_600);
 /// Orchestrators kill a process long before; a longer grace is a typo.
 pub const MAX_SHUTDOWN_GRACE: Duration = HOUR;
+/// Bounds of the connection timeouts: shorter cuts off real clients, longer protects nothing.
+pub const MIN_SERVER_TIMEOUT: Duration = Duration::from_millis(100);
+pub const MAX_SERVER_TIMEOUT: Duration = HOUR;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,12 +49,20 @@ pub struct Config {
     pub extra_event_types: Vec<String>,
     /// Delivery attempts in flight at once on this node.
     pub concurrency: usize,
-    /// On shutdown, how long attempts in flight may take to finish.
+    /// On shutdown, how long attempts and API requests in flight may take to finish.
     pub shutdown_grace: Duration,
     /// API requests per second allowed per API key (0: unlimited).
     pub rate_limit: u32,
     /// Base64 key (32 bytes) that seals secrets at rest; see `app::open_sealed_store`.
     pub secret_key: Option<String>,
+    /// The API's connections: how long a request head may take to arrive (from the connection's
+    /// start, or from the first byte of a later request), how long a connection may sit idle
+    /// between requests, how long a request body may take, and how many may be open at once
+    /// (`None`: derived from the open-file limit, see `server::default_max_connections`).
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Config {
@@ -68,6 +82,10 @@ impl Default for Config {
             shutdown_grace: parse_duration(DEFAULT_SHUTDOWN_GRACE).expect("default grace parses"),
             rate_limit: DEFAULT_RATE_LIMIT,
             secret_key: None,
+            header_timeout: parse_duration(DEFAULT_HEADER_TIMEOUT).expect("default parses"),
+            idle_timeout: parse_duration(DEFAULT_IDLE_TIMEOUT).expect("default parses"),
+            body_timeout: parse_duration(DEFAULT_BODY_TIMEOUT).expect("default parses"),
+            max_connections: None,
         }
     }
 }
@@ -107,6 +125,11 @@ pub fn parse_retry_window(value: &str) -> Result<Duration, String> {
 /// `--shutdown-grace`: zero (stop at once) to an hour.
 pub fn parse_shutdown_grace(value: &str) -> Result<Duration, String> {
     parse_within(value, Duration::ZERO, MAX_SHUTDOWN_GRACE)
+}
+
+/// `--header-timeout`, `--idle-timeout`, `--body-timeout`: 100ms to an hour.
+pub fn parse_server_timeout(value: &str) -> Result<Duration, String> {
+    parse_within(value, MIN_SERVER_TIMEOUT, MAX_SERVER_TIMEOUT)
 }
 
 /// A comma-separated list of delays, each positive and at most [`MAX_RETRY_DELAY`], e.g.
@@ -166,6 +189,9 @@ mod tests {
         assert!(parse_retry_window("99999999999999h").is_err());
         assert_eq!(parse_shutdown_grace("0s"), Ok(Duration::ZERO));
         assert!(parse_shutdown_grace("99999999999999h").is_err());
+        assert!(parse_server_timeout("0s").is_err());
+        assert!(parse_server_timeout("2h").is_err());
+        assert_eq!(parse_server_timeout("10s"), Ok(Duration::from_secs(10)));
     }
 
     #[test]
@@ -173,5 +199,8 @@ mod tests {
         assert!(parse_retention(DEFAULT_RETENTION).is_ok());
         assert!(parse_retry_window(DEFAULT_RETRY_WINDOW).is_ok());
         assert!(parse_shutdown_grace(DEFAULT_SHUTDOWN_GRACE).is_ok());
+        for timeout in [DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_BODY_TIMEOUT] {
+            assert!(parse_server_timeout(timeout).is_ok());
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod listen;
 pub mod maintenance;
+pub mod server;
 pub mod signing;
 pub mod store;
 pub mod telemetry;

@@ -34,6 +34,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than 1 MiB")]
     PayloadTooLarge,
+    #[error("request body did not arrive in time")]
+    RequestTimeout,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("request headers too large")]
@@ -94,6 +96,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
                 "Request body is larger than 1 MiB".into(),
+            ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "The request body did not arrive in time; send it at once after the headers".into(),
             ),
             HeadersTooLarge => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

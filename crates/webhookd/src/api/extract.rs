@@ -25,6 +25,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
+            } else if crate::server::is_body_timeout(&rejection) {
+                ApiError::RequestTimeout
             } else {
                 ApiError::InvalidJson(format!("Could not read the request body: {rejection}"))
             }

@@ -10,6 +10,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod health;
+mod limits;
 mod logs;
 mod organization;
 mod redelivery;
@@ -172,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound(Missing::Resource) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(limits::refuse_oversized_body))
         .layer(middleware::from_fn(limit_headers))
         .layer(middleware::from_fn(track_request))
         .layer(TraceLayer::new_for_http())

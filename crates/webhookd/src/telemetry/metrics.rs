@@ -56,6 +56,11 @@ fn describe() {
         "API request duration by route"
     );
     describe_counter!("webhookd_retention_deleted_total", "Rows deleted by retention, by table");
+    describe_gauge!("webhookd_http_connections_open", "API connections open on this node");
+    describe_counter!(
+        "webhookd_http_connections_timed_out_total",
+        "API connections closed by the header or idle timeout"
+    );
 }
 
 pub fn events_ingested(count: usize) {
@@ -127,6 +132,19 @@ fn method_label(method: &http::Method) -> &'static str {
 
 pub fn retention_deleted(table: &'static str, rows: u64) {
     counter!("webhookd_retention_deleted_total", "table" => table).increment(rows);
+}
+
+pub fn http_connection_opened() {
+    gauge!("webhookd_http_connections_open").increment(1.0);
+}
+
+pub fn http_connection_closed() {
+    gauge!("webhookd_http_connections_open").decrement(1.0);
+}
+
+/// `reason`: `header_timeout` or `idle_timeout`.
+pub fn http_connection_timed_out(reason: &'static str) {
+    counter!("webhookd_http_connections_timed_out_total", "reason" => reason).increment(1);
 }
 
 #[cfg(test)]
