@@ -163,7 +163,7 @@ impl IntoResponse for ApiError {
         let mut response =
             (status, Json(ErrorBody { success: false, message, code, errors })).into_response();
         if let Some(seconds) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
     }

@@ -1,7 +1,8 @@
-//! Limits answered before a handler runs: bodies declared larger than the limit.
+//! Limits answered before a handler runs: bodies declared larger than the limit, and the
+//! `Retry-After` of every 429.
 
 use axum::extract::Request;
-use axum::http::header;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -29,4 +30,20 @@ pub async fn refuse_oversized_body(request: Request, next: Next) -> Response {
         };
     }
     next.run(request).await
+}
+
+/// Every 429 says when to come back, in whole seconds and never `0` (which invites an immediate
+/// retry): the rate limits compute it, and an answer that lacks it (Bland's envelope) gets 1.
+pub async fn retry_after_at_least_a_second(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::TOO_MANY_REQUESTS {
+        let seconds = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    }
+    response
 }

@@ -10,6 +10,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod health;
+mod key_lookups;
 mod limits;
 mod logs;
 mod organization;
@@ -175,6 +176,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(limits::refuse_oversized_body))
         .layer(middleware::from_fn(limit_headers))
+        .layer(middleware::from_fn(limits::retry_after_at_least_a_second))
         .layer(middleware::from_fn(track_request))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| panic_response()))

@@ -61,6 +61,14 @@ fn describe() {
         "webhookd_http_connections_timed_out_total",
         "API connections closed by the header or idle timeout"
     );
+    describe_counter!(
+        "webhookd_api_key_lookups_total",
+        "API keys looked up in the database (not in the cache of verified or unknown keys)"
+    );
+    describe_counter!(
+        "webhookd_api_key_rejections_total",
+        "Requests refused for their API key: unknown (401) or over the address's lookups (429)"
+    );
 }
 
 pub fn events_ingested(count: usize) {
@@ -145,6 +153,15 @@ pub fn http_connection_closed() {
 /// `reason`: `header_timeout` or `idle_timeout`.
 pub fn http_connection_timed_out(reason: &'static str) {
     counter!("webhookd_http_connections_timed_out_total", "reason" => reason).increment(1);
+}
+
+pub fn api_key_lookup() {
+    counter!("webhookd_api_key_lookups_total").increment(1);
+}
+
+/// `reason`: `unknown` or `throttled`.
+pub fn api_key_rejected(reason: &'static str) {
+    counter!("webhookd_api_key_rejections_total", "reason" => reason).increment(1);
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! The limits that keep clients from holding the server: connection timeouts and limit, bodies
-//! refused before they are read, bounded metric labels, settings refused at start. Each test is the failure it prevents (issue 16).
+//! refused before they are read, bounded metric labels, what unknown keys cost, settings refused
+//! at start. Each test is the failure it prevents (issue 16).
 
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +23,9 @@ backend_tests!(
     a_body_declared_over_the_limit_is_refused_before_it_is_read,
     the_connection_limit_holds_and_accepting_resumes_when_a_connection_closes,
     unknown_methods_do_not_grow_the_metrics,
+    a_429_never_says_retry_after_0,
+    a_flood_of_unknown_keys_is_throttled_and_a_valid_key_still_works,
+    repeating_an_unknown_key_costs_no_lookup,
 );
 
 /// Longest a test waits for something that should happen within a second.
@@ -233,6 +238,73 @@ async fn unknown_methods_do_not_grow_the_metrics(backend: Backend) {
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(!metrics.contains(&marker), "a method name became a label");
     assert!(metrics.contains(r#"method="other""#), "unknown methods are counted as other");
+}
+
+async fn a_429_never_says_retry_after_0(backend: Backend) {
+    let app = spawn_with_timeouts(backend, |c| c.rate_limit = 2).await;
+    let mut limited = 0;
+    for path in ["/api/v1/agents", "/v1/postcall/webhooks/c_1"].iter().cycle().take(60) {
+        let response = app.request(Method::GET, path).send().await.unwrap();
+        if response.status() == 429 {
+            limited += 1;
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap());
+            let seconds: u64 = retry_after.expect("a 429 says when").parse().unwrap();
+            assert!(seconds >= 1, "{path}: Retry-After {seconds}");
+        }
+    }
+    assert!(limited > 10, "the rate limit of 2 per second applied ({limited} limited)");
+}
+
+async fn a_flood_of_unknown_keys_is_throttled_and_a_valid_key_still_works(backend: Backend) {
+    let app = spawn_with_timeouts(backend, |_| {}).await;
+    let flood = 160;
+    let mut answers = futures::stream::iter(0..flood)
+        .map(|_| {
+            let request = app
+                .client
+                .get(app.url("/api/v1/agents"))
+                .bearer_auth(webhookd::domain::secrets::generate_api_key());
+            async move { request.send().await.unwrap() }
+        })
+        .buffer_unordered(16);
+    let (mut unauthorized, mut throttled) = (0, 0);
+    while let Some(response) = answers.next().await {
+        match response.status().as_u16() {
+            401 => unauthorized += 1,
+            429 => {
+                throttled += 1;
+                let retry_after = &response.headers()["retry-after"];
+                assert!(retry_after.to_str().unwrap().parse::<u64>().unwrap() >= 1);
+                let body: Value = response.json().await.unwrap();
+                assert_error(429, &body, 429, "RATE_LIMITED");
+            }
+            other => panic!("an unknown key got {other}"),
+        }
+    }
+    assert!(throttled > 0, "{flood} unknown keys at once were all looked up");
+    assert!(unauthorized >= 100, "the burst of lookups is kept ({unauthorized} answered 401)");
+
+    // From the same address, in the middle of it: the cached key and a key never used before.
+    let (status, body) = app.call(Method::GET, "/api/v1/agents", None).await;
+    assert_eq!(status, 200, "{body}");
+    let fresh = app.other_org_key().await;
+    let (status, body) = send(app.client.get(app.url("/api/v1/agents")).bearer_auth(fresh)).await;
+    assert_eq!(status, 200, "a valid key was refused for others' bad keys: {body}");
+}
+
+/// A key found unknown is remembered: asking again, any number of times, looks nothing up and
+/// spends none of the address's lookups.
+async fn repeating_an_unknown_key_costs_no_lookup(backend: Backend) {
+    let app = spawn_with_timeouts(backend, |_| {}).await;
+    let unknown = webhookd::domain::secrets::generate_api_key();
+    for _ in 0..300 {
+        let request = app.client.get(app.url("/api/v1/agents")).bearer_auth(&unknown);
+        let (status, body) = send(request).await;
+        assert_error(status, &body, 401, "UNAUTHORIZED");
+    }
+    let another = webhookd::domain::secrets::generate_api_key();
+    let (status, body) = send(app.client.get(app.url("/api/v1/agents")).bearer_auth(another)).await;
+    assert_error(status, &body, 401, "UNAUTHORIZED");
 }
 
 /// Values that overflowed the clock or destroyed data are refused at start, naming the bound.
