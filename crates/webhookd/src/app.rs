@@ -19,6 +19,7 @@ use crate::dispatch::{recovery, DispatchConfig, Dispatcher};
 use crate::domain::sealing::Sealer;
 use crate::ingest::Ingestor;
 use crate::maintenance;
+use crate::server::{self, ServerLimits};
 use crate::store::{Backend, Store, StoreError};
 
 /// Opens and migrates the database, sealing secrets at rest with the server key: `secret_key`
@@ -243,12 +244,11 @@ impl App {
             state.workers = config.run_worker.then(|| dispatcher.running_flag());
             state.healthy = healthy.clone();
             let router = api::router(state);
+            let limits = ServerLimits::from_config(&config);
             let stop = shutdown.clone();
             tasks.spawn("api", async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                    .context("API server failed")
+                server::serve(listener, router, limits, stop).await;
+                Ok(())
             });
         }
         Ok(App { local_addr, shutdown, tasks, store, healthy })

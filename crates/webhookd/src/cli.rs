@@ -31,7 +31,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API and the delivery workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
     /// Run a local receiver that prints each webhook and whether its signature verifies.
@@ -165,17 +165,17 @@ pub struct ServeArgs {
     /// Permit loopback and private destination addresses.
     #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS")]
     pub allow_private_targets: bool,
-    /// Delays before each automatic retry; the last one repeats.
+    /// Delays before each automatic retry (each at most 30 days); the last one repeats.
     #[arg(long, env = "WEBHOOKD_RETRY_SCHEDULE", default_value = config::DEFAULT_RETRY_SCHEDULE,
         value_parser = parse_schedule)]
     pub retry_schedule: Schedule,
-    /// How old a log may be and still be retried by hand.
+    /// How old a log may be and still be retried by hand (1m to 10 years).
     #[arg(long, env = "WEBHOOKD_RETRY_WINDOW", default_value = config::DEFAULT_RETRY_WINDOW,
-        value_parser = config::parse_duration)]
+        value_parser = config::parse_retry_window)]
     pub retry_window: Duration,
-    /// How long delivery logs, attempts and event payloads are kept.
+    /// How long delivery logs, attempts and event payloads are kept (1h to 10 years).
     #[arg(long, env = "WEBHOOKD_RETENTION", default_value = config::DEFAULT_RETENTION,
-        value_parser = config::parse_duration)]
+        value_parser = config::parse_retention)]
     pub retention: Duration,
     /// Run only the API (no delivery workers).
     #[arg(long, env = "WEBHOOKD_NO_WORKER", conflicts_with = "no_api")]
@@ -190,9 +190,10 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOKD_CONCURRENCY", default_value_t = config::DEFAULT_CONCURRENCY as u64,
         value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub concurrency: u64,
-    /// On shutdown, how long attempts in flight may take to finish.
-    #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = "30s",
-        value_parser = config::parse_duration)]
+    /// On shutdown, how long attempts and API requests in flight may take to finish (at most
+    /// 1h).
+    #[arg(long, env = "WEBHOOKD_SHUTDOWN_GRACE", default_value = config::DEFAULT_SHUTDOWN_GRACE,
+        value_parser = config::parse_shutdown_grace)]
     pub shutdown_grace: Duration,
     /// API requests per second allowed per API key, with a burst of as many (0: unlimited).
     #[arg(long, env = "WEBHOOKD_RATE_LIMIT", default_value_t = config::DEFAULT_RATE_LIMIT)]
@@ -211,6 +212,31 @@ pub struct ServeArgs {
     /// portal links; an https URL also marks dashboard cookies Secure. Default: http://<listen>.
     #[arg(long, env = "WEBHOOKD_PUBLIC_URL", value_parser = config::parse_public_url)]
     pub public_url: Option<String>,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// Limits of the API's connections (slow or silent clients, descriptor exhaustion).
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// How long a request's headers may take to arrive; a silent or trickling client is
+    /// disconnected after it.
+    #[arg(long, env = "WEBHOOKD_HEADER_TIMEOUT", default_value = config::DEFAULT_HEADER_TIMEOUT,
+        value_parser = config::parse_server_timeout)]
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may sit idle between requests.
+    #[arg(long, env = "WEBHOOKD_IDLE_TIMEOUT", default_value = config::DEFAULT_IDLE_TIMEOUT,
+        value_parser = config::parse_server_timeout)]
+    pub idle_timeout: Duration,
+    /// How long a request body may take to arrive, in all.
+    #[arg(long, env = "WEBHOOKD_BODY_TIMEOUT", default_value = config::DEFAULT_BODY_TIMEOUT,
+        value_parser = config::parse_server_timeout)]
+    pub body_timeout: Duration,
+    /// API connections open at once; further ones wait to be accepted. Default: half the
+    /// open-file limit (ulimit -n), at most 4096.
+    #[arg(long, env = "WEBHOOKD_MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
 }
 
 /// A parsed `--retry-schedule` (a newtype, so clap takes the list as one value).
@@ -240,6 +266,10 @@ impl ServeArgs {
             circuit_threshold: self.circuit_threshold,
             circuit_cooldown: self.circuit_cooldown,
             public_url: self.public_url,
+            header_timeout: self.connections.header_timeout,
+            idle_timeout: self.connections.idle_timeout,
+            body_timeout: self.connections.body_timeout,
+            max_connections: self.connections.max_connections.map(|n| n as usize),
         }
     }
 }
@@ -280,6 +310,10 @@ pub const FILE_SETTINGS: &[&str] = &[
     "concurrency",
     "shutdown_grace",
     "rate_limit",
+    "header_timeout",
+    "idle_timeout",
+    "body_timeout",
+    "max_connections",
     "secret_key",
     "public_url",
     "log_format",

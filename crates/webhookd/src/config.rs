@@ -12,6 +12,26 @@ pub const DEFAULT_CONCURRENCY: usize = 256;
 pub const DEFAULT_RATE_LIMIT: u32 = 1000;
 pub const DEFAULT_CIRCUIT_THRESHOLD: u32 = 5;
 pub const DEFAULT_CIRCUIT_COOLDOWN: &str = "10s";
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
+pub const DEFAULT_HEADER_TIMEOUT: &str = "10s";
+pub const DEFAULT_IDLE_TIMEOUT: &str = "75s";
+pub const DEFAULT_BODY_TIMEOUT: &str = "30s";
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3_600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// Longest delay of a retry schedule: longer ones are typos (and overflowed the clock once).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * DAY.as_secs());
+/// Retention below an hour would delete logs while people still look at them.
+pub const MIN_RETENTION: Duration = HOUR;
+/// Ten years (of 365.25 days): longer retentions and retry windows mean "forever", and this is
+/// as good.
+pub const MAX_KEEP: Duration = Duration::from_secs(10 * 31_557_600);
+/// Orchestrators kill a process long before; a longer grace is a typo.
+pub const MAX_SHUTDOWN_GRACE: Duration = HOUR;
+/// Bounds of the connection timeouts: shorter cuts off real clients, longer protects nothing.
+pub const MIN_SERVER_TIMEOUT: Duration = Duration::from_millis(100);
+pub const MAX_SERVER_TIMEOUT: Duration = HOUR;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -31,7 +51,7 @@ pub struct Config {
     pub extra_event_types: Vec<String>,
     /// Delivery attempts in flight at once on this node.
     pub concurrency: usize,
-    /// On shutdown, how long attempts in flight may take to finish.
+    /// On shutdown, how long attempts and API requests in flight may take to finish.
     pub shutdown_grace: Duration,
     /// API requests per second allowed per API key (0: unlimited).
     pub rate_limit: u32,
@@ -44,6 +64,14 @@ pub struct Config {
     /// Where browsers reach this service (no trailing slash), the base of customer portal links.
     /// `None` until the API is bound: then `http://<the bound address>`.
     pub public_url: Option<String>,
+    /// The API's connections: how long a request head may take to arrive (from the connection's
+    /// start, or from the first byte of a later request), how long a connection may sit idle
+    /// between requests, how long a request body may take, and how many may be open at once
+    /// (`None`: derived from the open-file limit, see `server::default_max_connections`).
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Config {
@@ -60,13 +88,17 @@ impl Default for Config {
             run_worker: true,
             extra_event_types: Vec::new(),
             concurrency: DEFAULT_CONCURRENCY,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: parse_duration(DEFAULT_SHUTDOWN_GRACE).expect("default grace parses"),
             rate_limit: DEFAULT_RATE_LIMIT,
             secret_key: None,
             circuit_threshold: DEFAULT_CIRCUIT_THRESHOLD,
             circuit_cooldown: parse_duration(DEFAULT_CIRCUIT_COOLDOWN)
                 .expect("default cooldown parses"),
             public_url: None,
+            header_timeout: parse_duration(DEFAULT_HEADER_TIMEOUT).expect("default parses"),
+            idle_timeout: parse_duration(DEFAULT_IDLE_TIMEOUT).expect("default parses"),
+            body_timeout: parse_duration(DEFAULT_BODY_TIMEOUT).expect("default parses"),
+            max_connections: None,
         }
     }
 }
@@ -89,12 +121,55 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim()).map_err(|e| format!("invalid duration {value:?}: {e}"))
 }
 
-/// A comma-separated list of positive durations, e.g. `5s,5m,30m,2h`.
+/// A duration within `[min, max]`; the message names the bound that was crossed.
+fn parse_within(value: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let duration = parse_duration(value)?;
+    if duration < min {
+        return Err(format!("{:?} is shorter than the minimum of {}", value.trim(), human(min)));
+    }
+    if duration > max {
+        return Err(format!("{:?} is longer than the maximum of {}", value.trim(), human(max)));
+    }
+    Ok(duration)
+}
+
+fn human(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+/// `--retention`: at least an hour, at most ten years.
+pub fn parse_retention(value: &str) -> Result<Duration, String> {
+    parse_within(value, MIN_RETENTION, MAX_KEEP)
+}
+
+/// `--retry-window`: at least a minute (a shorter one makes manual retry useless), at most ten
+/// years.
+pub fn parse_retry_window(value: &str) -> Result<Duration, String> {
+    parse_within(value, MINUTE, MAX_KEEP)
+}
+
+/// `--shutdown-grace`: zero (stop at once) to an hour.
+pub fn parse_shutdown_grace(value: &str) -> Result<Duration, String> {
+    parse_within(value, Duration::ZERO, MAX_SHUTDOWN_GRACE)
+}
+
+/// `--header-timeout`, `--idle-timeout`, `--body-timeout`: 100ms to an hour.
+pub fn parse_server_timeout(value: &str) -> Result<Duration, String> {
+    parse_within(value, MIN_SERVER_TIMEOUT, MAX_SERVER_TIMEOUT)
+}
+
+/// A comma-separated list of delays, each positive and at most [`MAX_RETRY_DELAY`], e.g.
+/// `5s,5m,30m,2h`.
 pub fn parse_retry_schedule(value: &str) -> Result<Vec<Duration>, String> {
     let delays = value
         .split(',')
         .map(|item| match parse_duration(item)? {
             delay if delay.is_zero() => Err(format!("retry delay {item:?} must be positive")),
+            delay if delay > MAX_RETRY_DELAY => Err(format!(
+                "retry delay {:?} is longer than the maximum of {}",
+                item.trim(),
+                human(MAX_RETRY_DELAY)
+            )),
             delay => Ok(delay),
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -162,5 +237,32 @@ mod tests {
         assert!(parse_retry_schedule("5s,,5m").is_err());
         assert!(parse_retry_schedule("0s").is_err());
         assert!(parse_retry_schedule("soon").is_err());
+        assert!(parse_retry_schedule("30d").is_ok());
+        let error = parse_retry_schedule("5s,99999999999999h").unwrap_err();
+        assert!(error.contains("maximum of 30days"), "{error}");
+    }
+
+    #[test]
+    fn durations_out_of_their_range_are_refused_naming_the_bound() {
+        assert!(parse_retention("0s").unwrap_err().contains("minimum of 1h"));
+        assert!(parse_retention("99999999999999h").unwrap_err().contains("maximum of"));
+        assert_eq!(parse_retention("30d"), Ok(DAY * 30));
+        assert!(parse_retry_window("0s").unwrap_err().contains("minimum of 1m"));
+        assert!(parse_retry_window("99999999999999h").is_err());
+        assert_eq!(parse_shutdown_grace("0s"), Ok(Duration::ZERO));
+        assert!(parse_shutdown_grace("99999999999999h").is_err());
+        assert!(parse_server_timeout("0s").is_err());
+        assert!(parse_server_timeout("2h").is_err());
+        assert_eq!(parse_server_timeout("10s"), Ok(Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn every_default_is_within_its_own_range() {
+        assert!(parse_retention(DEFAULT_RETENTION).is_ok());
+        assert!(parse_retry_window(DEFAULT_RETRY_WINDOW).is_ok());
+        assert!(parse_shutdown_grace(DEFAULT_SHUTDOWN_GRACE).is_ok());
+        for timeout in [DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_BODY_TIMEOUT] {
+            assert!(parse_server_timeout(timeout).is_ok());
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod ingest;
 pub mod listen;
 pub mod maintenance;
+pub mod server;
 pub mod signing;
 pub mod store;
 pub mod telemetry;

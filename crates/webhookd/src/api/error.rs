@@ -34,6 +34,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than 1 MiB")]
     PayloadTooLarge,
+    #[error("request body did not arrive in time")]
+    RequestTimeout,
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("request headers too large")]
@@ -94,6 +96,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
                 "Request body is larger than 1 MiB".into(),
+            ),
+            RequestTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "The request body did not arrive in time; send it at once after the headers".into(),
             ),
             HeadersTooLarge => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -156,7 +163,7 @@ impl IntoResponse for ApiError {
         let mut response =
             (status, Json(ErrorBody { success: false, message, code, errors })).into_response();
         if let Some(seconds) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
     }

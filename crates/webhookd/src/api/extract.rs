@@ -4,12 +4,15 @@
 use axum::body::Bytes;
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::auth::KeyCheck;
 use super::error::{ApiError, Missing};
 use super::AppState;
 use crate::domain::secrets::hash_api_key;
@@ -25,6 +28,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
+            } else if crate::server::is_body_timeout(&rejection) {
+                ApiError::RequestTimeout
             } else {
                 ApiError::InvalidJson(format!("Could not read the request body: {rejection}"))
             }
@@ -146,8 +151,13 @@ impl FromRequestParts<AppState> for CurrentOrg {
             return Err(ApiError::Unauthorized("Invalid API key"));
         }
         let key_hash = hash_api_key(key);
-        let Some(org_id) = state.auth.org_for_key_hash(&state.store, &key_hash).await? else {
-            return Err(ApiError::Unauthorized("Invalid API key"));
+        let client = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+        let org_id = match state.auth.check_key(&state.store, &key_hash, client).await? {
+            KeyCheck::Valid(org_id) => org_id,
+            KeyCheck::Unknown => return Err(ApiError::Unauthorized("Invalid API key")),
+            KeyCheck::Throttled { retry_after_secs } => {
+                return Err(ApiError::RateLimited { retry_after_secs })
+            }
         };
         state
             .auth

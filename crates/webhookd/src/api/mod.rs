@@ -10,6 +10,8 @@ pub mod error;
 mod events;
 pub mod extract;
 mod health;
+mod key_lookups;
+mod limits;
 pub(crate) mod logs;
 mod organization;
 pub(crate) mod portal;
@@ -40,7 +42,7 @@ use crate::ingest::Ingestor;
 use crate::store::Store;
 use error::{ApiError, Missing};
 
-pub use auth::AuthCache;
+pub use auth::{AuthCache, KeyCheck};
 
 /// Request bodies larger than this are refused with 413 `PAYLOAD_TOO_LARGE`.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -181,7 +183,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound(Missing::Resource) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(limits::refuse_oversized_body))
         .layer(middleware::from_fn(limit_headers))
+        .layer(middleware::from_fn(limits::retry_after_at_least_a_second))
         .layer(middleware::from_fn(track_request))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| panic_response()))
@@ -214,7 +218,7 @@ async fn track_request(request: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
     let response = next.run(request).await;
     crate::telemetry::metrics::http_request(
-        method.as_str(),
+        &method,
         &route,
         response.status().as_u16(),
         started.elapsed(),

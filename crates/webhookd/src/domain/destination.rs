@@ -40,22 +40,10 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    // IPv4 carried inside IPv6: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64
-    // (64:ff9b::a.b.c.d) and 6to4 (2002:aabb:ccdd::) all reach the IPv4 address.
+    if let Some(embedded) = embedded_ipv4(ip) {
+        return embedded.iter().find_map(|v4| forbidden_v4(*v4));
+    }
     let segments = ip.segments();
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return forbidden_v4(v4);
-    }
-    if segments[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
-        return forbidden_v4(Ipv4Addr::from(ip.to_bits() as u32));
-    }
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return forbidden_v4(Ipv4Addr::from(ip.to_bits() as u32));
-    }
-    if segments[0] == 0x2002 {
-        let embedded = (u32::from(segments[1]) << 16) | u32::from(segments[2]);
-        return forbidden_v4(Ipv4Addr::from(embedded));
-    }
     let reason = if ip.is_loopback() {
         "loopback"
     } else if ip.is_unspecified() {
@@ -66,12 +54,76 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         "link-local"
     } else if ip.is_multicast() {
         "multicast"
-    } else if segments[0] == 0x2001 && (segments[1] == 0x0db8 || segments[1] == 0) {
-        "reserved for documentation or Teredo"
+    } else if (segments[0] == 0x2001 && segments[1] == 0x0db8) || (segments[0] & 0xfff0) == 0x3ff0 {
+        // 2001:db8::/32 and 3fff::/20 (RFC 9637).
+        "reserved for documentation"
+    } else if segments[0] == 0x2001
+        && (segments[1] == 0 // Teredo: tunnels to an IPv4 address it hides
+            || (segments[1] == 2 && segments[2] == 0) // benchmarking, 2001:2::/48
+            || (segments[1] & 0xfff0) == 0x0010)
+    // ORCHID, 2001:10::/28
+    {
+        "reserved for Teredo, benchmarking or ORCHID"
+    } else if segments[..4] == [0x0100, 0, 0, 0] {
+        "discard-only (100::/64)"
+    } else if segments[4] & 0xfdff == 0 && segments[5] == 0x5efe {
+        // An ISATAP interface identifier (::0:5efe:a.b.c.d): the site's ISATAP router forwards
+        // to that IPv4 address.
+        let octets = ip.octets();
+        return forbidden_v4(Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]));
     } else {
         return None;
     };
     Some(reason)
+}
+
+/// The IPv4 addresses an IPv6 address carries to an IPv4 host, when it is one of the transition
+/// forms: each reaches that IPv4 address, so each must be allowed as IPv4 would be.
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Vec<Ipv4Addr>> {
+    let segments = ip.segments();
+    let octets = ip.octets();
+    let last32 = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(vec![v4]); // mapped, ::ffff:a.b.c.d
+    }
+    if segments[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return Some(vec![last32]); // SIIT IPv4-translated, ::ffff:0:a.b.c.d (RFC 7915)
+    }
+    if segments[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
+        return Some(vec![last32]); // compatible, ::a.b.c.d
+    }
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(vec![last32]); // well-known NAT64, 64:ff9b::/96
+    }
+    if segments[..3] == [0x64, 0xff9b, 1] {
+        return Some(local_nat64_ipv4(octets)); // local-use NAT64, 64:ff9b:1::/48 (RFC 8215)
+    }
+    if segments[0] == 0x2002 {
+        return Some(vec![Ipv4Addr::new(octets[2], octets[3], octets[4], octets[5])]);
+        // 6to4
+    }
+    None
+}
+
+/// Under the local-use NAT64 prefix the operator picks the prefix length (RFC 6052 §2.2), so the
+/// IPv4 address may sit in any of its layouts: the /96 one (the last 32 bits) always counts, and
+/// the /48, /56 and /64 ones whenever the address has that layout's zero octets.
+fn local_nat64_ipv4(octets: [u8; 16]) -> Vec<Ipv4Addr> {
+    // Per prefix length: the octets holding the IPv4 address, and where the zero suffix begins.
+    const LAYOUTS: [([usize; 4], usize); 3] =
+        [([6, 7, 9, 10], 11), ([7, 9, 10, 11], 12), ([9, 10, 11, 12], 13)];
+    let mut candidates = vec![Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15])];
+    for (at, suffix) in LAYOUTS {
+        if octets[8] == 0 && octets[suffix..].iter().all(|octet| *octet == 0) {
+            candidates.push(Ipv4Addr::new(
+                octets[at[0]],
+                octets[at[1]],
+                octets[at[2]],
+                octets[at[3]],
+            ));
+        }
+    }
+    candidates
 }
 
 /// `Ok` when `url` may be a destination as far as its spelling shows (names are checked when they
@@ -169,6 +221,42 @@ mod tests {
     }
 
     #[test]
+    fn siit_local_nat64_and_isatap_carry_an_ipv4_address_that_is_checked() {
+        for ip in [
+            // SIIT IPv4-translated addresses, ::ffff:0:a.b.c.d.
+            "::ffff:0:127.0.0.1",
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:10.1.2.3",
+            // Local-use NAT64, 64:ff9b:1::/48, in the /96 layout and the shorter ones.
+            "64:ff9b:1::127.0.0.1",
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1:abcd::10.0.0.1",
+            "64:ff9b:1:7f00:0:100::", // /48 layout: 127.0.0.1
+            "64:ff9b:1:a9:fe:a9fe::", // /56 layout: 169.254.169.254
+            "64:ff9b:1:0:a:0:100:0",  // /64 layout: 10.0.0.1
+            // ISATAP interface identifiers.
+            "2001:470:1:2:0:5efe:10.0.0.1",
+            "2001:470:1:2:200:5efe:169.254.169.254",
+            "fe80::5efe:8.8.8.8",
+        ] {
+            assert!(forbidden(ip), "{ip}");
+        }
+        for ip in ["::ffff:0:8.8.8.8", "64:ff9b:1::8.8.8.8", "64:ff9b:1:abcd::1.1.1.1"] {
+            assert!(!forbidden(ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn other_special_purpose_ipv6_ranges_are_forbidden() {
+        for ip in ["100::1", "2001::1", "2001:2::1", "2001:10::1", "2001:db8::1", "3fff::1"] {
+            assert!(forbidden(ip), "{ip}");
+        }
+        for ip in ["2001:4860:4860::8888", "2a00:1450::1", "100:0:0:1::1"] {
+            assert!(!forbidden(ip), "{ip}");
+        }
+    }
+
+    #[test]
     fn literal_urls_are_refused_in_every_spelling() {
         for url in [
             "http://127.0.0.1/",
@@ -178,6 +266,8 @@ mod tests {
             "http://127.1/",
             "http://[::1]:8080/",
             "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[64:ff9b:1::7f00:1]/",
             "http://169.254.169.254/latest/meta-data",
             "https://10.0.0.1/x",
             "http://localhost:9000/",

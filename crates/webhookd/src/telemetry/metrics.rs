@@ -65,6 +65,19 @@ fn describe() {
         "API request duration by route"
     );
     describe_counter!("webhookd_retention_deleted_total", "Rows deleted by retention, by table");
+    describe_gauge!("webhookd_http_connections_open", "API connections open on this node");
+    describe_counter!(
+        "webhookd_http_connections_timed_out_total",
+        "API connections closed by the header or idle timeout"
+    );
+    describe_counter!(
+        "webhookd_api_key_lookups_total",
+        "API keys looked up in the database (not in the cache of verified or unknown keys)"
+    );
+    describe_counter!(
+        "webhookd_api_key_rejections_total",
+        "Requests refused for their API key: unknown (401) or over the address's lookups (429)"
+    );
 }
 
 pub fn events_ingested(count: usize) {
@@ -117,10 +130,11 @@ pub fn webhooks_disabled(count: i64) {
     gauge!("webhookd_webhooks_disabled").set(count as f64);
 }
 
-/// One API request; `route` is the matched route template, never the concrete path.
-pub fn http_request(method: &str, route: &str, status: u16, duration: Duration) {
+/// One API request; `route` is the matched route template (or `unmatched`), never the concrete
+/// path, and a method outside HTTP's own set is `other`: a client must not be able to mint series.
+pub fn http_request(method: &http::Method, route: &str, status: u16, duration: Duration) {
     let labels = [
-        ("method", method.to_string()),
+        ("method", method_label(method).to_string()),
         ("route", route.to_string()),
         ("status", status.to_string()),
     ];
@@ -129,6 +143,60 @@ pub fn http_request(method: &str, route: &str, status: u16, duration: Duration) 
         .record(duration.as_secs_f64());
 }
 
+/// The label of a request method: the standard methods by name, anything else `other`.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN.iter().find(|known| *known == method).map_or("other", Method::as_str)
+}
+
 pub fn retention_deleted(table: &'static str, rows: u64) {
     counter!("webhookd_retention_deleted_total", "table" => table).increment(rows);
+}
+
+pub fn http_connection_opened() {
+    gauge!("webhookd_http_connections_open").increment(1.0);
+}
+
+pub fn http_connection_closed() {
+    gauge!("webhookd_http_connections_open").decrement(1.0);
+}
+
+/// `reason`: `header_timeout` or `idle_timeout`.
+pub fn http_connection_timed_out(reason: &'static str) {
+    counter!("webhookd_http_connections_timed_out_total", "reason" => reason).increment(1);
+}
+
+pub fn api_key_lookup() {
+    counter!("webhookd_api_key_lookups_total").increment(1);
+}
+
+/// `reason`: `unknown` or `throttled`.
+pub fn api_key_rejected(reason: &'static str) {
+    counter!("webhookd_api_key_rejections_total", "reason" => reason).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        assert_eq!(method_label(&http::Method::GET), "GET");
+        assert_eq!(method_label(&http::Method::DELETE), "DELETE");
+        for name in ["FOO", "get", "PROPFIND", &"X".repeat(1000)] {
+            let method = http::Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{name}");
+        }
+    }
 }

@@ -4,11 +4,12 @@
 //! accepted only when the two match.
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::net::SocketAddr;
 
 use super::csrf::{tokens_match, CsrfForm, FormFields};
 use super::error::UiError;
@@ -16,6 +17,7 @@ use super::request::UiQuery;
 use super::session::{self, cookie_value, over_tls, random_token, set_cookie, Session};
 use super::views::{render_with, Chrome};
 use crate::api::AppState;
+use crate::api::KeyCheck;
 use crate::domain::clock::{now_ms, HOUR_MS};
 use crate::domain::secrets::hash_api_key;
 
@@ -66,6 +68,7 @@ pub async fn form(
 
 pub async fn submit(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, UiError> {
@@ -75,7 +78,15 @@ pub async fn submit(
         return Err(UiError::Csrf);
     }
     let key = fields.get("api_key").unwrap_or_default().trim();
-    let Some((key_id, org_id)) = state.store.api_key_by_hash(&hash_api_key(key)).await? else {
+    let key_hash = hash_api_key(key);
+    // The API's key check first: unknown keys are remembered and a client trying many is slowed
+    // down, on this form as on the API.
+    let checked = state.auth.check_key(&state.store, &key_hash, Some(client.ip())).await?;
+    if let KeyCheck::Throttled { .. } = checked {
+        let error = "Too many sign-in attempts with unknown keys from here; wait a moment.";
+        return page(&state, &headers, StatusCode::TOO_MANY_REQUESTS, Some(error), None);
+    }
+    let Some((key_id, org_id)) = state.store.api_key_by_hash(&key_hash).await? else {
         let error = if key.is_empty() {
             "Enter an API key: paste the whole key, starting with whk_."
         } else {

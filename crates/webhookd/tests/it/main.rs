@@ -15,6 +15,7 @@ mod cli;
 mod crash;
 mod delivery;
 mod errors;
+mod hardening;
 mod ingestion;
 mod keys;
 mod logs;

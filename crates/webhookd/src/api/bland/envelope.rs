@@ -25,7 +25,8 @@ pub struct BlandEnvelope<T> {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BlandError {
-    /// `invalid_parameter`, `unauthorized`, `rate_limited` or `INTERNAL_SERVER_ERROR`.
+    /// `invalid_parameter`, `unauthorized`, `rate_limited`, `request_timeout` or
+    /// `INTERNAL_SERVER_ERROR`.
     error: String,
     pub message: String,
 }
@@ -68,6 +69,9 @@ impl From<ApiError> for BlandFailure {
             }
             ApiError::NotFound(_) => {
                 (StatusCode::NOT_FOUND, "invalid_parameter", "Not found".into())
+            }
+            ApiError::RequestTimeout => {
+                (StatusCode::REQUEST_TIMEOUT, "request_timeout", error.to_string())
             }
             ApiError::RateLimited { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests".into())
