@@ -56,6 +56,20 @@ pub struct Args {
     /// After the summary, print one line holding a JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Scheduling scenario: this many webhooks whose endpoint accepts connections and never
+    /// answers, loaded before the measured events.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000))]
+    pub black_holes: u64,
+    /// Events pending at each black-hole webhook.
+    #[arg(long, default_value_t = 1_000)]
+    pub black_hole_events: u64,
+    /// Scheduling scenario: a backlog of this many events at one slow endpoint, loaded before
+    /// the measured events.
+    #[arg(long, default_value_t = 0)]
+    pub slow_backlog: u64,
+    /// Milliseconds the slow endpoint takes to answer.
+    #[arg(long, default_value_t = 200)]
+    pub slow_delay_ms: u64,
     /// Stop waiting for deliveries after this many seconds (counted from the first ingest).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,

@@ -1,4 +1,6 @@
-//! Ingest: events go in batches to `POST /agents/{id}/events/batch`. Flat out, a fixed number of
+//! Ingest: events go in batches to `POST /agents/{id}/events/batch`, or one per request to
+//! `POST /agents/{id}/events` with a batch size of 1 (what a platform sends as each call ends).
+//! Flat out, a fixed number of
 //! requests is kept in flight (closed loop). With `--rate`, batch k leaves at `start + k ×
 //! interval` whether or not earlier ones were answered (open loop), so a slow server faces the
 //! offered rate instead of quietly lowering it. Each event's latency starts at the instant its
@@ -12,9 +14,10 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use crate::payload::batch_body;
+use crate::payload::{batch_body, single_body};
 
 pub struct Plan {
+    /// `…/agents/{id}/events`.
     pub url: String,
     pub api_key: String,
     pub events: u64,
@@ -29,6 +32,8 @@ pub struct Plan {
 pub struct Ingested {
     /// Event id → when the request carrying it was sent.
     pub sent: HashMap<u128, Instant>,
+    /// Event id → when its 202 came back.
+    pub acked: HashMap<u128, Instant>,
     pub first_send: Instant,
     pub last_ack: Instant,
 }
@@ -77,10 +82,12 @@ pub async fn ingest(client: &reqwest::Client, plan: Plan) -> anyhow::Result<Inge
     let first_send = done.iter().map(|b| b.sent).min().ok_or_else(|| anyhow!("no batches"))?;
     let last_ack = done.iter().map(|b| b.acked).max().unwrap_or(first_send);
     let mut sent = HashMap::with_capacity(usize::try_from(plan.events).unwrap_or(0));
+    let mut acked = HashMap::with_capacity(sent.capacity());
     for batch in done {
+        acked.extend(batch.ids.iter().map(|id| (*id, batch.acked)));
         sent.extend(batch.ids.into_iter().map(|id| (id, batch.sent)));
     }
-    Ok(Ingested { sent, first_send, last_ack })
+    Ok(Ingested { sent, acked, first_send, last_ack })
 }
 
 async fn send_batch(
@@ -90,10 +97,15 @@ async fn send_batch(
     count: u64,
 ) -> anyhow::Result<Batch> {
     // The body is built before the clock starts: it is the caller's cost, not webhookd's.
-    let body = batch_body(first, count, plan.payload_bytes);
+    let single = plan.batch_size == 1;
+    let (url, body) = if single {
+        (plan.url.clone(), single_body(first, plan.payload_bytes))
+    } else {
+        (format!("{}/batch", plan.url), batch_body(first, count, plan.payload_bytes))
+    };
     let sent = Instant::now();
     let response = client
-        .post(&plan.url)
+        .post(&url)
         .bearer_auth(&plan.api_key)
         .header("content-type", "application/json")
         .body(body)
@@ -105,6 +117,13 @@ async fn send_batch(
     let acked = Instant::now();
     if status != reqwest::StatusCode::ACCEPTED {
         bail!("ingest answered {status}: {}", envelope["message"]);
+    }
+    if single {
+        let id = envelope["data"]["event_id"]
+            .as_str()
+            .and_then(|id| uuid::Uuid::try_parse(id).ok())
+            .ok_or_else(|| anyhow!("ingest answer has no data.event_id"))?;
+        return Ok(Batch { sent, acked, ids: vec![id.as_u128()] });
     }
     let results = envelope["data"]["results"]
         .as_array()

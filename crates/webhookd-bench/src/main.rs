@@ -11,6 +11,7 @@ mod raw;
 mod receiver;
 mod report;
 mod run;
+mod scenario;
 mod server;
 mod setup;
 mod usage;

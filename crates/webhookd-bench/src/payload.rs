@@ -34,6 +34,20 @@ pub fn batch_body(first: u64, count: u64, payload_bytes: usize) -> String {
     body
 }
 
+/// A `POST …/events` body for event `index` (one event per request).
+pub fn single_body(index: u64, payload_bytes: usize) -> String {
+    format!(
+        "{{\"event\":\"call.completed\",\"call_id\":\"c_{index}\",\"data\":{}}}",
+        event_data(index, payload_bytes)
+    )
+}
+
+/// A `POST …/events/batch` body of `count` events of type `event` (scenario load: black-hole
+/// and slow-endpoint backlogs), one call each.
+pub fn typed_batch_body(event: &str, first: u64, count: u64, payload_bytes: usize) -> String {
+    batch_body(first, count, payload_bytes).replace("\"call.completed\"", &format!("\"{event}\""))
+}
+
 /// Mixes a delivery's identity — (event id, webhook number) — into 64 well-spread bits
 /// (splitmix64's finalizer), so fail selection and shard choice do not depend on UUID layout.
 pub fn mix(event_id: u128, hook: u32) -> u64 {

@@ -34,6 +34,10 @@ pub struct Store {
     shards: Vec<Mutex<Shard>>,
     fail_ratio: f64,
     delay: Duration,
+    /// How long `/slow/…` (the scheduling scenario's slow endpoint) takes to answer.
+    slow_delay: Duration,
+    /// Requests answered at `/slow/…`.
+    pub slow_served: AtomicU64,
     /// Distinct deliveries answered 2xx.
     pub delivered: AtomicU64,
     /// Arrivals of a delivery that had already been answered 2xx.
@@ -53,12 +57,14 @@ pub struct Arrival {
 }
 
 impl Store {
-    fn new(fail_ratio: f64, delay: Duration, expected: usize) -> Self {
+    fn new(fail_ratio: f64, delay: Duration, slow_delay: Duration, expected: usize) -> Self {
         let per_shard = expected / SHARDS + 16;
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::with_capacity(per_shard))).collect(),
             fail_ratio,
             delay,
+            slow_delay,
+            slow_served: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             failed_on_purpose: AtomicU64::new(0),
@@ -105,11 +111,12 @@ impl Store {
 pub async fn start(
     fail_ratio: f64,
     delay: Duration,
+    slow_delay: Duration,
     expected: usize,
 ) -> anyhow::Result<(SocketAddr, Arc<Store>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let store = Arc::new(Store::new(fail_ratio, delay, expected));
+    let store = Arc::new(Store::new(fail_ratio, delay, slow_delay, expected));
     let shared = Arc::clone(&store);
     tokio::spawn(async move {
         loop {
@@ -141,6 +148,12 @@ async fn handle(store: &Store, req: Request<Incoming>) -> Response<Empty<Bytes>>
     let status = if path == "/raw" {
         store.raw.fetch_add(1, Relaxed);
         StatusCode::OK
+    } else if path.starts_with("/slow/") {
+        let mut body = req.into_body();
+        while let Some(Ok(_)) = body.frame().await {}
+        tokio::time::sleep(store.slow_delay).await;
+        store.slow_served.fetch_add(1, Relaxed);
+        return Response::new(Empty::new());
     } else {
         let hook = path.strip_prefix("/hook/").and_then(|k| k.parse::<u32>().ok());
         let event_id = req

@@ -22,6 +22,12 @@ pub struct Report {
     pub delivered_per_sec: f64,
     pub raw_post_per_sec: f64,
     pub latency: Latency,
+    /// From each event's 202 to its delivery.
+    pub after_ack: Latency,
+    pub black_holes: u64,
+    pub black_hole_logs: u64,
+    pub slow_backlog: u64,
+    pub slow_served: u64,
     pub server_peak_rss_mb: f64,
     pub server_cpu_s: f64,
     pub payload_bytes: u64,
@@ -122,9 +128,20 @@ impl Report {
         );
         let l = self.latency;
         println!(
-            "  latency ms   p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+            "  latency ms   p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  (from the ingest request)",
             l.p50, l.p90, l.p99, l.max
         );
+        let a = self.after_ack;
+        println!(
+            "  after 202 ms p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+            a.p50, a.p90, a.p99, a.max
+        );
+        if self.black_holes > 0 || self.slow_backlog > 0 {
+            println!(
+                "  beside       {} black holes ({} logs), slow backlog {} ({} served meanwhile)",
+                self.black_holes, self.black_hole_logs, self.slow_backlog, self.slow_served
+            );
+        }
         println!(
             "  webhookd     peak RSS {:.1} MB, CPU {:.2} s",
             self.server_peak_rss_mb, self.server_cpu_s
@@ -147,6 +164,12 @@ impl Report {
             "p90_ms": round(self.latency.p90, 2),
             "p99_ms": round(self.latency.p99, 2),
             "max_ms": round(self.latency.max, 2),
+            "p50_after_ack_ms": round(self.after_ack.p50, 2),
+            "p99_after_ack_ms": round(self.after_ack.p99, 2),
+            "black_holes": self.black_holes,
+            "black_hole_logs": self.black_hole_logs,
+            "slow_backlog": self.slow_backlog,
+            "slow_served": self.slow_served,
             "server_peak_rss_mb": round(self.server_peak_rss_mb, 1),
             "server_cpu_s": round(self.server_cpu_s, 2),
             "payload_bytes": self.payload_bytes,

@@ -12,6 +12,7 @@ use crate::database::Database;
 use crate::load::{self, Plan};
 use crate::receiver::{self, Store};
 use crate::report::{Latency, Report};
+use crate::scenario::Scenario;
 use crate::server::Webhookd;
 use crate::usage::Totals;
 use crate::{payload, raw, setup};
@@ -34,7 +35,8 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let payload_bytes = usize::try_from(args.payload_bytes).context("--payload-bytes too large")?;
     let delay = Duration::from_millis(args.receiver_delay_ms);
     let capacity = usize::try_from(expected).unwrap_or(usize::MAX);
-    let (receiver, store) = receiver::start(args.fail_ratio, delay, capacity).await?;
+    let slow_delay = Duration::from_millis(args.slow_delay_ms);
+    let (receiver, store) = receiver::start(args.fail_ratio, delay, slow_delay, capacity).await?;
 
     let raw_count = raw::request_count(expected);
     progress(&format!(
@@ -51,6 +53,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         "--database".into(),
         database.url.clone(),
         "--allow-private-targets".into(),
+        // The bench is the API's only client: the per-key rate limit would only cap the load.
+        "--rate-limit".into(),
+        "0".into(),
     ];
     if let Some(concurrency) = args.concurrency {
         serve.extend(["--concurrency".into(), concurrency.to_string()]);
@@ -63,10 +68,18 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let api = api_node.addr.ok_or_else(|| anyhow!("webhookd did not log its API address"))?;
     let client = setup::client()?;
     let agent = setup::create_agent(&client, api, &api_key, receiver, args.webhooks).await?;
+    let scenario = Scenario { client: &client, api, api_key: &api_key, agent: &agent, receiver };
+    let loaded = scenario.load(args.black_holes, args.black_hole_events, args.slow_backlog).await?;
+    if loaded.black_holes > 0 || loaded.slow_backlog > 0 {
+        progress(&format!(
+            "scenario loaded: {} black holes with {} logs pending, {} logs at a {} ms endpoint",
+            loaded.black_holes, loaded.black_hole_logs, loaded.slow_backlog, args.slow_delay_ms
+        ));
+    }
 
     progress(&format!("ingesting {} events on {}", args.events, database.backend));
     let plan = Plan {
-        url: format!("http://{api}/api/v1/agents/{agent}/events/batch"),
+        url: format!("http://{api}/api/v1/agents/{agent}/events"),
         api_key,
         events: args.events,
         batch_size: args.batch_size(),
@@ -116,6 +129,11 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         delivered_per_sec: per_sec_since(ingested.first_send),
         raw_post_per_sec,
         latency: Latency::of(&arrivals, &ingested.sent),
+        after_ack: Latency::of(&arrivals, &ingested.acked),
+        black_holes: loaded.black_holes,
+        black_hole_logs: loaded.black_hole_logs,
+        slow_backlog: loaded.slow_backlog,
+        slow_served: store.slow_served.load(Relaxed),
         server_peak_rss_mb: usage.peak_rss_mb,
         server_cpu_s: usage.cpu_s,
         payload_bytes: args.payload_bytes,
