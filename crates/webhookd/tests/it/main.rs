@@ -20,6 +20,7 @@ mod ingestion;
 mod keys;
 mod logs;
 mod openapi;
+mod operational;
 mod operations;
 mod organization;
 mod redelivery;
