@@ -66,6 +66,8 @@ pub struct AppState {
     pub workers: Option<Arc<AtomicBool>>,
     /// False once one of the node's background tasks stopped (readiness).
     pub healthy: Arc<AtomicBool>,
+    /// Makes ingestion spans when traces are exported (`--otlp-endpoint`).
+    pub tracer: Option<crate::telemetry::traces::Tracer>,
 }
 
 impl AppState {
@@ -79,6 +81,7 @@ impl AppState {
             config: Arc::new(config.clone()),
             workers: None,
             healthy: Arc::new(AtomicBool::new(true)),
+            tracer: None,
         }
     }
 }
