@@ -155,7 +155,7 @@ impl Store {
                         "SELECT w.id, w.url, w.events, w.enabled, w.ordering, w.timeout_secs,
                             w.rate_limit, w.max_concurrency
                          FROM agents a LEFT JOIN webhooks w ON w.agent_id = a.id
-                         WHERE a.id = $1 AND a.org_id = $2 ORDER BY w.id",
+                         WHERE a.id = $1 AND a.org_id = $2 AND NOT a.internal ORDER BY w.id",
                     )
                     .bind(request.agent_id)
                     .bind(request.org_id)

@@ -136,6 +136,32 @@ async fn the_operational_webhook_is_set_read_replaced_and_removed(backend: Backe
     assert_error(status, &body, 404, "NOT_FOUND");
 }
 
+/// Even someone who learnt its id cannot reach the internal agent through `/agents`.
+#[tokio::test]
+async fn the_internal_agent_answers_like_an_unknown_one() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    set_operational_webhook(&app, "https://ops.example.com/hooks", None).await;
+    let pool = sqlx::SqlitePool::connect(&app.db().url).await.unwrap();
+    let internal: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM agents WHERE internal").fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    let agent = format!("/api/v1/agents/{internal}");
+    let event = json!({"event": "call.completed", "data": {}});
+    let hook =
+        json!({"name": "w", "webhook_url": "https://example.com/h", "events": ["call.completed"]});
+    for (method, path, body) in [
+        (Method::GET, agent.clone(), None),
+        (Method::PUT, agent.clone(), Some(json!({"name": "mine now"}))),
+        (Method::DELETE, agent.clone(), None),
+        (Method::GET, format!("{agent}/webhooks"), None),
+        (Method::POST, format!("{agent}/webhooks"), Some(hook)),
+        (Method::POST, format!("{agent}/events"), Some(event)),
+    ] {
+        let (status, body) = app.call(method.clone(), &path, body).await;
+        assert_error(status, &body, 404, "AGENT_NOT_FOUND");
+    }
+}
+
 #[tokio::test]
 async fn an_operational_url_on_a_private_address_is_refused_without_allow_private_targets() {
     let app = TestApp::spawn_with(Backend::Sqlite, |c| c.allow_private_targets = false).await;
