@@ -53,6 +53,10 @@ pub struct Args {
     /// Passed to `webhookd serve --concurrency` [default: webhookd's own, 256].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub concurrency: Option<u64>,
+    /// Export webhookd's spans (`serve --otlp-endpoint`) to a sink in the bench that accepts and
+    /// discards them, to compare tracing on and off.
+    #[arg(long)]
+    pub otlp: bool,
     /// After the summary, print one line holding a JSON object.
     #[arg(long)]
     pub json: bool,

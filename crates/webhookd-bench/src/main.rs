@@ -6,6 +6,7 @@
 mod cli;
 mod database;
 mod load;
+mod otlp_sink;
 mod payload;
 mod raw;
 mod receiver;

@@ -39,6 +39,15 @@ pub struct Report {
     pub receiver_delay_ms: u64,
     pub backlog: bool,
     pub drain_per_sec: Option<f64>,
+    /// With `--otlp`: what webhookd exported to the sink.
+    pub otlp: Option<OtlpExports>,
+}
+
+/// Span exports the `--otlp` sink received.
+#[derive(Debug, Clone, Copy)]
+pub struct OtlpExports {
+    pub requests: u64,
+    pub bytes: u64,
 }
 
 /// Milliseconds from an event's ingest request to each delivery's first success.
@@ -101,6 +110,10 @@ impl Report {
             rate => format!("offered {rate} events/s"),
         };
         let mode = if self.backlog { ", backlog" } else { "" };
+        let mode = match self.otlp {
+            Some(_) => format!("{mode}, tracing exported"),
+            None => mode.to_string(),
+        };
         println!(
             "webhookd-bench: {} events × {} webhook(s) on {}, {} B payloads, batches of {}, {load}{mode}",
             self.events, self.webhooks, self.backend, self.payload_bytes, self.batch_size
@@ -146,6 +159,13 @@ impl Report {
             "  webhookd     peak RSS {:.1} MB, CPU {:.2} s",
             self.server_peak_rss_mb, self.server_cpu_s
         );
+        if let Some(otlp) = self.otlp {
+            println!(
+                "  otlp         {:>10} exports, {:.1} MB of spans",
+                otlp.requests,
+                otlp.bytes as f64 / 1e6
+            );
+        }
     }
 
     pub fn to_json(&self) -> Value {
@@ -182,6 +202,9 @@ impl Report {
             "fail_ratio": self.fail_ratio,
             "failed_on_purpose": self.failed_on_purpose,
             "receiver_delay_ms": self.receiver_delay_ms,
+            "otlp": self.otlp.is_some(),
+            "otlp_exports": self.otlp.map(|o| o.requests),
+            "otlp_bytes": self.otlp.map(|o| o.bytes),
         })
     }
 }

@@ -11,11 +11,11 @@ use crate::cli::Args;
 use crate::database::Database;
 use crate::load::{self, Plan};
 use crate::receiver::{self, Store};
-use crate::report::{Latency, Report};
+use crate::report::{Latency, OtlpExports, Report};
 use crate::scenario::Scenario;
 use crate::server::Webhookd;
 use crate::usage::Totals;
-use crate::{payload, raw, setup};
+use crate::{otlp_sink, payload, raw, setup};
 
 /// Retries come this soon with --fail-ratio, so a failed first attempt costs milliseconds.
 const FAST_RETRY_SCHEDULE: &str = "100ms";
@@ -62,6 +62,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     }
     if args.fail_ratio > 0.0 {
         serve.extend(["--retry-schedule".into(), FAST_RETRY_SCHEDULE.into()]);
+    }
+    let otlp = if args.otlp { Some(otlp_sink::start().await?) } else { None };
+    if let Some((sink, _)) = &otlp {
+        serve.extend(["--otlp-endpoint".into(), format!("http://{sink}")]);
     }
     let role = if args.backlog { "--no-worker" } else { "" };
     let api_node = Webhookd::start(&binary, &with_flag(&serve, role)).await?;
@@ -145,6 +149,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         receiver_delay_ms: args.receiver_delay_ms,
         backlog: args.backlog,
         drain_per_sec: drain_start.map(per_sec_since),
+        otlp: otlp.as_ref().map(|(_, exports)| OtlpExports {
+            requests: exports.requests.load(Relaxed),
+            bytes: exports.bytes.load(Relaxed),
+        }),
     };
     report.print_summary();
     if args.json {

@@ -21,6 +21,7 @@ use crate::ingest::Ingestor;
 use crate::maintenance;
 use crate::server::{self, ServerLimits};
 use crate::store::{Backend, Store, StoreError};
+use crate::telemetry::traces::Tracing;
 
 /// Opens and migrates the database, sealing secrets at rest with the server key: `secret_key`
 /// if given; for an embedded SQLite database, else the key file beside it (made on first start);
@@ -185,6 +186,8 @@ pub struct App {
     store: Store,
     /// False once a background task stopped on its own (readiness fails).
     healthy: Arc<AtomicBool>,
+    /// Span export, with `--otlp-endpoint`; flushed last, after every task has stopped.
+    tracing: Option<Tracing>,
 }
 
 impl App {
@@ -196,6 +199,8 @@ impl App {
         let healthy = Arc::new(AtomicBool::new(true));
         let sender =
             Sender::new(config.allow_private_targets).context("cannot build the HTTP client")?;
+        let tracing = config.otlp_endpoint.as_deref().map(start_tracing).transpose()?;
+        let tracer = tracing.as_ref().map(Tracing::tracer);
         let dispatch = DispatchConfig {
             concurrency: config.concurrency,
             stalled: (config.concurrency * STALLED_PER_SLOT).max(STALLED_MIN),
@@ -204,6 +209,7 @@ impl App {
             breaker: config.breaker(),
             handoff_kib: HANDOFF_KIB,
             feed_from_database: config.run_worker,
+            tracer: tracer.clone(),
         };
         let (dispatcher, handles) =
             Dispatcher::start(store.clone(), sender, dispatch, shutdown.clone());
@@ -243,6 +249,7 @@ impl App {
             let mut state = AppState::new(store.clone(), &config, dispatcher.clone(), ingestor);
             state.workers = config.run_worker.then(|| dispatcher.running_flag());
             state.healthy = healthy.clone();
+            state.tracer = tracer;
             let router = api::router(state);
             let limits = ServerLimits::from_config(&config);
             let stop = shutdown.clone();
@@ -251,7 +258,7 @@ impl App {
                 Ok(())
             });
         }
-        Ok(App { local_addr, shutdown, tasks, store, healthy })
+        Ok(App { local_addr, shutdown, tasks, store, healthy, tracing })
     }
 
     /// Where the API listens (useful with port 0).
@@ -306,8 +313,28 @@ impl App {
             }
         }
         self.store.close().await;
+        if let Some(tracing) = self.tracing {
+            tracing.shutdown().await;
+        }
         outcome
     }
+}
+
+/// Span export to the OTLP/HTTP collector at `endpoint`, with a client of its own: the
+/// collector is the operator's (often on loopback or a private network), so the destination
+/// guard of customer deliveries does not apply.
+fn start_tracing(endpoint: &str) -> anyhow::Result<Tracing> {
+    let endpoint = crate::config::parse_otlp_endpoint(endpoint)
+        .map_err(|e| anyhow::anyhow!("--otlp-endpoint: {e}"))?;
+    let endpoint = endpoint.as_str();
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("cannot build the HTTP client of span export")?;
+    let tracing = Tracing::start(endpoint, client)
+        .with_context(|| format!("cannot export spans to --otlp-endpoint {endpoint}"))?;
+    tracing::info!(endpoint, "exporting spans over OTLP/HTTP");
+    Ok(tracing)
 }
 
 /// `webhookd serve`: runs until SIGTERM or Ctrl-C.

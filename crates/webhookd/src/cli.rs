@@ -212,6 +212,11 @@ pub struct ServeArgs {
     /// portal links; an https URL also marks dashboard cookies Secure. Default: http://<listen>.
     #[arg(long, env = "WEBHOOKD_PUBLIC_URL", value_parser = config::parse_public_url)]
     pub public_url: Option<String>,
+    /// Export traces (spans of ingestion and of every attempt) to this OTLP/HTTP collector,
+    /// e.g. http://127.0.0.1:4318 (`/v1/traces` is added to a URL without a path). Off by
+    /// default; attempts carry a W3C traceparent either way.
+    #[arg(long, env = "WEBHOOKD_OTLP_ENDPOINT", value_parser = config::parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }
@@ -270,6 +275,7 @@ impl ServeArgs {
             idle_timeout: self.connections.idle_timeout,
             body_timeout: self.connections.body_timeout,
             max_connections: self.connections.max_connections.map(|n| n as usize),
+            otlp_endpoint: self.otlp_endpoint,
         }
     }
 }
@@ -319,6 +325,7 @@ pub const FILE_SETTINGS: &[&str] = &[
     "log_format",
     "circuit_threshold",
     "circuit_cooldown",
+    "otlp_endpoint",
 ];
 
 /// Applies `--config FILE` (or `WEBHOOKD_CONFIG`): each setting becomes the `WEBHOOKD_*` variable

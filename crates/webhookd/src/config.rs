@@ -72,6 +72,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
     pub max_connections: Option<usize>,
+    /// Where spans are exported (an OTLP/HTTP traces URL); `None`: no export (the default).
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -99,6 +101,7 @@ impl Default for Config {
             idle_timeout: parse_duration(DEFAULT_IDLE_TIMEOUT).expect("default parses"),
             body_timeout: parse_duration(DEFAULT_BODY_TIMEOUT).expect("default parses"),
             max_connections: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -114,6 +117,24 @@ pub fn parse_public_url(value: &str) -> Result<String, String> {
         return Err(format!("{value:?} must not have a query, fragment or user name"));
     }
     Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// An OTLP/HTTP collector: `http(s)://host:port` (its traces path `/v1/traces` is added) or the
+/// full URL of its traces endpoint.
+pub fn parse_otlp_endpoint(value: &str) -> Result<String, String> {
+    let mut url = url::Url::parse(value.trim()).map_err(|e| {
+        format!("invalid URL {value:?}: {e}; e.g. http://127.0.0.1:4318 (an OTLP/HTTP collector)")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!(
+            "{value:?} must be an http:// or https:// URL of an OTLP/HTTP collector, e.g. \
+             http://127.0.0.1:4318 (gRPC is not supported)"
+        ));
+    }
+    if url.path() == "/" {
+        url.set_path("/v1/traces");
+    }
+    Ok(url.to_string())
 }
 
 /// `30s`, `5m`, `2h`, `7d`, `1h 30m`…
@@ -203,6 +224,20 @@ pub fn parse_circuit_cooldown(value: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otlp_endpoints_get_the_traces_path_unless_they_name_one() {
+        assert_eq!(
+            parse_otlp_endpoint("http://127.0.0.1:4318").unwrap(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            parse_otlp_endpoint("https://otel.example.com/custom/traces").unwrap(),
+            "https://otel.example.com/custom/traces"
+        );
+        assert!(parse_otlp_endpoint("grpc://127.0.0.1:4317").unwrap_err().contains("gRPC"));
+        assert!(parse_otlp_endpoint("127.0.0.1:4318").is_err());
+    }
 
     #[test]
     fn defaults_parse() {

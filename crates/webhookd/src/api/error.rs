@@ -19,6 +19,8 @@ pub enum Missing {
     Agent,
     Webhook,
     Log,
+    /// No operational webhook is set (`NOT_FOUND`, with the way to set one).
+    OperationalWebhook,
     Resource,
 }
 
@@ -87,6 +89,11 @@ impl ApiError {
                     Missing::Agent => ("AGENT_NOT_FOUND", "Agent not found"),
                     Missing::Webhook => ("WEBHOOK_NOT_FOUND", "Webhook not found"),
                     Missing::Log => ("LOG_NOT_FOUND", "Log not found"),
+                    Missing::OperationalWebhook => (
+                        "NOT_FOUND",
+                        "No operational webhook is set; set one with PUT \
+                         /api/v1/organization/operational-webhook",
+                    ),
                     Missing::Resource => ("NOT_FOUND", "Resource not found"),
                 };
                 (StatusCode::NOT_FOUND, code, message.to_string())

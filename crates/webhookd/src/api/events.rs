@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -25,9 +25,13 @@ use crate::domain::webhook::WebhookUrl;
 use crate::domain::{EventCatalog, LogStatus};
 use crate::ingest::Outcome;
 use crate::store::{CreatedLog, IngestRequest, IngestedEvent};
+use crate::telemetry::traces::IngestTrace;
 
 /// Most events in one batch request.
 pub const BATCH_MAX: usize = 1_000;
+/// The routes, as their spans name them.
+const EVENT_ROUTE: &str = "/api/v1/agents/{agent_id}/events";
+const BATCH_ROUTE: &str = "/api/v1/agents/{agent_id}/events/batch";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(ingest_event)).routes(routes!(ingest_batch))
@@ -143,6 +147,7 @@ fn parse_event(
             payload: Bytes::copy_from_slice(data.get().as_bytes()),
             idempotency_key,
             webhook_url,
+            traceparent: None,
         }),
         _ => Err(FieldErrors::default()),
     }
@@ -176,10 +181,14 @@ async fn ingest_event(
     State(state): State<AppState>,
     CurrentOrg(org_id): CurrentOrg,
     ApiPath(path): ApiPath<AgentPath>,
+    headers: HeaderMap,
     JsonBody(input): JsonBody<EventInput>,
 ) -> Result<(StatusCode, Json<Envelope<EventAccepted>>), ApiError> {
-    let event = parse_event(input, &state.catalog, state.config.allow_private_targets)?;
+    let mut trace = IngestTrace::begin(state.tracer.as_ref(), &headers, EVENT_ROUTE);
+    let mut event = parse_event(input, &state.catalog, state.config.allow_private_targets)?;
+    event.traceparent = trace.event(true);
     let mut ingested = ingest(&state, org_id, path.agent_id, vec![event]).await?;
+    trace.finish(ingested.iter().map(|e| Some(e.event_id)), StatusCode::ACCEPTED.as_u16());
     let accepted = EventAccepted::from(ingested.remove(0));
     let message = if accepted.duplicate { "Event already accepted" } else { "Event accepted" };
     Ok((StatusCode::ACCEPTED, ok(message, accepted)))
@@ -199,8 +208,10 @@ async fn ingest_batch(
     State(state): State<AppState>,
     CurrentOrg(org_id): CurrentOrg,
     ApiPath(path): ApiPath<AgentPath>,
+    headers: HeaderMap,
     JsonBody(input): JsonBody<BatchInput>,
 ) -> Result<(StatusCode, Json<Envelope<BatchAccepted>>), ApiError> {
+    let mut trace = IngestTrace::begin(state.tracer.as_ref(), &headers, BATCH_ROUTE);
     let items = input.events.ok_or_else(|| ApiError::field("events", "is required"))?;
     if items.is_empty() || items.len() > BATCH_MAX {
         return Err(ApiError::field("events", format!("must contain 1 to {BATCH_MAX} events")));
@@ -218,7 +229,8 @@ async fn ingest_batch(
             }),
         };
         match parsed {
-            Ok(event) => {
+            Ok(mut event) => {
+                event.traceparent = trace.event(items.len() == 1);
                 valid.push(event);
                 results.push(BatchItem {
                     index,
@@ -237,7 +249,9 @@ async fn ingest_batch(
             }),
         }
     }
-    let mut ingested = ingest(&state, org_id, path.agent_id, valid).await?.into_iter();
+    let ingested = ingest(&state, org_id, path.agent_id, valid).await?;
+    trace.finish(ingested.iter().map(|e| Some(e.event_id)), StatusCode::ACCEPTED.as_u16());
+    let mut ingested = ingested.into_iter();
     for item in results.iter_mut().filter(|item| item.success) {
         item.accepted = ingested.next().map(EventAccepted::from);
     }

@@ -19,7 +19,7 @@ use crate::domain::event::ID_MAX as FILTER_MAX;
 use crate::domain::text;
 use crate::domain::validation::FieldErrors;
 use crate::domain::{LogStatus, SendType};
-use crate::store::{Attempt, DeliveryLog, LogFilter, LogPage};
+use crate::store::{Attempt, DeliveryLog, LogFilter, LogListing, LogPage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_logs)).routes(routes!(get_log))
@@ -165,6 +165,29 @@ pub struct LogList {
     next_cursor: Option<String>,
 }
 
+impl LogList {
+    /// A page of `listing`, with Talkover's pagination for numbered pages.
+    pub fn new(listing: LogListing, page: LogPage) -> Self {
+        let pagination = match (page, listing.total) {
+            (LogPage::Number { page, per_page }, Some(total)) => {
+                Some(Pagination::new(page, per_page, total))
+            }
+            _ => None,
+        };
+        Self {
+            logs: listing.logs.into_iter().map(LogView::from).collect(),
+            pagination,
+            next_cursor: listing.next_cursor.map(|id| id.to_string()),
+        }
+    }
+}
+
+impl LogDetail {
+    pub fn new(log: DeliveryLog, attempts: Vec<Attempt>) -> Self {
+        Self { log: log.into(), attempts: attempts.into_iter().map(AttemptView::from).collect() }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LogPath {
     pub agent_id: Uuid,
@@ -178,7 +201,7 @@ impl LogPath {
     }
 }
 
-fn parse_query(query: LogQuery) -> Result<(LogFilter, LogPage), ApiError> {
+pub(crate) fn parse_query(query: LogQuery) -> Result<(LogFilter, LogPage), ApiError> {
     let (page, per_page) = PageParams { page: query.page, per_page: query.per_page }.resolve()?;
     let mut errors = FieldErrors::default();
     let text = |errors: &mut FieldErrors, field: &str, value: Option<String>| {
@@ -230,18 +253,7 @@ async fn list_logs(
     let (filter, page) = parse_query(query)?;
     let webhook = find_webhook(&state, org_id, &path).await?;
     let listing = state.store.list_logs(org_id, webhook.id, &filter, page).await?;
-    let pagination = match (page, listing.total) {
-        (LogPage::Number { page, per_page }, Some(total)) => {
-            Some(Pagination::new(page, per_page, total))
-        }
-        _ => None,
-    };
-    let list = LogList {
-        logs: listing.logs.into_iter().map(LogView::from).collect(),
-        pagination,
-        next_cursor: listing.next_cursor.map(|id| id.to_string()),
-    };
-    Ok(ok("Webhook logs retrieved successfully", list))
+    Ok(ok("Webhook logs retrieved successfully", LogList::new(listing, page)))
 }
 
 /// Read one delivery log with every attempt.
@@ -259,9 +271,5 @@ async fn get_log(
     let webhook = find_webhook(&state, org_id, &path.webhook()).await?;
     let found = state.store.log_with_attempts(org_id, webhook.id, path.log_id).await?;
     let (log, attempts) = found.ok_or(ApiError::NotFound(Missing::Log))?;
-    let detail = LogDetail {
-        log: log.into(),
-        attempts: attempts.into_iter().map(AttemptView::from).collect(),
-    };
-    Ok(ok("Webhook log retrieved successfully", detail))
+    Ok(ok("Webhook log retrieved successfully", LogDetail::new(log, attempts)))
 }

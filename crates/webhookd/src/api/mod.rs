@@ -13,6 +13,7 @@ mod health;
 mod key_lookups;
 mod limits;
 pub(crate) mod logs;
+mod operational;
 mod organization;
 pub(crate) mod portal;
 pub(crate) mod redelivery;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub workers: Option<Arc<AtomicBool>>,
     /// False once one of the node's background tasks stopped (readiness).
     pub healthy: Arc<AtomicBool>,
+    /// Makes ingestion spans when traces are exported (`--otlp-endpoint`).
+    pub tracer: Option<crate::telemetry::traces::Tracer>,
 }
 
 impl AppState {
@@ -78,6 +81,7 @@ impl AppState {
             config: Arc::new(config.clone()),
             workers: None,
             healthy: Arc::new(AtomicBool::new(true)),
+            tracer: None,
         }
     }
 }
@@ -96,6 +100,7 @@ impl AppState {
         (name = "bland", description = "Bland's post-call webhook endpoints, with Bland's envelope"),
         (name = "portal", description = "Links to the customer portal of one agent"),
         (name = "organization", description = "The caller's organization"),
+        (name = "operational", description = "The organization's operational webhook: events about its webhooks (disabled, circuit opened or closed, delivery failed), and their delivery logs"),
         (name = "health", description = "Liveness and readiness"),
     )
 )]
@@ -117,6 +122,7 @@ impl Modify for BearerAuth {
 fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let v1 = OpenApiRouter::new()
         .merge(organization::router())
+        .merge(operational::router())
         .merge(agents::router())
         .merge(webhooks::router())
         .merge(secrets::router())

@@ -19,6 +19,7 @@ use crate::domain::circuit::Signal;
 use crate::domain::LogStatus;
 use crate::store::AttemptRecord;
 use crate::telemetry::metrics;
+use crate::telemetry::traces::{AttemptIds, AttemptTrace, Tracer};
 
 /// Gives the attempt's slot back when dropped, with the outcome if there was one.
 pub(super) struct SlotGuard {
@@ -71,14 +72,18 @@ pub(super) struct Context {
     pub recorder: Recorder,
     pub policy: Arc<RetryPolicy>,
     pub inbox: mpsc::UnboundedSender<Message>,
+    /// Makes attempt spans when traces are exported.
+    pub tracer: Option<Tracer>,
 }
 
 /// Starts `job`'s attempt; it reports a stall after `stall_after`.
-pub(super) fn spawn(job: Job, context: Context, stall_after: Duration) {
+pub(super) fn spawn(mut job: Job, context: Context, stall_after: Duration) {
     let span = tracing::debug_span!("attempt", log.id = %job.ticket.log.id, event.id = %job.ticket.log.event_id);
     tokio::spawn(
         async move {
             let guard = SlotGuard::new(context.inbox.clone(), job.lane(), job.attempt, job.started);
+            let trace = start_trace(&job, context.tracer.as_ref());
+            job.outgoing.traceparent = Some(trace.traceparent.clone());
             let begun = Instant::now();
             let send = context.sender.send(&job.outgoing);
             tokio::pin!(send);
@@ -91,11 +96,25 @@ pub(super) fn spawn(job: Job, context: Context, stall_after: Duration) {
             };
             guard.finished(Signal::of(sent.status), begun.elapsed());
             let record = decide(&job, &sent, &context.policy, rand::random());
+            let delivered = record.status == LogStatus::Success;
+            trace.finish(sent.status, sent.duration_ms, delivered);
             observe(&job, &record);
             context.recorder.attempt(record, job.ticket).await;
         }
         .instrument(span),
     );
+}
+
+/// The attempt's trace context, continuing its event's.
+fn start_trace(job: &Job, tracer: Option<&Tracer>) -> AttemptTrace {
+    let log = &job.ticket.log;
+    let ids = AttemptIds {
+        event_id: log.event_id,
+        log_id: log.id,
+        webhook_id: log.webhook_id,
+        send_type: job.send_type.as_str(),
+    };
+    AttemptTrace::start(tracer, log.traceparent.as_deref(), ids)
 }
 
 /// Counts a finished attempt in the metrics, and the log at debug level (one line per attempt;

@@ -63,6 +63,7 @@ pub fn build(
                 authorization: settings.authorization.clone(),
                 custom_headers: settings.custom_headers.as_slice().to_vec(),
                 timeout: settings.timeout.duration(),
+                traceparent: None,
             };
             (outgoing, settings.max_retries.get())
         }
@@ -77,6 +78,7 @@ pub fn build(
                 authorization: Authorization::None,
                 custom_headers: Vec::new(),
                 timeout: Timeout::DEFAULT.duration(),
+                traceparent: None,
             };
             (outgoing, MaxRetries::DEFAULT.get())
         }

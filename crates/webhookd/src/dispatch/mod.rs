@@ -63,6 +63,8 @@ pub struct DispatchConfig {
     /// Take work from the database (a worker node); `false` on an API-only node, whose
     /// dispatcher sends only explicit sends.
     pub feed_from_database: bool,
+    /// Makes attempt spans when traces are exported (`--otlp-endpoint`).
+    pub tracer: Option<crate::telemetry::traces::Tracer>,
 }
 
 /// What the actor hears about.
@@ -168,6 +170,7 @@ impl Dispatcher {
                 recorder: recorder.clone(),
                 policy: Arc::new(config.policy.clone()),
                 inbox: inbox_tx.clone(),
+                tracer: config.tracer.clone(),
             },
             recorder,
             config,

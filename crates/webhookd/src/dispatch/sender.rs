@@ -31,6 +31,8 @@ pub struct Outgoing {
     pub authorization: Authorization,
     pub custom_headers: Vec<CustomHeader>,
     pub timeout: Duration,
+    /// The W3C `traceparent` of this attempt (`telemetry::traces`), set just before it is sent.
+    pub traceparent: Option<String>,
 }
 
 /// What one attempt produced.
@@ -192,7 +194,7 @@ pub fn request_headers(outgoing: &Outgoing, timestamp: i64) -> HeaderMap {
         .first()
         .map(|secret| signing::body_signature(secret, &outgoing.body))
         .unwrap_or_default();
-    let mut headers = HeaderMap::with_capacity(6 + outgoing.custom_headers.len());
+    let mut headers = HeaderMap::with_capacity(7 + outgoing.custom_headers.len());
     let mut put = |name: &str, value: &str| {
         if let (Ok(name), Ok(value)) =
             (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value))
@@ -212,6 +214,9 @@ pub fn request_headers(outgoing: &Outgoing, timestamp: i64) -> HeaderMap {
     put("webhook-timestamp", &timestamp.to_string());
     put("webhook-signature", &signature);
     put("x-webhook-signature", &body_signature);
+    if let Some(traceparent) = &outgoing.traceparent {
+        put("traceparent", traceparent);
+    }
     headers
 }
 

@@ -69,6 +69,8 @@ pub struct NewEvent {
     pub idempotency_key: Option<IdempotencyKey>,
     /// A one-off destination signed with the organization's secret.
     pub webhook_url: Option<WebhookUrl>,
+    /// The W3C trace context its attempts continue (`telemetry::traces`), if any.
+    pub traceparent: Option<String>,
 }
 
 #[cfg(test)]

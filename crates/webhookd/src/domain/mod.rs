@@ -8,6 +8,7 @@ pub mod destination;
 pub mod event;
 pub mod health;
 pub mod lane;
+pub mod operational;
 pub mod pacing;
 pub mod sealing;
 pub mod secrets;

@@ -1,4 +1,6 @@
-//! Agents: the containers of webhooks, one organization each.
+//! Agents: the containers of webhooks, one organization each. An organization's internal agent
+//! (which holds its operational events, see `operational.rs`) is none of these: every query here
+//! leaves it out, so it is never listed and its id answers like an unknown one.
 
 use uuid::Uuid;
 
@@ -41,7 +43,8 @@ impl Store {
         per_page: i64,
     ) -> Result<Page<Agent>, StoreError> {
         let query = format!(
-            "SELECT {AGENT_COLUMNS} FROM agents WHERE org_id = $1 ORDER BY id LIMIT $2 OFFSET $3"
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE org_id = $1 AND NOT internal
+             ORDER BY id LIMIT $2 OFFSET $3"
         );
         on_reader!(self, |pool| {
             let items = sqlx::query_as(&query)
@@ -50,16 +53,20 @@ impl Store {
                 .bind(offset(page, per_page))
                 .fetch_all(pool)
                 .await?;
-            let total = sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE org_id = $1")
-                .bind(org_id)
-                .fetch_one(pool)
-                .await?;
+            let total = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM agents WHERE org_id = $1 AND NOT internal",
+            )
+            .bind(org_id)
+            .fetch_one(pool)
+            .await?;
             Ok(Page { items, total })
         })
     }
 
     pub async fn agent(&self, org_id: Uuid, agent_id: Uuid) -> Result<Option<Agent>, StoreError> {
-        let query = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND org_id = $2");
+        let query = format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1 AND org_id = $2 AND NOT internal"
+        );
         on_reader!(self, |pool| {
             Ok(sqlx::query_as(&query).bind(agent_id).bind(org_id).fetch_optional(pool).await?)
         })
@@ -72,7 +79,7 @@ impl Store {
         name: &str,
     ) -> Result<Option<Agent>, StoreError> {
         let query = format!(
-            "UPDATE agents SET name = $1, updated_at = $2 WHERE id = $3 AND org_id = $4
+            "UPDATE agents SET name = $1, updated_at = $2 WHERE id = $3 AND org_id = $4 AND NOT internal
              RETURNING {AGENT_COLUMNS}"
         );
         on_writer!(self, |pool| {
@@ -89,11 +96,12 @@ impl Store {
     /// Deletes the agent with its webhooks, events and logs. `false` when there was none.
     pub async fn delete_agent(&self, org_id: Uuid, agent_id: Uuid) -> Result<bool, StoreError> {
         on_writer!(self, |pool| {
-            let result = sqlx::query("DELETE FROM agents WHERE id = $1 AND org_id = $2")
-                .bind(agent_id)
-                .bind(org_id)
-                .execute(pool)
-                .await?;
+            let result =
+                sqlx::query("DELETE FROM agents WHERE id = $1 AND org_id = $2 AND NOT internal")
+                    .bind(agent_id)
+                    .bind(org_id)
+                    .execute(pool)
+                    .await?;
             Ok(result.rows_affected() > 0)
         })
     }

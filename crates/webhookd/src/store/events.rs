@@ -155,7 +155,7 @@ impl Store {
                         "SELECT w.id, w.url, w.events, w.enabled, w.ordering, w.timeout_secs,
                             w.rate_limit, w.max_concurrency
                          FROM agents a LEFT JOIN webhooks w ON w.agent_id = a.id
-                         WHERE a.id = $1 AND a.org_id = $2 ORDER BY w.id",
+                         WHERE a.id = $1 AND a.org_id = $2 AND NOT a.internal ORDER BY w.id",
                     )
                     .bind(request.agent_id)
                     .bind(request.org_id)
@@ -240,10 +240,7 @@ impl Store {
                             if postgres {
                                 log.next_attempt_at = Some(now + lease_ms(timeout));
                             }
-                            handed.push(HandedLog {
-                                log: queued(&log, &event.payload, postgres),
-                                permit,
-                            });
+                            handed.push(HandedLog { log: queued(&log, event, postgres), permit });
                         } else if pending {
                             announce.push(Announcement::Work {
                                 lane: log.lane_id,
@@ -267,7 +264,7 @@ impl Store {
             for chunk in new_events.chunks(INSERT_CHUNK) {
                 let mut insert = sqlx::QueryBuilder::new(
                     "INSERT INTO events (id, org_id, agent_id, event_type, call_id, payload,
-                        webhook_url, created_at) ",
+                        webhook_url, traceparent, created_at) ",
                 );
                 insert.push_values(chunk, |mut row, (id, request, event)| {
                     row.push_bind(*id)
@@ -277,6 +274,7 @@ impl Store {
                         .push_bind(event.call_id.as_ref().map(|id| id.as_str()))
                         .push_bind(event.payload.as_ref())
                         .push_bind(event.webhook_url.as_ref().map(|url| url.as_str()))
+                        .push_bind(event.traceparent.as_deref())
                         .push_bind(now);
                 });
                 insert.build().execute(&mut *tx).await?;
@@ -377,8 +375,8 @@ where
     Ok(Some(first))
 }
 
-/// A handed log as the dispatcher receives it.
-fn queued(log: &NewLog, payload: &bytes::Bytes, postgres: bool) -> QueuedLog {
+/// A handed log of `event` as the dispatcher receives it.
+fn queued(log: &NewLog, event: &NewEvent, postgres: bool) -> QueuedLog {
     QueuedLog {
         id: log.id,
         org_id: log.org_id,
@@ -395,6 +393,7 @@ fn queued(log: &NewLog, payload: &bytes::Bytes, postgres: bool) -> QueuedLog {
         created_at: log.created_at,
         ordered: false,
         lease_until: if postgres { log.next_attempt_at } else { None },
-        payload: Payload(payload.clone()),
+        traceparent: event.traceparent.clone(),
+        payload: Payload(event.payload.clone()),
     }
 }

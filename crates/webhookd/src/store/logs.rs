@@ -129,10 +129,35 @@ macro_rules! bind_all {
     }};
 }
 
-/// `WHERE` conditions for a webhook's logs and their arguments, numbered from `$1`.
-fn conditions(org_id: Uuid, webhook_id: Uuid, filter: &LogFilter) -> (String, Vec<Arg>) {
-    let mut args = vec![Arg::Uuid(org_id), Arg::Uuid(webhook_id)];
-    let mut sql = String::from("l.org_id = $1 AND l.webhook_id = $2");
+/// Whose logs: a webhook's, or the organization's operational deliveries (no webhook, in its
+/// operational lane; see `operational.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogScope {
+    Webhook(Uuid),
+    Operational,
+}
+
+impl LogScope {
+    /// The condition on log `l`, with [`Self::id`] bound as `$n`.
+    fn condition(self, n: usize) -> String {
+        match self {
+            Self::Webhook(_) => format!("l.webhook_id = ${n}"),
+            Self::Operational => format!("l.webhook_id IS NULL AND l.lane_id = ${n}"),
+        }
+    }
+
+    fn id(self, org_id: Uuid) -> Uuid {
+        match self {
+            Self::Webhook(webhook_id) => webhook_id,
+            Self::Operational => crate::domain::operational::lane(org_id),
+        }
+    }
+}
+
+/// `WHERE` conditions for the logs of `scope` and their arguments, numbered from `$1`.
+fn conditions(org_id: Uuid, scope: LogScope, filter: &LogFilter) -> (String, Vec<Arg>) {
+    let mut args = vec![Arg::Uuid(org_id), Arg::Uuid(scope.id(org_id))];
+    let mut sql = format!("l.org_id = $1 AND {}", scope.condition(2));
     let mut add = |condition: &str, arg: Arg| {
         args.push(arg);
         sql.push_str(&format!(" AND {condition} ${}", args.len()));
@@ -164,7 +189,18 @@ impl Store {
         filter: &LogFilter,
         page: LogPage,
     ) -> Result<LogListing, StoreError> {
-        let (mut where_sql, mut args) = conditions(org_id, webhook_id, filter);
+        self.list_logs_of(org_id, LogScope::Webhook(webhook_id), filter, page).await
+    }
+
+    /// The logs of `scope`, newest first.
+    pub async fn list_logs_of(
+        &self,
+        org_id: Uuid,
+        scope: LogScope,
+        filter: &LogFilter,
+        page: LogPage,
+    ) -> Result<LogListing, StoreError> {
+        let (mut where_sql, mut args) = conditions(org_id, scope, filter);
         let count_sql = format!("SELECT COUNT(*) FROM delivery_logs l WHERE {where_sql}");
         let count_args = args.clone();
         let per_page = match page {
@@ -212,15 +248,26 @@ impl Store {
         webhook_id: Uuid,
         log_id: Uuid,
     ) -> Result<Option<(DeliveryLog, Vec<Attempt>)>, StoreError> {
+        self.log_of(org_id, LogScope::Webhook(webhook_id), log_id).await
+    }
+
+    /// One log of `scope` with its attempts, oldest first.
+    pub async fn log_of(
+        &self,
+        org_id: Uuid,
+        scope: LogScope,
+        log_id: Uuid,
+    ) -> Result<Option<(DeliveryLog, Vec<Attempt>)>, StoreError> {
+        let condition = scope.condition(3);
         let sql = format!(
             "SELECT {LOG_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
-             WHERE l.id = $1 AND l.org_id = $2 AND l.webhook_id = $3"
+             WHERE l.id = $1 AND l.org_id = $2 AND {condition}"
         );
         on_reader!(self, |pool| {
             let log: Option<DeliveryLog> = sqlx::query_as(&sql)
                 .bind(log_id)
                 .bind(org_id)
-                .bind(webhook_id)
+                .bind(scope.id(org_id))
                 .fetch_optional(pool)
                 .await?;
             let Some(log) = log else { return Ok(None) };

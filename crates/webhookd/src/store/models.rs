@@ -180,6 +180,8 @@ pub struct QueuedLog {
     /// SQLite a claim is held in memory only).
     #[sqlx(rename = "lease_until")]
     pub lease_until: Option<UnixMs>,
+    /// The event's stored trace context (`telemetry::traces`).
+    pub traceparent: Option<String>,
     #[sqlx(try_from = "Vec<u8>")]
     pub payload: Payload,
 }
@@ -209,7 +211,8 @@ impl QueuedLog {
 pub(super) const QUEUED_COLUMNS: &str = "l.id, l.org_id, l.agent_id, l.webhook_id, l.lane_id,
     l.event_id, l.event_type, l.call_id, l.url, l.attempt_count, l.retries, l.first_send_type,
     l.created_at, l.order_key IS NOT NULL AS ordered,
-    CASE WHEN l.claimed_at IS NULL THEN NULL ELSE l.next_attempt_at END AS lease_until, e.payload";
+    CASE WHEN l.claimed_at IS NULL THEN NULL ELSE l.next_attempt_at END AS lease_until,
+    e.traceparent, e.payload";
 
 /// One HTTP attempt of a log, as sent and as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,13 +1,15 @@
 //! Recording attempt results, a batch per transaction: each log's new state with its latest
 //! attempt in the log row (the previous latest, if any, moves to `attempts`: a first attempt that
 //! succeeds costs one row write), logs closed without an attempt, and what the attempts say about
-//! each webhook's endpoint (`domain::health`: failure streak, 410, circuit breaker).
+//! each webhook's endpoint (`domain::health`: failure streak, 410, circuit breaker). What that
+//! changed is also written to the operational outbox in the same transaction (`operational.rs`).
 
 use std::collections::HashMap;
 
 use uuid::Uuid;
 
 use super::models::Attempt;
+use super::outbox::{facts_of_batch, Outbox};
 use super::{on_writer, with_ids, Backend, Store, StoreError};
 use crate::domain::circuit::{Breaker, Circuit, CircuitState, Transition};
 use crate::domain::clock::{now_ms, UnixMs};
@@ -113,7 +115,7 @@ impl Store {
             Backend::Postgres => super::postgres::FOR_UPDATE,
             Backend::Sqlite => "",
         };
-        let recorded = on_writer!(self, |pool| {
+        let (recorded, outbox) = on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             // The earlier latest attempt of logs that had one moves to `attempts`.
             let retried: Vec<Uuid> =
@@ -191,9 +193,11 @@ impl Store {
                     }
                 }
             }
+            let outbox = tx.write_outbox(&facts_of_batch(attempts, &recorded), now).await?;
             tx.commit().await?;
-            recorded
+            (recorded, outbox)
         });
+        self.announce(outbox).await;
         Ok(recorded)
     }
 }

@@ -4,9 +4,11 @@ use uuid::Uuid;
 
 use super::announce::Announcement;
 use super::models::{WebhookRow, WEBHOOK_COLUMNS};
-use super::{on_reader, on_writer, Store, StoreError, Webhook, WebhookSecrets};
+use super::outbox::{Fact, Outbox};
+use super::{on_reader, on_writer, Backend, Store, StoreError, Webhook, WebhookSecrets};
 use crate::domain::circuit::Circuit;
 use crate::domain::clock::{now_ms, UnixMs};
+use crate::domain::operational::DisabledReason;
 use crate::domain::WebhookSettings;
 
 /// Enabling a webhook (it was disabled; `$6` or the toggle makes it enabled) closes its circuit:
@@ -135,7 +137,8 @@ impl Store {
         row.map(|row| row.into_webhook(&self.sealer)).transpose()
     }
 
-    /// Stores new settings. Re-enabling clears the disabled reason and the failure streak.
+    /// Stores new settings. Re-enabling clears the disabled reason and the failure streak;
+    /// turning an enabled webhook off queues `webhook.disabled` in the same transaction.
     pub async fn update_webhook(
         &self,
         webhook: &Webhook,
@@ -143,6 +146,7 @@ impl Store {
     ) -> Result<Option<Webhook>, StoreError> {
         let columns = SettingsColumns::new(settings);
         let sealed_auth = self.seal(&columns.authorization);
+        let now = now_ms();
         let query = format!(
             "UPDATE webhooks SET name = $1, url = $2, events = $3, timeout_secs = $4,
                 max_retries = $5, enabled = $6, http_method = $7, auth_config = $8,
@@ -154,8 +158,20 @@ impl Store {
              WHERE id = $14 AND org_id = $15
              RETURNING {WEBHOOK_COLUMNS}"
         );
-        let row: Option<WebhookRow> = on_writer!(self, |pool| {
-            sqlx::query_as(&query)
+        let lock = match self.backend() {
+            Backend::Postgres => super::postgres::FOR_UPDATE,
+            Backend::Sqlite => "",
+        };
+        let was_enabled =
+            format!("SELECT enabled FROM webhooks WHERE id = $1 AND org_id = $2{lock}");
+        let (updated, outbox) = on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let before: Option<bool> = sqlx::query_scalar(&was_enabled)
+                .bind(webhook.id)
+                .bind(webhook.org_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let row: Option<WebhookRow> = sqlx::query_as(&query)
                 .bind(settings.name.as_str())
                 .bind(settings.url.as_str())
                 .bind(&columns.events)
@@ -165,37 +181,55 @@ impl Store {
                 .bind(settings.http_method.as_str())
                 .bind(&sealed_auth)
                 .bind(&columns.custom_headers)
-                .bind(now_ms())
+                .bind(now)
                 .bind(columns.rate_limit)
                 .bind(columns.max_concurrency)
                 .bind(settings.ordering.as_str())
                 .bind(webhook.id)
                 .bind(webhook.org_id)
-                .fetch_optional(pool)
-                .await?
+                .fetch_optional(&mut *tx)
+                .await?;
+            let updated = row.map(|row| row.into_webhook(&self.sealer)).transpose()?;
+            let turned_off = before == Some(true) && !settings.enabled;
+            let outbox =
+                tx.write_outbox(&disabled_by_api(updated.as_ref(), turned_off), now).await?;
+            tx.commit().await?;
+            (updated, outbox)
         });
         self.announce(vec![Announcement::Changed { webhook: webhook.id }]).await;
-        row.map(|row| row.into_webhook(&self.sealer)).transpose()
+        self.announce(outbox).await;
+        Ok(updated)
     }
 
-    /// Flips `enabled` in one statement, so concurrent toggles cannot lose an update.
+    /// Flips `enabled` in one statement, so concurrent toggles cannot lose an update. Turning it
+    /// off queues `webhook.disabled` in the same transaction.
     pub async fn toggle_webhook(&self, webhook: &Webhook) -> Result<Option<Webhook>, StoreError> {
+        let now = now_ms();
         let query = format!(
             "UPDATE webhooks SET enabled = NOT enabled, disabled_reason = NULL,
                 failing_since = NULL, updated_at = $1, {CLOSE_CIRCUIT_IF_ENABLED}
              WHERE id = $2 AND org_id = $3
              RETURNING {WEBHOOK_COLUMNS}"
         );
-        let row: Option<WebhookRow> = on_writer!(self, |pool| {
-            sqlx::query_as(&query)
-                .bind(now_ms())
+        let (toggled, outbox) = on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let row: Option<WebhookRow> = sqlx::query_as(&query)
+                .bind(now)
                 .bind(webhook.id)
                 .bind(webhook.org_id)
-                .fetch_optional(pool)
-                .await?
+                .fetch_optional(&mut *tx)
+                .await?;
+            let toggled = row.map(|row| row.into_webhook(&self.sealer)).transpose()?;
+            // The flip made it disabled only if it was enabled just before.
+            let turned_off = toggled.as_ref().is_some_and(|w| !w.settings.enabled);
+            let outbox =
+                tx.write_outbox(&disabled_by_api(toggled.as_ref(), turned_off), now).await?;
+            tx.commit().await?;
+            (toggled, outbox)
         });
         self.announce(vec![Announcement::Changed { webhook: webhook.id }]).await;
-        row.map(|row| row.into_webhook(&self.sealer)).transpose()
+        self.announce(outbox).await;
+        Ok(toggled)
     }
 
     /// Replaces the signing secret with `new_secret`; the old one keeps signing until
@@ -238,4 +272,17 @@ impl Store {
             Ok(result.rows_affected() > 0)
         })
     }
+}
+
+/// The operational event of a webhook a person turned off, if this change did.
+fn disabled_by_api(webhook: Option<&Webhook>, turned_off: bool) -> Vec<Fact> {
+    webhook
+        .filter(|_| turned_off)
+        .map(|w| Fact::Disabled {
+            org_id: w.org_id,
+            webhook_id: w.id,
+            reason: DisabledReason::DisabledByApi,
+        })
+        .into_iter()
+        .collect()
 }

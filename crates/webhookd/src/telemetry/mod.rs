@@ -1,7 +1,9 @@
 //! Log output: human text or one JSON object per line, on stderr (stdout carries command output
-//! such as `org create`'s JSON). Filtered with `RUST_LOG`. Metrics live in [`metrics`].
+//! such as `org create`'s JSON). Filtered with `RUST_LOG`. Metrics live in [`metrics`], trace
+//! context and span export in [`traces`].
 
 pub mod metrics;
+pub mod traces;
 
 use std::io::IsTerminal;
 

@@ -97,6 +97,8 @@ fn headers_sent(webhook: &Webhook, log: &DeliveryLog, sent_at: UnixMs) -> Vec<(S
         authorization: settings.authorization.clone(),
         custom_headers: settings.custom_headers.as_slice().to_vec(),
         timeout: settings.timeout.duration(),
+        // Each attempt's span id is its own and not kept; the header is not shown.
+        traceparent: None,
     };
     let masked = settings.authorization.header().map(|(name, _)| name.to_ascii_lowercase());
     let mut headers: Vec<(String, String)> = request_headers(&outgoing, sent_at / SECOND_MS)

@@ -3,6 +3,7 @@
 // Tests fail by panicking; unwrapping is how they say so.
 #![allow(clippy::unwrap_used)]
 
+mod collector;
 mod harness;
 mod hostile;
 mod process;
@@ -20,6 +21,7 @@ mod ingestion;
 mod keys;
 mod logs;
 mod openapi;
+mod operational;
 mod operations;
 mod organization;
 mod redelivery;
@@ -27,5 +29,6 @@ mod scheduling;
 mod sealing_key;
 mod security;
 mod store;
+mod traces;
 mod ui;
 mod webhooks;

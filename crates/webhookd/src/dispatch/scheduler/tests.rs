@@ -30,6 +30,7 @@ fn ticket(lane: Uuid, org: Uuid) -> Ticket {
             first_send_type: SendType::Spawn,
             created_at: 0,
             lease_until: None,
+            traceparent: None,
             ordered: false,
             payload: Payload::default(),
         },
