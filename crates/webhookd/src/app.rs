@@ -144,8 +144,10 @@ fn sqlite_key_file(url: &str) -> anyhow::Result<(String, KeySource)> {
     Ok((key, KeySource::NewFile(key_path)))
 }
 
-/// Payload bytes (KiB) a node's dispatcher holds in memory straight from ingestion.
-const HANDOFF_KIB: usize = 32 * 1024;
+/// Payload bytes (KiB) a node's dispatcher holds in memory straight from ingestion. Beyond this,
+/// new logs wait in the database and are claimed as room frees. (32 MiB cost 70 MB of RSS in
+/// tickets and queues for no throughput gain over 8: docs/BENCHMARKS.md.)
+const HANDOFF_KIB: usize = 8 * 1024;
 /// Stalled attempts a node keeps open: four per sending slot, and at least this many, since a
 /// stalled attempt costs a socket and a little memory, not CPU (300 hanging endpoints hold at most
 /// 600 of them, two each).

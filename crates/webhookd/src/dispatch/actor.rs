@@ -45,8 +45,6 @@ pub(super) struct Actor {
     pub postgres: bool,
     /// Every log this node holds (queued, in flight, being recorded), with its lane.
     pub owned: HashMap<Uuid, Uuid>,
-    /// Per lane, held logs whose claim is only in memory (SQLite reads): later claims skip them.
-    pub read_held: HashMap<Uuid, HashSet<Uuid>>,
     /// Attempts moved to the stalled pool.
     pub stalled: HashSet<u64>,
     pub next_attempt: u64,
@@ -154,7 +152,6 @@ impl Actor {
         self.scheduler.forget_idle();
         let lanes: HashSet<Uuid> = self.scheduler.lanes().map(|l| l.id).collect();
         self.srtt.retain(|lane, _| lanes.contains(lane));
-        self.read_held.retain(|lane, held| !held.is_empty() && lanes.contains(lane));
         metrics::lanes(lanes.len());
         let (active, stalled) = self.scheduler.in_flight();
         metrics::in_flight(active, stalled);
@@ -204,11 +201,6 @@ impl Actor {
             want,
             lease_ms: lease_ms(settings.map(LaneSettings::timeout).unwrap_or_default()),
             max_concurrency: settings.and_then(LaneSettings::max_concurrency).map(|c| c as u32),
-            held: self
-                .read_held
-                .get(&lane)
-                .map(|held| held.iter().copied().collect())
-                .unwrap_or_default(),
         }
     }
 
@@ -239,16 +231,14 @@ impl Actor {
         }
     }
 
-    /// Tickets leave memory unsent: claims written in the database are given back (due now);
-    /// claims only in memory need nothing. Their lanes look at the database again.
+    /// Tickets leave memory unsent: their claims are given back (due now) and their lanes look
+    /// at the database again.
     fn release(&mut self, tickets: Vec<Ticket>, now: UnixMs) {
         let mut written = Vec::new();
         for ticket in tickets {
             let (id, lane, org) = (ticket.log.id, ticket.lane(), ticket.log.org_id);
-            self.forget(id, lane);
-            if ticket.marked {
-                written.push(id);
-            }
+            self.forget(id);
+            written.push(id);
             if let Kind::Explicit { batch, .. } = &ticket.kind {
                 batch.done(ExplicitResult::Dropped(id));
             } else if self.config.feed_from_database {
@@ -260,22 +250,13 @@ impl Actor {
         }
     }
 
-    fn forget(&mut self, log: Uuid, lane: Uuid) {
+    fn forget(&mut self, log: Uuid) {
         self.owned.remove(&log);
-        if let Some(held) = self.read_held.get_mut(&lane) {
-            held.remove(&log);
-        }
     }
 
     /// Takes a log this node now holds; `false` when it already held it.
-    fn own(&mut self, log: &QueuedLog, marked: bool) -> bool {
-        if self.owned.insert(log.id, log.lane_id).is_some() {
-            return false;
-        }
-        if !marked {
-            self.read_held.entry(log.lane_id).or_default().insert(log.id);
-        }
-        true
+    fn own(&mut self, log: &QueuedLog) -> bool {
+        self.owned.insert(log.id, log.lane_id).is_none()
     }
 
     async fn handle(&mut self, message: Message) {
@@ -283,28 +264,19 @@ impl Actor {
         match message {
             Message::HandOver(logs) => {
                 for handed in logs {
-                    if self.own(&handed.log, true) {
-                        self.scheduler.push(Ticket::automatic(
-                            handed.log,
-                            Some(handed.permit),
-                            true,
-                        ));
+                    if self.own(&handed.log) {
+                        self.scheduler.push(Ticket::automatic(handed.log, Some(handed.permit)));
                     }
                 }
             }
             Message::Explicit { logs, send_type, batch } => {
                 for log in logs {
-                    if !self.own(&log, true) {
+                    if !self.own(&log) {
                         batch.done(ExplicitResult::Busy(log.id));
                         continue;
                     }
                     let kind = Kind::Explicit { send_type, batch: batch.clone() };
-                    self.scheduler.push(Ticket {
-                        log: Box::new(log),
-                        kind,
-                        permit: None,
-                        marked: true,
-                    });
+                    self.scheduler.push(Ticket { log: Box::new(log), kind, permit: None });
                 }
             }
             Message::ExplicitExisting { org, ids, send_type, batch } => {
@@ -325,8 +297,8 @@ impl Actor {
             Message::Claimed { claimed, asked } => {
                 let mut tickets = Vec::with_capacity(claimed.logs.len());
                 for log in claimed.logs {
-                    if self.own(&log, self.postgres) {
-                        tickets.push(Ticket::automatic(log, None, self.postgres));
+                    if self.own(&log) {
+                        tickets.push(Ticket::automatic(log, None));
                     }
                 }
                 self.scheduler.claimed(claimed.lane, tickets, asked, claimed.next_due);
@@ -364,15 +336,9 @@ impl Actor {
                 self.scheduler.finished(lane, started, stalled, outcome.map(|(signal, _)| signal));
             }
             Message::Recorded { logs, due, circuits, lost } => {
-                let mut give_back = Vec::new();
-                for (log, lane, marked) in logs {
-                    self.forget(log, lane);
-                    if lost && marked {
-                        give_back.push(log);
-                    }
-                }
-                if !give_back.is_empty() {
-                    let _ = self.feeder.send(Feed::Release(give_back));
+                logs.iter().for_each(|log| self.forget(*log));
+                if lost {
+                    let _ = self.feeder.send(Feed::Release(logs));
                 }
                 for (lane, org, at) in due {
                     if self.config.feed_from_database {

@@ -7,7 +7,7 @@
 //! from the database ([`feeder`]), or as explicit sends (test, Bland resend and create), which
 //! go through the same lanes. Each attempt runs in a task of its own ([`attempt`]) and its result
 //! goes to the [`recorder`], which writes results in batches. No transaction or row lock is held
-//! across an HTTP call: a claim is a lease (PostgreSQL) or held in memory (SQLite).
+//! across an HTTP call: a claim marks its logs held, under a lease on PostgreSQL.
 
 mod actor;
 mod attempt;
@@ -117,10 +117,10 @@ pub(crate) enum Message {
         started: Started,
         outcome: Option<(Signal, Duration)>,
     },
-    /// Results written (`lost`: could not be written; marked logs are given back). `logs` are
-    /// (log, lane, marked); `due` are (lane, organization, when) of retries and freed calls.
+    /// Results written (`lost`: could not be written, so the logs are given back); `due` are
+    /// (lane, organization, when) of retries and freed calls.
     Recorded {
-        logs: Vec<(Uuid, Uuid, bool)>,
+        logs: Vec<Uuid>,
         due: Vec<(Uuid, Uuid, UnixMs)>,
         circuits: Vec<(Uuid, Circuit)>,
         lost: bool,
@@ -175,7 +175,6 @@ impl Dispatcher {
             recorder,
             config,
             owned: HashMap::new(),
-            read_held: HashMap::new(),
             stalled: HashSet::new(),
             next_attempt: 0,
             srtt: HashMap::new(),

@@ -151,8 +151,7 @@ async fn after_write(
     summary: &mut Summary,
 ) {
     let Batch { attempts, tickets, skipped } = batch;
-    let logs: Vec<(Uuid, Uuid, bool)> =
-        tickets.iter().chain(&skipped).map(|t| (t.log.id, t.lane(), t.marked)).collect();
+    let logs: Vec<Uuid> = tickets.iter().chain(&skipped).map(|t| t.log.id).collect();
     let Some(recorded) = recorded else {
         for ticket in tickets.iter().chain(&skipped) {
             if let Kind::Explicit { batch, .. } = &ticket.kind {

@@ -16,8 +16,6 @@ pub struct Ticket {
     pub kind: Kind,
     /// Its share of the ingestion hand-off budget, returned when the ticket is dropped.
     pub permit: Option<OwnedSemaphorePermit>,
-    /// Its claim is written in the database (`claimed_at`): letting it go unsent takes a write.
-    pub marked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -30,8 +28,8 @@ pub enum Kind {
 }
 
 impl Ticket {
-    pub fn automatic(log: QueuedLog, permit: Option<OwnedSemaphorePermit>, marked: bool) -> Self {
-        Self { log: Box::new(log), kind: Kind::Automatic, permit, marked }
+    pub fn automatic(log: QueuedLog, permit: Option<OwnedSemaphorePermit>) -> Self {
+        Self { log: Box::new(log), kind: Kind::Automatic, permit }
     }
 
     pub fn lane(&self) -> Uuid {

@@ -1,9 +1,10 @@
 //! Taking pending logs for sending, lane by lane, and giving them back.
 //!
 //! A claim asks for up to `want` due logs of one lane, so a lane with a large backlog never stands
-//! in front of another lane's fresh log. How a claim holds its logs differs per backend:
-//! - SQLite has one process per file, so a claim is a read: the dispatcher holds the logs in
-//!   memory and excludes them from later reads itself (no write per claim).
+//! in front of another lane's fresh log. A claimed log is marked held (`claimed_at`), out of every
+//! later claim's due range. How long it is held differs per backend:
+//! - SQLite has one process per file: a claim is one statement per lane and holds its logs with no
+//!   due time at all; at start the process makes whatever a dead one held due again.
 //! - PostgreSQL nodes share the database: a claim takes its logs with `FOR UPDATE SKIP LOCKED`
 //!   and marks them with a lease (`claimed_at`, `next_attempt_at` = lease end); a node that dies
 //!   loses nothing, its logs fall due when the lease ends. A lane with `max_concurrency` counts
@@ -44,8 +45,6 @@ pub struct LaneClaim {
     pub lease_ms: i64,
     /// The webhook's `max_concurrency`, counted over every node (PostgreSQL).
     pub max_concurrency: Option<u32>,
-    /// Logs of this lane the dispatcher already holds (SQLite claims are reads and see them).
-    pub held: Vec<Uuid>,
 }
 
 /// What one lane's claim took.
@@ -70,7 +69,15 @@ impl Store {
     pub async fn claim_lanes(&self, claims: &[LaneClaim]) -> Result<Vec<LaneClaimed>, StoreError> {
         let now = now_ms();
         match &self.db {
-            Db::Sqlite { read, .. } => super::sqlite::claim_lanes(read, claims, now).await,
+            Db::Sqlite { write, .. } => {
+                let (logs, mut claimed) = super::sqlite::claim_lanes(write, claims, now).await?;
+                for log in logs {
+                    if let Some(lane) = claimed.iter_mut().find(|c| c.lane == log.lane_id) {
+                        lane.logs.push(log);
+                    }
+                }
+                Ok(claimed)
+            }
             Db::Postgres(pool) => super::postgres::claim_lanes(pool, claims, now).await,
         }
     }
@@ -88,12 +95,15 @@ impl Store {
                             WHERE l.status = 'pending' AND l.lane_id > lanes.lane_id
                             ORDER BY l.lane_id LIMIT 1)
                     FROM lanes WHERE lanes.lane_id IS NOT NULL)
-                 SELECT lane_id,
-                    (SELECT l.org_id FROM delivery_logs l
-                     WHERE l.lane_id = lanes.lane_id AND l.status = 'pending' LIMIT 1) AS org_id,
-                    (SELECT MIN(l.next_attempt_at) FROM delivery_logs l
-                     WHERE l.lane_id = lanes.lane_id AND l.status = 'pending') AS due_at
-                 FROM lanes WHERE lane_id IS NOT NULL",
+                 SELECT * FROM (
+                    SELECT lane_id,
+                        (SELECT l.org_id FROM delivery_logs l
+                         WHERE l.lane_id = lanes.lane_id AND l.status = 'pending' LIMIT 1) AS org_id,
+                        (SELECT MIN(l.next_attempt_at) FROM delivery_logs l
+                         WHERE l.lane_id = lanes.lane_id AND l.status = 'pending') AS due_at
+                    FROM lanes WHERE lane_id IS NOT NULL) due
+                 -- A lane whose pending logs are all held by this process has no due time.
+                 WHERE due_at IS NOT NULL",
             )
             .fetch_all(pool)
             .await?)

@@ -236,10 +236,12 @@ impl Store {
                             .flatten();
                         if let Some(permit) = permit {
                             let timeout = sub.map_or(Timeout::DEFAULT, |s| s.timeout);
+                            // Held by this node: out of the due range of every claim. PostgreSQL:
+                            // until its lease ends; SQLite: no due time at all (the process holds
+                            // it; a restart makes it due again), so claim reads never walk past
+                            // thousands of held logs.
                             log.claimed_at = Some(now);
-                            if postgres {
-                                log.next_attempt_at = Some(now + lease_ms(timeout));
-                            }
+                            log.next_attempt_at = postgres.then(|| now + lease_ms(timeout));
                             handed.push(HandedLog { log: queued(&log, event, postgres), permit });
                         } else if pending {
                             announce.push(Announcement::Work {

@@ -58,32 +58,49 @@ impl super::orgs::BootstrapLock for sqlx::Transaction<'_, sqlx::Sqlite> {
     }
 }
 
-/// Claims are reads: one process owns the file, and its dispatcher holds what it reads (and
-/// tells the query which logs it holds, since no claim is written). Logs created for this process
-/// (ingestion hand-offs, explicit sends) carry `claimed_at` and are skipped.
+/// One statement per lane marks its claimed logs held (`claimed_at`, no due time: out of every
+/// later claim's range, however many this process holds) and returns their ids; one query then
+/// reads them with their payloads. No lease: one process owns the file, and at start it makes
+/// whatever a dead process held due again.
 pub(super) async fn claim_lanes(
     pool: &SqlitePool,
     claims: &[LaneClaim],
     now: i64,
-) -> Result<Vec<LaneClaimed>, StoreError> {
-    let select = format!(
-        "SELECT {QUEUED_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
-         WHERE l.lane_id = $1 AND l.status = 'pending' AND l.next_attempt_at <= $2
-           AND l.claimed_at IS NULL AND {ELIGIBLE}
-         ORDER BY l.next_attempt_at LIMIT $3"
+) -> Result<(Vec<QueuedLog>, Vec<LaneClaimed>), StoreError> {
+    let mark = format!(
+        "UPDATE delivery_logs SET claimed_at = $1, next_attempt_at = NULL, updated_at = $1
+         WHERE id IN (SELECT l.id FROM delivery_logs l
+                      WHERE l.lane_id = $2 AND l.status = 'pending' AND l.next_attempt_at <= $1
+                        AND {ELIGIBLE}
+                      ORDER BY l.next_attempt_at LIMIT $3)
+         RETURNING id"
     );
+    let mut ids = Vec::new();
     let mut claimed = Vec::with_capacity(claims.len());
     for claim in claims {
-        let limit = i64::try_from(claim.want + claim.held.len()).unwrap_or(i64::MAX);
-        let logs: Vec<QueuedLog> =
-            sqlx::query_as(&select).bind(claim.lane).bind(now).bind(limit).fetch_all(pool).await?;
-        let mut logs: Vec<QueuedLog> =
-            logs.into_iter().filter(|log| !claim.held.contains(&log.id)).collect();
-        logs.truncate(claim.want);
+        let want = i64::try_from(claim.want).unwrap_or(i64::MAX);
+        let taken: Vec<(uuid::Uuid,)> =
+            sqlx::query_as(&mark).bind(now).bind(claim.lane).bind(want).fetch_all(pool).await?;
+        ids.extend(taken.into_iter().map(|(id,)| id));
         let next_due = next_due(pool, claim.lane, now).await?;
-        claimed.push(LaneClaimed { lane: claim.lane, logs, next_due });
+        claimed.push(LaneClaimed { lane: claim.lane, logs: Vec::new(), next_due });
     }
-    Ok(claimed)
+    Ok((queued_logs(pool, &ids).await?, claimed))
+}
+
+/// These logs ready to send, payloads included.
+async fn queued_logs(pool: &SqlitePool, ids: &[uuid::Uuid]) -> Result<Vec<QueuedLog>, StoreError> {
+    let mut logs = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(super::queue::INSERT_CHUNK) {
+        let sql = format!(
+            "SELECT {QUEUED_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
+             WHERE l.id IN "
+        );
+        let found: Vec<QueuedLog> =
+            super::with_ids(sql, chunk.iter().copied()).build_query_as().fetch_all(pool).await?;
+        logs.extend(found);
+    }
+    Ok(logs)
 }
 
 async fn next_due(
@@ -101,40 +118,53 @@ async fn next_due(
     .await?)
 }
 
-/// SQLite runs in process: one prepared `UPDATE` per log costs no round trip.
+/// One statement per chunk: the values as a common table expression joined by id. (sqlx runs
+/// SQLite on a thread of its own, so each statement is a round trip between threads; one per log
+/// made the recorder's batches cost a context switch per delivery.)
 impl UpdateLogs for sqlx::Transaction<'_, sqlx::Sqlite> {
     async fn update_logs(
         &mut self,
         attempts: &[AttemptRecord],
         now: i64,
     ) -> Result<(), StoreError> {
-        for a in attempts {
-            let attempt = &a.attempt;
-            sqlx::query(
-                "UPDATE delivery_logs SET status = $1, attempt_count = attempt_count + 1,
-                    retries = retries + $2, http_status = $3, response_body = $4,
-                    response_headers = $5, duration_ms = $6, error = $7,
-                    delivered_at = CASE WHEN $1 = 'success' THEN $8 ELSE delivered_at END,
-                    next_attempt_at = $9, claimed_at = NULL, updated_at = $10,
-                    last_attempt_id = $11, last_attempt_at = $12, last_send_type = $13
-                 WHERE id = $14",
-            )
-            .bind(a.status)
-            .bind(i64::from(a.counts_as_retry))
-            .bind(attempt.response_code.map(i64::from))
-            .bind(&attempt.response_body)
-            .bind(&attempt.response_headers)
-            .bind(attempt.duration_ms)
-            .bind(&attempt.error)
-            .bind(attempt.sent_at + attempt.duration_ms)
-            .bind(a.next_attempt_at)
-            .bind(now)
-            .bind(attempt.id)
-            .bind(attempt.sent_at)
-            .bind(attempt.send_type)
-            .bind(a.log_id)
-            .execute(&mut **self)
-            .await?;
+        for chunk in attempts.chunks(super::queue::INSERT_CHUNK) {
+            let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "WITH v(id, status, retry, http_status, response_body, response_headers,
+                    duration_ms, error, finished_at, next_attempt_at, attempt_id, sent_at,
+                    send_type) AS (",
+            );
+            update.push_values(chunk, |mut row, a| {
+                let attempt = &a.attempt;
+                row.push_bind(a.log_id)
+                    .push_bind(a.status)
+                    .push_bind(i64::from(a.counts_as_retry))
+                    .push_bind(attempt.response_code.map(i64::from))
+                    .push_bind(attempt.response_body.as_deref())
+                    .push_bind(attempt.response_headers.as_deref())
+                    .push_bind(attempt.duration_ms)
+                    .push_bind(attempt.error.as_deref())
+                    .push_bind(attempt.sent_at + attempt.duration_ms)
+                    .push_bind(a.next_attempt_at)
+                    .push_bind(attempt.id)
+                    .push_bind(attempt.sent_at)
+                    .push_bind(attempt.send_type);
+            });
+            update.push(
+                ") UPDATE delivery_logs SET status = v.status, attempt_count = attempt_count + 1,
+                    retries = retries + v.retry, http_status = v.http_status,
+                    response_body = v.response_body, response_headers = v.response_headers,
+                    duration_ms = v.duration_ms, error = v.error,
+                    delivered_at = CASE WHEN v.status = 'success' THEN v.finished_at
+                                        ELSE delivery_logs.delivered_at END,
+                    next_attempt_at = v.next_attempt_at, claimed_at = NULL, updated_at = ",
+            );
+            update.push_bind(now);
+            update.push(
+                ", last_attempt_id = v.attempt_id, last_attempt_at = v.sent_at,
+                    last_send_type = v.send_type
+                 FROM v WHERE delivery_logs.id = v.id",
+            );
+            update.build().execute(&mut **self).await?;
         }
         Ok(())
     }

@@ -35,7 +35,6 @@ fn ticket(lane: Uuid, org: Uuid) -> Ticket {
             payload: Payload::default(),
         },
         None,
-        false,
     )
 }
 
