@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::{offset, on_reader, on_writer, Agent, Page, Store, StoreError};
+use super::{offset, on_reader, on_snapshot, on_writer, Agent, Page, Store, StoreError};
 use crate::domain::clock::now_ms;
 
 const AGENT_COLUMNS: &str = "id, org_id, name, created_at, updated_at";
@@ -46,18 +46,18 @@ impl Store {
             "SELECT {AGENT_COLUMNS} FROM agents WHERE org_id = $1 AND NOT internal
              ORDER BY id LIMIT $2 OFFSET $3"
         );
-        on_reader!(self, |pool| {
+        on_snapshot!(self, |tx| {
             let items = sqlx::query_as(&query)
                 .bind(org_id)
                 .bind(per_page)
                 .bind(offset(page, per_page))
-                .fetch_all(pool)
+                .fetch_all(&mut *tx)
                 .await?;
             let total = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM agents WHERE org_id = $1 AND NOT internal",
             )
             .bind(org_id)
-            .fetch_one(pool)
+            .fetch_one(&mut *tx)
             .await?;
             Ok(Page { items, total })
         })

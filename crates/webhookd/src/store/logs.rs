@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::models::Attempt;
-use super::{offset, on_reader, Store, StoreError};
+use super::{offset, on_reader, on_snapshot, Store, StoreError};
 use crate::domain::clock::UnixMs;
 use crate::domain::{LogStatus, SendType};
 
@@ -221,11 +221,13 @@ impl Store {
             args.push(Arg::Int(offset(page, per_page)));
             sql.push_str(&format!(" OFFSET ${}", args.len()));
         }
-        let (mut logs, total): (Vec<DeliveryLog>, Option<i64>) = on_reader!(self, |pool| {
-            let logs = bind_all!(sqlx::query_as(&sql), &args).fetch_all(pool).await?;
+        let (mut logs, total): (Vec<DeliveryLog>, Option<i64>) = on_snapshot!(self, |tx| {
+            let logs = bind_all!(sqlx::query_as(&sql), &args).fetch_all(&mut *tx).await?;
             let total = match page {
                 LogPage::Number { .. } => Some(
-                    bind_all!(sqlx::query_scalar(&count_sql), &count_args).fetch_one(pool).await?,
+                    bind_all!(sqlx::query_scalar(&count_sql), &count_args)
+                        .fetch_one(&mut *tx)
+                        .await?,
                 ),
                 LogPage::After { .. } => None,
             };

@@ -94,7 +94,30 @@ macro_rules! on_reader {
         }
     };
 }
-pub(crate) use {on_reader, on_writer};
+/// Runs `$body` with `$tx` bound to a read-only transaction that sees one snapshot, so a page
+/// and its total, read by two statements, agree even while deliveries are being recorded.
+/// SQLite's read transaction keeps its first read's snapshot; PostgreSQL needs REPEATABLE READ
+/// (each statement of a READ COMMITTED transaction sees its own).
+macro_rules! on_snapshot {
+    ($store:expr, |$tx:ident| $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite { read, .. } => {
+                let mut $tx = read.begin().await?;
+                let result = $body;
+                $tx.commit().await?;
+                result
+            }
+            $crate::store::Db::Postgres(pool) => {
+                let mut $tx =
+                    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+                let result = $body;
+                $tx.commit().await?;
+                result
+            }
+        }
+    };
+}
+pub(crate) use {on_reader, on_snapshot, on_writer};
 
 /// One page of a listing, with the total for Talkover's `pagination`.
 #[derive(Debug, Clone)]
