@@ -15,6 +15,8 @@ backend_tests!(
     whole_request_problems_are_400_invalid_parameter,
     create_sends_calls_that_never_had_a_post_call_webhook,
     get_returns_the_calls_log_or_404,
+    resend_refuses_a_call_whose_webhook_is_disabled_and_sends_nothing,
+    two_creates_for_one_call_at_once_send_it_once,
 );
 
 /// POSTs `body` to a Bland path with the bare `Authorization: <key>` Bland clients send.
@@ -255,4 +257,52 @@ async fn get_returns_the_calls_log_or_404(backend: Backend) {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+async fn resend_refuses_a_call_whose_webhook_is_disabled_and_sends_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let (agent, webhook) = delivered_call(&app, &receiver, "c_off").await;
+    let toggle = format!("/api/v1/agents/{agent}/webhooks/{webhook}/toggle");
+    assert_eq!(app.call(Method::PATCH, &toggle, None).await.0, 200);
+    let sent_before = receiver.received().len();
+
+    let (status, body) =
+        bland(&app, "/v1/postcall/webhooks/resend", json!({"call_ids": ["c_off"]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([]));
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["error"], "invalid_parameter");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(message.contains("c_off") && message.contains("enable it"), "{message}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.received().len(), sent_before, "nothing sent to a disabled webhook");
+}
+
+/// Two creates racing for the same call: the call gets one post-call webhook, sent once; the
+/// other request reports that it already has one.
+async fn two_creates_for_one_call_at_once_send_it_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let agent = app.create_agent().await;
+    app.ingest(
+        &agent,
+        json!({"event": "call.completed", "call_id": "c_race", "data": {"call": "race"}}),
+    )
+    .await;
+    let body = json!({"call_ids": ["c_race"], "webhook_url": receiver.url("/created")});
+    let (first, second) = tokio::join!(
+        bland(&app, "/v1/postcall/webhooks/create", body.clone()),
+        bland(&app, "/v1/postcall/webhooks/create", body),
+    );
+    assert_eq!((first.0, second.0), (200, 200), "{first:?} {second:?}");
+    let created =
+        first.1["data"].as_array().unwrap().len() + second.1["data"].as_array().unwrap().len();
+    let refused = first.1["errors"].as_array().map_or(0, Vec::len)
+        + second.1["errors"].as_array().map_or(0, Vec::len);
+    assert_eq!((created, refused), (1, 1), "{first:?} {second:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent: Vec<String> = receiver.received().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(sent, ["/created"]);
 }

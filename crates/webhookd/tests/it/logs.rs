@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::backend_tests;
 use crate::harness::{assert_error, Backend, TestApp};
@@ -12,7 +12,8 @@ use crate::receiver::{Receiver, Reply};
 
 backend_tests!(
     logs_list_newest_first_with_filters_and_both_kinds_of_pages,
-    log_lookups_are_404_for_unknown_or_foreign_ids
+    log_lookups_are_404_for_unknown_or_foreign_ids,
+    a_listing_leaves_out_payloads_over_16_kib_and_the_log_itself_has_them,
 );
 
 async fn logs_list_newest_first_with_filters_and_both_kinds_of_pages(backend: Backend) {
@@ -164,4 +165,36 @@ async fn log_lookups_are_404_for_unknown_or_foreign_ids(backend: Backend) {
                 .await;
         assert_error(status, &body, 404, "AGENT_NOT_FOUND");
     }
+}
+
+/// A listing of 100 logs stays bounded whatever the events weigh: a payload over 16 KiB is
+/// `null` there, with its size; reading the log gives it whole.
+async fn a_listing_leaves_out_payloads_over_16_kib_and_the_log_itself_has_them(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let agent = app.create_agent().await;
+    let webhook = app.create_webhook(&agent, json!({"webhook_url": receiver.url("/")})).await;
+    let webhook_id = webhook["id"].as_str().unwrap();
+    let big = "x".repeat(20 * 1024);
+    let mut log_ids = Vec::new();
+    for data in [json!({"note": big}), json!({"note": "small"})] {
+        let accepted = app.ingest(&agent, json!({"event": "call.completed", "data": data})).await;
+        let log_id = accepted["logs"][0]["log_id"].as_str().unwrap().to_string();
+        app.wait_for_log(&agent, webhook_id, &log_id, "success").await;
+        log_ids.push(log_id);
+    }
+    let base = format!("/api/v1/agents/{agent}/webhooks/{webhook_id}/logs");
+    let (status, listing) = app.call(Method::GET, &base, None).await;
+    assert_eq!(status, 200, "{listing}");
+    let logs = listing["data"]["logs"].as_array().unwrap();
+    let listed = |id: &str| logs.iter().find(|l| l["id"] == id).unwrap().clone();
+    let (big_log, small_log) = (listed(&log_ids[0]), listed(&log_ids[1]));
+    assert_eq!(big_log["request_payload"], Value::Null);
+    assert!(big_log["request_payload_bytes"].as_i64().unwrap() > 20 * 1024, "{big_log}");
+    assert_eq!(small_log["request_payload"], json!({"note": "small"}));
+    assert_eq!(small_log["request_payload_bytes"], json!({"note": "small"}).to_string().len());
+
+    let (status, detail) = app.call(Method::GET, &format!("{base}/{}", log_ids[0]), None).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["data"]["request_payload"]["note"].as_str().map(str::len), Some(big.len()));
 }

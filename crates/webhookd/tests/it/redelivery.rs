@@ -17,6 +17,7 @@ backend_tests!(
     recover_requeues_failed_and_skipped_logs_without_a_later_success,
     recover_validates_its_window_and_refuses_a_disabled_webhook,
     a_large_recovery_runs_in_the_background_and_survives_a_restart,
+    two_recoveries_of_one_window_at_once_queue_each_failure_once,
 );
 
 fn id(value: &Value) -> String {
@@ -342,4 +343,33 @@ async fn a_large_recovery_runs_in_the_background_and_survives_a_restart(backend:
     let (status, body) =
         api.call(Method::GET, &format!("{base}/recover/{}", uuid::Uuid::new_v4()), None).await;
     assert_error(status, &body, 404, "NOT_FOUND");
+}
+
+/// Two recover requests racing over the same window: each failure is queued once between them
+/// (the recovery holds its webhook while it reads and queues), so the endpoint hears it once.
+async fn two_recoveries_of_one_window_at_once_queue_each_failure_once(backend: Backend) {
+    let (app, receiver, agent, webhook) = setup(backend).await;
+    let started = webhookd::domain::clock::now_ms() / 1000 - 1;
+    for call in ["c_1", "c_2", "c_3"] {
+        failed_delivery(&app, &receiver, &agent, &webhook, call).await;
+    }
+    let sent_before = receiver.received().len();
+    let path = format!("/api/v1/agents/{agent}/webhooks/{}/recover", id(&webhook));
+    let body = json!({"since": started});
+    let (first, second) = tokio::join!(
+        app.call(Method::POST, &path, Some(body.clone())),
+        app.call(Method::POST, &path, Some(body)),
+    );
+    assert_eq!((first.0, second.0), (202, 202), "{first:?} {second:?}");
+    let queued =
+        first.1["data"]["count"].as_i64().unwrap() + second.1["data"]["count"].as_i64().unwrap();
+    assert_eq!(queued, 3, "{first:?} {second:?}");
+    receiver.wait_for(sent_before + 3, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut calls: Vec<String> = receiver.received()[sent_before..]
+        .iter()
+        .map(|r| r.json()["call"].as_str().unwrap().to_string())
+        .collect();
+    calls.sort();
+    assert_eq!(calls, ["c_1", "c_2", "c_3"]);
 }
