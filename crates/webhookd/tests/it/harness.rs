@@ -1,6 +1,7 @@
 //! Test harness: the real app on port 0 with its own database (a temp SQLite file, or a private
 //! schema in the PostgreSQL database named by `WEBHOOKD_TEST_POSTGRES_URL`).
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,12 @@ pub fn postgres_base_url() -> Option<String> {
             panic!("CI is set but {POSTGRES_URL_VAR} is not: set it to a PostgreSQL database URL")
         }
         _ => {
-            eprintln!("skipped: PostgreSQL test (set {POSTGRES_URL_VAR} to run it)");
+            // Written to the stderr handle itself: libtest captures `eprintln!` of a passing
+            // test, and a skip must show in the test output.
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: PostgreSQL test (set {POSTGRES_URL_VAR} to run it)"
+            );
             None
         }
     }

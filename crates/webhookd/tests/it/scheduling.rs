@@ -106,6 +106,15 @@ async fn worst_latency(app: &TestApp, agent: &str, receiver: &Receiver, events: 
     worst
 }
 
+/// Adds a healthy webhook (a local receiver, `call.ended`) and returns the worst delivery
+/// latency of 10 events sent to it.
+async fn a_healthy_webhooks_worst_latency(app: &TestApp, agent: &str) -> Duration {
+    let receiver = Receiver::start().await;
+    app.create_webhook(agent, json!({"webhook_url": receiver.url("/"), "events": ["call.ended"]}))
+        .await;
+    worst_latency(app, agent, &receiver, 10).await
+}
+
 async fn hanging_endpoints_do_not_delay_a_healthy_webhook(backend: Backend) {
     // Few sending slots, many more hanging endpoints than slots.
     let app = TestApp::spawn_with(backend, |c| c.concurrency = 8).await;
@@ -123,10 +132,7 @@ async fn hanging_endpoints_do_not_delay_a_healthy_webhook(backend: Backend) {
     .await;
     // Every hanging request has passed its stall threshold and given its slot back.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let receiver = Receiver::start().await;
-    app.create_webhook(&agent, json!({"webhook_url": receiver.url("/"), "events": ["call.ended"]}))
-        .await;
-    let worst = worst_latency(&app, &agent, &receiver, 10).await;
+    let worst = a_healthy_webhooks_worst_latency(&app, &agent).await;
     assert!(
         worst < Duration::from_millis(500),
         "a healthy event waited {worst:?} behind 30 black holes"
@@ -147,10 +153,7 @@ async fn a_slow_endpoints_backlog_does_not_delay_a_fresh_event_for_another_webho
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let receiver = Receiver::start().await;
-    app.create_webhook(&agent, json!({"webhook_url": receiver.url("/"), "events": ["call.ended"]}))
-        .await;
-    let worst = worst_latency(&app, &agent, &receiver, 10).await;
+    let worst = a_healthy_webhooks_worst_latency(&app, &agent).await;
     assert!(
         worst < Duration::from_millis(500),
         "a fresh event waited {worst:?} behind the backlog"
