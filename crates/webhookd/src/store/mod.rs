@@ -94,6 +94,7 @@ macro_rules! on_reader {
         }
     };
 }
+
 /// Runs `$body` with `$tx` bound to a read-only transaction that sees one snapshot, so a page
 /// and its total, read by two statements, agree even while deliveries are being recorded.
 /// SQLite's read transaction keeps its first read's snapshot; PostgreSQL needs REPEATABLE READ
