@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::dispatch::retry::RetryPolicy;
 use crate::dispatch::sender::Sender;
 use crate::dispatch::{recovery, DispatchConfig, Dispatcher};
+use crate::domain::destination::Destinations;
 use crate::domain::sealing::Sealer;
 use crate::ingest::Ingestor;
 use crate::maintenance;
@@ -252,6 +253,11 @@ impl App {
             state.workers = config.run_worker.then(|| dispatcher.running_flag());
             state.healthy = healthy.clone();
             state.tracer = tracer;
+            let own = [config.public_url.clone().unwrap_or_default(), format!("http://{bound}")];
+            state.destinations = Arc::new(Destinations::new(
+                config.allow_private_targets,
+                own.iter().map(String::as_str),
+            ));
             let router = api::router(state);
             let limits = ServerLimits::from_config(&config);
             let stop = shutdown.clone();

@@ -19,6 +19,7 @@ use super::envelope::{ok, Envelope};
 use super::error::{ApiError, ErrorBody, Missing};
 use super::extract::{parse_json, ApiPath, CurrentOrg, JsonBody};
 use super::AppState;
+use crate::domain::destination::Destinations;
 use crate::domain::event::{CallId, EventType, IdempotencyKey, NewEvent};
 use crate::domain::validation::FieldErrors;
 use crate::domain::webhook::WebhookUrl;
@@ -119,7 +120,7 @@ pub struct BatchAccepted {
 fn parse_event(
     input: EventInput,
     catalog: &EventCatalog,
-    allow_private: bool,
+    destinations: &Destinations,
 ) -> Result<NewEvent, FieldErrors> {
     let mut errors = FieldErrors::default();
     let event_type = match &input.event {
@@ -135,7 +136,7 @@ fn parse_event(
         .and_then(|key| errors.check("idempotency_key", IdempotencyKey::parse(&key)));
     let webhook_url = input
         .webhook_url
-        .and_then(|url| errors.check("webhook_url", WebhookUrl::parse(&url, allow_private)));
+        .and_then(|url| errors.check("webhook_url", WebhookUrl::parse(&url, destinations)));
     if input.data.is_none() {
         errors.add("data", "is required");
     }
@@ -151,6 +152,37 @@ fn parse_event(
         }),
         _ => Err(FieldErrors::default()),
     }
+}
+
+/// The Standard Webhooks header webhookd sets to the event id on every delivery.
+const WEBHOOK_ID: &str = "webhook-id";
+
+/// Refuses a request that is one of this webhookd's own deliveries sent back to its ingest API (a
+/// webhook pointing at it, e.g. by another spelling of its address): its `webhook-id` is the id
+/// of an event in this database. Ingesting it would deliver it again, in a loop that multiplies
+/// with every such webhook. Another deployment's deliveries carry ids this database does not
+/// have, and are accepted; so is a `user-agent` of `webhookd/…` on its own.
+async fn refuse_own_delivery(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(event_id) = headers
+        .get(WEBHOOK_ID)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| Uuid::try_parse(value.trim()).ok())
+    else {
+        return Ok(());
+    };
+    if !state.store.event_exists(event_id).await? {
+        return Ok(());
+    }
+    tracing::warn!(%event_id, "ingestion refused a delivery of this webhookd's own event");
+    Err(ApiError::field(
+        WEBHOOK_ID,
+        format!(
+            "is {event_id}, an event this webhookd delivered: this request is one of its own \
+             deliveries sent back to its ingest API, and ingesting it would deliver it again, in \
+             a loop. Point the webhook at the service that should receive the events, not at \
+             webhookd's /api/v1/agents/{{agent_id}}/events"
+        ),
+    ))
 }
 
 /// Stores `events` for the agent: `Ok(None)` when the agent does not exist.
@@ -184,8 +216,9 @@ async fn ingest_event(
     headers: HeaderMap,
     JsonBody(input): JsonBody<EventInput>,
 ) -> Result<(StatusCode, Json<Envelope<EventAccepted>>), ApiError> {
+    refuse_own_delivery(&state, &headers).await?;
     let mut trace = IngestTrace::begin(state.tracer.as_ref(), &headers, EVENT_ROUTE);
-    let mut event = parse_event(input, &state.catalog, state.config.allow_private_targets)?;
+    let mut event = parse_event(input, &state.catalog, &state.destinations)?;
     event.traceparent = trace.event(true);
     let mut ingested = ingest(&state, org_id, path.agent_id, vec![event]).await?;
     trace.finish(ingested.iter().map(|e| Some(e.event_id)), StatusCode::ACCEPTED.as_u16());
@@ -211,6 +244,7 @@ async fn ingest_batch(
     headers: HeaderMap,
     JsonBody(input): JsonBody<BatchInput>,
 ) -> Result<(StatusCode, Json<Envelope<BatchAccepted>>), ApiError> {
+    refuse_own_delivery(&state, &headers).await?;
     let mut trace = IngestTrace::begin(state.tracer.as_ref(), &headers, BATCH_ROUTE);
     let items = input.events.ok_or_else(|| ApiError::field("events", "is required"))?;
     if items.is_empty() || items.len() > BATCH_MAX {
@@ -220,7 +254,7 @@ async fn ingest_batch(
     let mut valid = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let parsed = match parse_json::<EventInput>(item.get().as_bytes()) {
-            Ok(input) => parse_event(input, &state.catalog, state.config.allow_private_targets),
+            Ok(input) => parse_event(input, &state.catalog, &state.destinations),
             Err(ApiError::Validation(errors)) => Err(errors),
             Err(_) => Err({
                 let mut errors = FieldErrors::default();

@@ -38,6 +38,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::domain::destination::Destinations;
 use crate::domain::EventCatalog;
 use crate::ingest::Ingestor;
 use crate::store::Store;
@@ -68,6 +69,9 @@ pub struct AppState {
     pub healthy: Arc<AtomicBool>,
     /// Makes ingestion spans when traces are exported (`--otlp-endpoint`).
     pub tracer: Option<crate::telemetry::traces::Tracer>,
+    /// Where webhooks may point: `--allow-private-targets`, and never this service's own origins
+    /// (`--public-url` and the bound address).
+    pub destinations: Arc<Destinations>,
 }
 
 impl AppState {
@@ -82,6 +86,10 @@ impl AppState {
             workers: None,
             healthy: Arc::new(AtomicBool::new(true)),
             tracer: None,
+            destinations: Arc::new(Destinations::new(
+                config.allow_private_targets,
+                config.public_url.as_deref(),
+            )),
         }
     }
 }

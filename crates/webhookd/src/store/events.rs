@@ -311,6 +311,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether an event with this id exists, in any organization (a primary-key lookup).
+    pub async fn event_exists(&self, event_id: Uuid) -> Result<bool, StoreError> {
+        on_reader!(self, |pool| {
+            let found: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM events WHERE id = $1")
+                .bind(event_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(found.is_some())
+        })
+    }
+
     /// The first-generation logs of an event (those ingestion created), oldest first.
     pub async fn logs_of_event(
         &self,

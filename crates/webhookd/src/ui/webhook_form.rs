@@ -239,10 +239,7 @@ fn all_errors(
     changes: &WebhookChanges<'_>,
     mut errors: FieldErrors,
 ) -> ApiError {
-    let context = Context {
-        catalog: &state.catalog,
-        allow_private_targets: state.config.allow_private_targets,
-    };
+    let context = Context { catalog: &state.catalog, destinations: &state.destinations };
     if let Err(more) = WebhookSettings::apply(base, changes, context) {
         for (field, messages) in more.into_map() {
             for message in messages {

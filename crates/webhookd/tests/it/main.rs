@@ -20,6 +20,7 @@ mod hardening;
 mod ingestion;
 mod keys;
 mod logs;
+mod loops;
 mod openapi;
 mod operational;
 mod operations;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::domain::catalog::EventCatalog;
-use crate::domain::destination::check_url;
+use crate::domain::destination::Destinations;
 use crate::domain::text;
 
 pub const NAME_MAX: usize = 255;
@@ -52,12 +52,12 @@ impl Name {
 
 /// An absolute `http://` or `https://` URL with a host and no embedded credentials, at most 500
 /// characters, that is a permitted destination (no private or loopback address unless the
-/// server allows them).
+/// server allows them, never this service itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookUrl(String);
 
 impl WebhookUrl {
-    pub fn parse(value: &str, allow_private: bool) -> Result<Self, String> {
+    pub fn parse(value: &str, destinations: &Destinations) -> Result<Self, String> {
         let value = text::parse_exact(value.trim(), URL_MAX)?;
         // The URL parser is lenient (it reads `http:///x` as `http://x/` and `\` as `/`); a
         // destination must be written plainly.
@@ -76,7 +76,7 @@ impl WebhookUrl {
         if !url.username().is_empty() || url.password().is_some() {
             return Err("must not contain credentials; use authorization_scheme basic".into());
         }
-        check_url(value, allow_private)?;
+        destinations.check(&url)?;
         Ok(Self(value.to_string()))
     }
 
@@ -327,7 +327,7 @@ mod tests {
     use super::*;
 
     fn url(value: &str) -> Result<WebhookUrl, String> {
-        WebhookUrl::parse(value, true)
+        WebhookUrl::parse(value, &Destinations::new(true, []))
     }
 
     #[test]
@@ -350,8 +350,18 @@ mod tests {
 
     #[test]
     fn private_destinations_name_the_flag_that_permits_them() {
-        let error = WebhookUrl::parse("http://127.0.0.1:9000/x", false).unwrap_err();
+        let error =
+            WebhookUrl::parse("http://127.0.0.1:9000/x", &Destinations::default()).unwrap_err();
         assert!(error.contains("--allow-private-targets"), "{error}");
+    }
+
+    #[test]
+    fn a_url_of_this_service_itself_is_refused_even_where_private_addresses_are_allowed() {
+        let own = Destinations::new(true, ["http://127.0.0.1:8080"]);
+        let error =
+            WebhookUrl::parse("http://127.0.0.1:8080/api/v1/agents/a/events", &own).unwrap_err();
+        assert!(error.contains("this webhookd itself"), "{error}");
+        assert!(WebhookUrl::parse("http://127.0.0.1:9000/x", &own).is_ok());
     }
 
     #[test]

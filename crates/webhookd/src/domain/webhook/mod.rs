@@ -11,6 +11,7 @@ pub use fields::{
 };
 
 use super::catalog::EventCatalog;
+use super::destination::Destinations;
 use super::secrets::SigningSecret;
 use super::validation::FieldErrors;
 
@@ -68,7 +69,7 @@ pub struct Changed {
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub catalog: &'a EventCatalog,
-    pub allow_private_targets: bool,
+    pub destinations: &'a Destinations,
 }
 
 impl WebhookSettings {
@@ -86,7 +87,7 @@ impl WebhookSettings {
         let url = given_or(
             e,
             "webhook_url",
-            changes.webhook_url.map(|url| WebhookUrl::parse(url, context.allow_private_targets)),
+            changes.webhook_url.map(|url| WebhookUrl::parse(url, context.destinations)),
             base.map(|b| b.url.clone()),
         );
         let events = given_or(
@@ -235,8 +236,10 @@ fn given_or<T>(
 mod tests {
     use super::*;
 
+    static STRICT: Destinations = Destinations::STRICT;
+
     fn context(catalog: &EventCatalog) -> Context<'_> {
-        Context { catalog, allow_private_targets: false }
+        Context { catalog, destinations: &STRICT }
     }
 
     fn created() -> WebhookSettings {
