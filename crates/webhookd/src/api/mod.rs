@@ -10,7 +10,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod health;
-mod key_lookups;
+pub(crate) mod key_lookups;
 mod limits;
 pub(crate) mod logs;
 mod operational;
@@ -42,6 +42,7 @@ use crate::domain::destination::Destinations;
 use crate::domain::EventCatalog;
 use crate::ingest::Ingestor;
 use crate::store::Store;
+use crate::ui::sign_in_limits::SignInLimits;
 use error::{ApiError, Missing};
 
 pub use auth::{AuthCache, KeyCheck};
@@ -72,6 +73,8 @@ pub struct AppState {
     /// Where webhooks may point: `--allow-private-targets`, and never this service's own origins
     /// (`--public-url` and the bound address).
     pub destinations: Arc<Destinations>,
+    /// Failed dashboard sign-ins per client address and per key prefix.
+    pub sign_in_limits: Arc<SignInLimits>,
 }
 
 impl AppState {
@@ -90,6 +93,7 @@ impl AppState {
                 config.allow_private_targets,
                 config.public_url.as_deref(),
             )),
+            sign_in_limits: Arc::new(SignInLimits::default()),
         }
     }
 }

@@ -25,6 +25,7 @@ mod recover;
 mod request;
 mod session;
 mod sign_in;
+pub mod sign_in_limits;
 mod views;
 mod webhook_form;
 
