@@ -209,7 +209,8 @@ pub struct ServeArgs {
         value_parser = config::parse_circuit_cooldown)]
     pub circuit_cooldown: Duration,
     /// Where browsers reach this service, e.g. https://hooks.example.com: the base of customer
-    /// portal links; an https URL also marks dashboard cookies Secure. Default: http://<listen>.
+    /// portal links; an https URL also marks dashboard cookies Secure; webhook URLs on it are
+    /// refused. Default: http://<listen>.
     #[arg(long, env = "WEBHOOKD_PUBLIC_URL", value_parser = config::parse_public_url)]
     pub public_url: Option<String>,
     /// Export traces (spans of ingestion and of every attempt) to this OTLP/HTTP collector,
