@@ -228,6 +228,7 @@ fn changes<'a>(
         rate_limit: limit("rate_limit", errors),
         max_concurrency: limit("max_concurrency", errors),
         ordering: fields.get("ordering"),
+        filter: None,
     }
 }
 
