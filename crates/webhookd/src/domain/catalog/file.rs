@@ -123,6 +123,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_catalog_loads_and_its_examples_pass_their_schemas() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/event-catalog.yaml");
+        let kinds = read(Path::new(path)).unwrap();
+        assert!(kinds.values().all(|kind| kind.has_schema() && kind.example.is_some()));
+        assert!(kinds.contains_key("call.completed") && kinds.contains_key("sms.sent"));
+    }
+
+    #[test]
     fn problems_name_the_type_and_say_what_is_wrong() {
         let bad_schema = r#"[{"name": "a.b", "description": "d", "schema": {"type": "nope"}}]"#;
         let error = read_text("c.json", bad_schema).unwrap_err();
