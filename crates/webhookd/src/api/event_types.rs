@@ -67,13 +67,18 @@ pub fn webhooks_section(catalog: &EventCatalog) -> Value {
             "schema": {"type": "string"}, "example": example})
     };
     let headers = json!([
-        header("webhook-id", "The event id: the same on every attempt and redelivery (deduplicate on it).",
-            "0190b2a4-7c1e-7d2f-9a61-2f4b7e1c9d30"),
+        header(
+            "webhook-id",
+            "The event id: the same on every attempt and redelivery (deduplicate on it).",
+            "0190b2a4-7c1e-7d2f-9a61-2f4b7e1c9d30"
+        ),
         header("webhook-timestamp", "Unix seconds when this attempt was signed.", "1735689600"),
-        header("webhook-signature",
+        header(
+            "webhook-signature",
             "Standard Webhooks signature: space-separated `v1,<base64 HMAC-SHA256 of \
              id.timestamp.body>` values, one per active secret.",
-            "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="),
+            "v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="
+        ),
         header("x-webhook-event", "The event type.", "call.completed"),
     ]);
     let mut webhooks = Map::new();

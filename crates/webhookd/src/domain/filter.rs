@@ -130,7 +130,12 @@ struct Parser {
 
 impl Parser {
     /// An object of conditions, all of which must hold.
-    fn object(&mut self, map: &Map<String, Value>, at: &str, depth: usize) -> Result<Node, FilterError> {
+    fn object(
+        &mut self,
+        map: &Map<String, Value>,
+        at: &str,
+        depth: usize,
+    ) -> Result<Node, FilterError> {
         if depth > DEPTH_MAX {
             return Err(error(at, format!("nests too deeply (at most {DEPTH_MAX} levels)")));
         }
@@ -139,9 +144,10 @@ impl Parser {
             let here = format!("{at}.{key}");
             let node = match key.as_str() {
                 "$and" | "$or" => {
-                    let items = value.as_array().filter(|items| !items.is_empty()).ok_or_else(
-                        || error(&here, "must be a non-empty array of filter objects"),
-                    )?;
+                    let items =
+                        value.as_array().filter(|items| !items.is_empty()).ok_or_else(|| {
+                            error(&here, "must be a non-empty array of filter objects")
+                        })?;
                     let mut children = Vec::with_capacity(items.len());
                     for (i, item) in items.iter().enumerate() {
                         let here = format!("{here}[{i}]");
@@ -215,11 +221,12 @@ fn parse_path(path: &str, at: &str) -> Result<Vec<Segment>, FilterError> {
 }
 
 fn parse_test(operator: &str, operand: &Value, at: &str) -> Result<Test, FilterError> {
-    let list = || {
-        operand.as_array().cloned().ok_or_else(|| error(at, "must be an array of values"))
-    };
+    let list =
+        || operand.as_array().cloned().ok_or_else(|| error(at, "must be an array of values"));
     let bound = || match operand {
-        Value::Number(n) => n.as_f64().map(Bound::Number).ok_or_else(|| error(at, "is not a number")),
+        Value::Number(n) => {
+            n.as_f64().map(Bound::Number).ok_or_else(|| error(at, "is not a number"))
+        }
         Value::String(s) => Ok(Bound::Text(s.clone())),
         _ => Err(error(at, "must be a number or a string")),
     };
@@ -273,7 +280,9 @@ impl Test {
             (Test::In(operands), Some(value)) => operands.iter().any(|o| json_eq(value, o)),
             (Test::Compare(comparison, bound), Some(value)) => {
                 let ordering = match (value, bound) {
-                    (Value::Number(n), Bound::Number(b)) => n.as_f64().and_then(|n| n.partial_cmp(b)),
+                    (Value::Number(n), Bound::Number(b)) => {
+                        n.as_f64().and_then(|n| n.partial_cmp(b))
+                    }
                     (Value::String(s), Bound::Text(b)) => Some(s.as_str().cmp(b.as_str())),
                     _ => None,
                 };

@@ -8,8 +8,8 @@ use super::outbox::{Fact, Outbox};
 use super::{on_reader, on_writer, Backend, Store, StoreError, Webhook, WebhookSecrets};
 use crate::domain::circuit::Circuit;
 use crate::domain::clock::{now_ms, UnixMs};
-use crate::domain::operational::DisabledReason;
 use crate::domain::filter::Filter;
+use crate::domain::operational::DisabledReason;
 use crate::domain::WebhookSettings;
 
 /// Enabling a webhook (it was disabled; `$6` or the toggle makes it enabled) closes its circuit:

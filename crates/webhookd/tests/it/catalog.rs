@@ -81,8 +81,9 @@ async fn data_that_breaks_its_schema_is_a_422_keyed_by_pointer_and_stores_nothin
     // A valid event is accepted and delivered byte for byte; a type without a schema takes
     // anything.
     let data = completed(json!(342));
-    let accepted =
-        app.ingest(&agent, json!({"event": "call.completed", "call_id": "c_1", "data": data})).await;
+    let accepted = app
+        .ingest(&agent, json!({"event": "call.completed", "call_id": "c_1", "data": data}))
+        .await;
     let received = receiver.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(received[0].json(), data);
     assert_eq!(accepted["filtered"], json!([]));
@@ -147,13 +148,14 @@ async fn wildcards_reach_every_matching_type_including_types_added_later(backend
     let app = TestApp::spawn(backend).await;
     let receiver = Receiver::start().await;
     let agent = app.create_agent().await;
-    let hook = |path: &str, events: Value| {
-        json!({"webhook_url": receiver.url(path), "events": events})
-    };
+    let hook =
+        |path: &str, events: Value| json!({"webhook_url": receiver.url(path), "events": events});
     let calls = app.create_webhook(&agent, hook("/calls", json!(["call.*"]))).await;
     let all = app.create_webhook(&agent, hook("/all", json!(["*", "call.ended"]))).await;
     assert_eq!(calls["events"], json!(["call.*"]));
-    for (events, expected) in [(json!(["sms.*"]), "matches no event type"), (json!(["call*"]), "wildcard")] {
+    for (events, expected) in
+        [(json!(["sms.*"]), "matches no event type"), (json!(["call*"]), "wildcard")]
+    {
         let body = json!({"name": "x", "webhook_url": receiver.url("/"), "events": events});
         let (status, body) =
             app.call(Method::POST, &format!("/api/v1/agents/{agent}/webhooks"), Some(body)).await;
@@ -164,7 +166,8 @@ async fn wildcards_reach_every_matching_type_including_types_added_later(backend
     let accepted = app.ingest(&agent, json!({"event": "call.ended", "data": {}})).await;
     assert_eq!(accepted["logs"].as_array().unwrap().len(), 2, "{accepted}");
     let accepted = app.ingest(&agent, json!({"event": "recording.ready", "data": {}})).await;
-    let webhooks: Vec<&Value> = accepted["logs"].as_array().unwrap().iter().map(|l| &l["webhook_id"]).collect();
+    let webhooks: Vec<&Value> =
+        accepted["logs"].as_array().unwrap().iter().map(|l| &l["webhook_id"]).collect();
     assert_eq!(webhooks, [&all["id"]], "call.* does not match recording.ready");
 
     // A node whose catalog has a new call type: both subscriptions get it without an edit.
@@ -208,13 +211,15 @@ async fn an_event_that_fails_a_filter_makes_no_log_and_the_webhook_is_marked_fil
     let plain = app.create_webhook(&agent, json!({"webhook_url": receiver.url("/all")})).await;
     assert_eq!(plain["filter"], Value::Null);
 
-    let short = app.ingest(&agent, json!({"event": "call.completed", "data": completed(json!(12))})).await;
+    let short =
+        app.ingest(&agent, json!({"event": "call.completed", "data": completed(json!(12))})).await;
     assert_eq!(short["filtered"], json!([id(&filtered)]), "{short}");
     let logs = short["logs"].as_array().unwrap();
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0]["webhook_id"], plain["id"]);
 
-    let long = app.ingest(&agent, json!({"event": "call.completed", "data": completed(json!(45))})).await;
+    let long =
+        app.ingest(&agent, json!({"event": "call.completed", "data": completed(json!(45))})).await;
     assert_eq!(long["filtered"], json!([]));
     assert_eq!(long["logs"].as_array().unwrap().len(), 2);
 
@@ -330,14 +335,20 @@ fn a_bad_catalog_stops_serve_with_one_line_naming_the_file_and_the_type() {
     };
     let cases = [
         (
-            write("schema.yaml", "- name: call.completed\n  description: d\n  schema: {type: nope}\n"),
+            write(
+                "schema.yaml",
+                "- name: call.completed\n  description: d\n  schema: {type: nope}\n",
+            ),
             "event type \"call.completed\": schema is not a valid JSON Schema",
         ),
         (write("broken.yaml", "- name: [\n"), "not a YAML list"),
         (write("broken.json", "[{\"name\": \"a\"}]"), "missing field `description`"),
         (
-            write("example.json", r#"[{"name": "sms.sent", "description": "d",
-                "schema": {"required": ["to"]}, "example": {}}]"#),
+            write(
+                "example.json",
+                r#"[{"name": "sms.sent", "description": "d",
+                "schema": {"required": ["to"]}, "example": {}}]"#,
+            ),
             "event type \"sms.sent\": example does not match",
         ),
         (dir.path().join("absent.yaml").display().to_string(), "cannot read it"),

@@ -76,7 +76,10 @@ impl Entry {
             if let Err(errors) = schema_errors(validator, example) {
                 let (at, messages) = errors.into_map().into_iter().next().unwrap_or_default();
                 let at = at.replacen("data", "example", 1);
-                return Err(format!("example does not match the schema: {at}: {}", messages.join("; ")));
+                return Err(format!(
+                    "example does not match the schema: {at}: {}",
+                    messages.join("; ")
+                ));
             }
         }
         let kind = EventKind { description, schema: self.schema, example: self.example, validator };

@@ -103,8 +103,11 @@ impl EventCatalog {
                 self.kinds.insert(name.to_string(), EventKind::described(description.trim()));
             }
         }
-        self.descriptions =
-            self.kinds.iter().map(|(name, kind)| (name.clone(), kind.description.clone())).collect();
+        self.descriptions = self
+            .kinds
+            .iter()
+            .map(|(name, kind)| (name.clone(), kind.description.clone()))
+            .collect();
     }
 
     pub fn contains(&self, event: &str) -> bool {
