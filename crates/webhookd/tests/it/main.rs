@@ -17,6 +17,7 @@ mod cli;
 mod crash;
 mod delivery;
 mod errors;
+mod faults;
 mod hardening;
 mod ingestion;
 mod keys;
