@@ -153,7 +153,7 @@ fn event_choices(state: &AppState, checked: &[String]) -> Vec<EventChoice> {
     prefixes.dedup();
     for prefix in prefixes {
         let pattern = format!("{prefix}.*");
-        let description = format!("Every {prefix}. type, including types added later.");
+        let description = format!("Every type named {prefix}.…, including types added later.");
         choices.push(choice(&pattern, &description));
     }
     for (name, description) in catalog.descriptions() {
