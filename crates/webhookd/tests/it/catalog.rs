@@ -69,12 +69,14 @@ async fn data_that_breaks_its_schema_is_a_422_keyed_by_pointer_and_stores_nothin
 
     let mut bad = completed(json!("long"));
     bad.as_object_mut().unwrap().remove("to");
+    bad["started_at"] = json!("yesterday");
     let event = json!({"event": "call.completed", "call_id": "c_1", "data": bad});
     let (status, body) = app.call(Method::POST, &path, Some(event)).await;
     assert_error(status, &body, 422, "VALIDATION_FAILED");
     let errors = &body["errors"];
     assert!(errors["data/duration"][0].as_str().unwrap().contains("integer"), "{body}");
     assert!(errors["data"][0].as_str().unwrap().contains("\"to\""), "{body}");
+    assert!(errors["data/started_at"][0].as_str().unwrap().contains("date-time"), "{body}");
     assert!(!body.to_string().contains("long"), "the value is not echoed: {body}");
     assert!(logs_of(&app, &agent, &webhook).await.is_empty(), "nothing was stored");
 

@@ -1,6 +1,6 @@
 //! `--event-catalog FILE`: a JSON (`.json`) or YAML list of `{name, description, schema?,
-//! example?}`. Each schema is compiled here, once, as JSON Schema draft 2020-12 (no remote or
-//! file `$ref`s); an example must satisfy its schema.
+//! example?}`. Each schema is compiled here, once, as JSON Schema draft 2020-12 with `format`
+//! asserted (no remote or file `$ref`s); an example must satisfy its schema.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,6 +68,8 @@ impl Entry {
             None => None,
             Some(schema) => Some(Arc::new(
                 jsonschema::draft202012::options()
+                    // `format` (date-time, uri, email, uuid, …) is checked, not only noted.
+                    .should_validate_formats(true)
                     .build(schema)
                     .map_err(|e| format!("schema is not a valid JSON Schema 2020-12: {e}"))?,
             )),
@@ -149,6 +151,13 @@ mod tests {
         let twice = r#"[{"name": "a", "description": "d"}, {"name": "a", "description": "e"}]"#;
         assert!(read_text("c.json", twice).unwrap_err().contains("listed twice"));
         assert!(read_text("c.yaml", "name: [").unwrap_err().starts_with("not a YAML list"));
+        let remote = r#"[{"name": "a", "description": "d",
+            "schema": {"$ref": "https://example.com/schema.json"}}]"#;
+        let error = read_text("c.json", remote).unwrap_err();
+        assert!(error.contains("schema is not a valid") && !error.contains('\n'), "{error}");
+        let timestamp = r#"[{"name": "a", "description": "d",
+            "schema": {"properties": {"at": {"format": "date-time"}}}, "example": {"at": "noon"}}]"#;
+        assert!(read_text("c.json", timestamp).unwrap_err().contains("example/at"), "formats hold");
         assert!(!read_text("c.yaml", "a: [\n\n").unwrap_err().contains('\n'));
     }
 }
