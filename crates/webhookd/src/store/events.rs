@@ -251,11 +251,14 @@ impl Store {
                         );
                         destinations.push((log, None));
                     }
+                    // The logs of one event share its payload in memory: each is charged its
+                    // share of the bytes, not all of them.
+                    let share = event.payload.len().div_ceil(destinations.len().max(1));
                     for (mut log, sub) in destinations {
                         let pending = log.status == LogStatus::Pending;
                         let local = sub.is_none_or(|s| !(postgres && s.shared_limits));
                         let permit = (pending && log.order_key.is_none() && local)
-                            .then(|| handoff.and_then(|h| h.reserve(event.payload.len())))
+                            .then(|| handoff.and_then(|h| h.reserve(share)))
                             .flatten();
                         if let Some(permit) = permit {
                             let timeout = sub.map_or(Timeout::DEFAULT, |s| s.timeout);

@@ -22,6 +22,7 @@ mod models;
 mod operational;
 mod orgs;
 mod outbox;
+mod payloads;
 mod postgres;
 mod queue;
 mod record;
@@ -141,6 +142,8 @@ pub struct Store {
     sealer: Arc<Sealer>,
     /// The database's known condition, shared by every user of this store.
     availability: Arc<Availability>,
+    /// Payloads on their way to a send, one buffer per event.
+    payloads: payloads::PayloadCache,
 }
 
 impl Store {
@@ -153,6 +156,7 @@ impl Store {
             recoveries: Arc::new(Notify::new()),
             sealer: Arc::new(sealer),
             availability: Arc::new(Availability::default()),
+            payloads: payloads::PayloadCache::default(),
         })
     }
 

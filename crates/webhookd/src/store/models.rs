@@ -190,7 +190,8 @@ pub struct QueuedLog {
     pub lease_until: Option<UnixMs>,
     /// The event's stored trace context (`telemetry::traces`).
     pub traceparent: Option<String>,
-    #[sqlx(try_from = "Vec<u8>")]
+    /// Filled after the claim, shared by every log of the event (`payloads.rs`).
+    #[sqlx(skip)]
     pub payload: Payload,
 }
 
@@ -215,12 +216,13 @@ impl QueuedLog {
     }
 }
 
-/// The columns of a [`QueuedLog`] (log `l`, event `e`), with the lease as `next_attempt_at`.
+/// The columns of a [`QueuedLog`] (log `l`, event `e`), with the lease as `next_attempt_at`;
+/// not the payload, which `Store::fill_payloads` reads once per event.
 pub(super) const QUEUED_COLUMNS: &str = "l.id, l.org_id, l.agent_id, l.webhook_id, l.lane_id,
     l.event_id, l.event_type, l.call_id, l.url, l.attempt_count, l.retries, l.first_send_type,
     l.created_at, l.order_key IS NOT NULL AS ordered,
     CASE WHEN l.claimed_at IS NULL THEN NULL ELSE l.next_attempt_at END AS lease_until,
-    e.traceparent, e.payload";
+    e.traceparent";
 
 /// One HTTP attempt of a log, as sent and as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
