@@ -2,6 +2,7 @@
 //! before the 202; no network I/O happens here (the dispatcher sends).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -9,6 +10,7 @@ use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -40,11 +42,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EventInput {
-    /// An event type from the catalog, e.g. `call.completed`.
+    /// An event type from the catalog (`GET /event-types`), e.g. `call.completed`.
     event: Option<String>,
     /// The call this event is about (at most 255 characters).
     call_id: Option<String>,
-    /// Any JSON value: delivered byte for byte as the request body.
+    /// Any JSON value, checked against the event type's schema when the catalog has one (422
+    /// `VALIDATION_FAILED` with errors keyed `data/<JSON pointer>`); delivered byte for byte as
+    /// the request body.
     #[schema(value_type = Object)]
     data: Option<Box<RawValue>>,
     /// Repeats within 24 h return the first event and create nothing (per organization).
@@ -77,6 +81,9 @@ pub struct EventAccepted {
     /// The idempotency key had been used: this is the first event; nothing new was created.
     duplicate: bool,
     logs: Vec<LogRef>,
+    /// Webhooks subscribed to this event type whose `filter` the event's `data` did not pass:
+    /// no log was made for them. Empty for a duplicate.
+    filtered: Vec<Uuid>,
 }
 
 impl From<IngestedEvent> for EventAccepted {
@@ -85,6 +92,7 @@ impl From<IngestedEvent> for EventAccepted {
             event_id: event.event_id,
             duplicate: event.duplicate,
             logs: event.logs.into_iter().map(LogRef::from).collect(),
+            filtered: event.filtered,
         }
     }
 }
@@ -137,8 +145,13 @@ fn parse_event(
     let webhook_url = input
         .webhook_url
         .and_then(|url| errors.check("webhook_url", WebhookUrl::parse(&url, destinations)));
-    if input.data.is_none() {
-        errors.add("data", "is required");
+    let mut parsed = None;
+    match (&event_type, &input.data) {
+        (_, None) => errors.add("data", "is required"),
+        (Some(event_type), Some(data)) => {
+            parsed = check_data(catalog, event_type, data).map_err(|e| errors.merge(e)).ok();
+        }
+        (None, Some(_)) => {}
     }
     errors.finish()?;
     match (event_type, input.data) {
@@ -146,6 +159,7 @@ fn parse_event(
             event_type,
             call_id,
             payload: Bytes::copy_from_slice(data.get().as_bytes()),
+            data: parsed.flatten(),
             idempotency_key,
             webhook_url,
             traceparent: None,
@@ -183,6 +197,26 @@ async fn refuse_own_delivery(state: &AppState, headers: &HeaderMap) -> Result<()
              webhookd's /api/v1/agents/{{agent_id}}/events"
         ),
     ))
+}
+
+/// Checks `data` against its type's schema (SPEC §10); a type without one costs nothing. The
+/// parsed value is kept for webhook filters.
+fn check_data(
+    catalog: &EventCatalog,
+    event_type: &EventType,
+    data: &RawValue,
+) -> Result<Option<Arc<Value>>, FieldErrors> {
+    if !catalog.get(event_type.as_str()).is_some_and(|kind| kind.has_schema()) {
+        return Ok(None);
+    }
+    // The body was parsed as JSON already, so this cannot fail; if it did, it is the client's.
+    let value: Value = serde_json::from_str(data.get()).map_err(|_| {
+        let mut errors = FieldErrors::default();
+        errors.add("data", "must be JSON");
+        errors
+    })?;
+    catalog.validate_data(event_type.as_str(), &value)?;
+    Ok(Some(Arc::new(value)))
 }
 
 /// Stores `events` for the agent: `Ok(None)` when the agent does not exist.

@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::domain::circuit::{Circuit, CircuitState};
 use crate::domain::clock::UnixMs;
+use crate::domain::filter::Filter;
 use crate::domain::sealing::Sealer;
 use crate::domain::webhook::{
     Authorization, CustomHeaders, EventTypes, HttpMethod, MaxConcurrency, MaxRetries, Name,
@@ -83,6 +84,7 @@ pub(super) struct WebhookRow {
     rate_limit: Option<i64>,
     max_concurrency: Option<i64>,
     ordering: String,
+    content_filter: Option<String>,
     circuit_state: String,
     circuit_retry_at: Option<i64>,
     circuit_failures: i64,
@@ -99,7 +101,7 @@ pub(super) struct WebhookRow {
 pub(super) const WEBHOOK_COLUMNS: &str =
     "id, org_id, agent_id, name, url, events, timeout_secs, max_retries, enabled,
     disabled_reason, http_method, auth_config, custom_headers, rate_limit, max_concurrency,
-    ordering, circuit_state, circuit_retry_at, circuit_failures, circuit_level, signing_secret,
+    ordering, content_filter, circuit_state, circuit_retry_at, circuit_failures, circuit_level, signing_secret,
     previous_signing_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
 
 fn corrupt(detail: impl ToString) -> StoreError {
@@ -130,6 +132,12 @@ impl WebhookRow {
                 .transpose()
                 .map_err(corrupt)?,
             ordering: Ordering::parse(&self.ordering).map_err(corrupt)?,
+            filter: self
+                .content_filter
+                .as_deref()
+                .map(Filter::from_stored)
+                .transpose()
+                .map_err(corrupt)?,
         };
         let count = |value: i64| u32::try_from(value).map_err(corrupt);
         let circuit = Circuit {

@@ -12,6 +12,7 @@ mod receiver;
 mod agents;
 mod auth;
 mod bland;
+mod catalog;
 mod cli;
 mod crash;
 mod delivery;

@@ -105,6 +105,7 @@ async fn names_resolving_to_private_addresses_fail_the_delivery(backend: Backend
             rate_limit: None,
             max_concurrency: None,
             ordering: Ordering::None,
+            filter: None,
         };
         let webhook = app
             .store

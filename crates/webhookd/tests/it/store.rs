@@ -44,6 +44,7 @@ fn settings() -> WebhookSettings {
         rate_limit: Some(RateLimit::parse(40).unwrap()),
         max_concurrency: Some(MaxConcurrency::parse(3).unwrap()),
         ordering: Ordering::Call,
+        filter: None,
     }
 }
 
