@@ -195,6 +195,7 @@ pub struct App {
 impl App {
     /// Starts the roles `config` asks for on an opened, migrated `store`.
     pub async fn start(config: &Config, store: Store) -> anyhow::Result<App> {
+        config.check().map_err(anyhow::Error::msg)?;
         crate::telemetry::metrics::handle();
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks { set: JoinSet::new() };
@@ -225,7 +226,11 @@ impl App {
                 recovery::run(store_, stop).await;
                 Ok(())
             });
-            let (store_, stop, retention) = (store.clone(), shutdown.clone(), config.retention);
+            let (store_, stop) = (store.clone(), shutdown.clone());
+            let retention = maintenance::Retention {
+                rows: config.retention,
+                payloads: config.payload_retention(),
+            };
             tasks.spawn("retention", async move {
                 maintenance::run_retention(store_, retention, stop).await;
                 Ok(())
@@ -341,6 +346,7 @@ fn start_tracing(endpoint: &str) -> anyhow::Result<Tracing> {
 
 /// `webhookd serve`: runs until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.check().map_err(anyhow::Error::msg)?;
     let store = open_sealed_store(&config.database_url, config.secret_key.as_deref()).await?;
     if let Some(created) = store.bootstrap_org("default").await? {
         println!(

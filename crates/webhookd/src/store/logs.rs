@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::models::Attempt;
 use super::{offset, on_reader, on_snapshot, Store, StoreError};
 use crate::domain::clock::UnixMs;
-use crate::domain::{LogStatus, SendType};
+use crate::domain::{LogStatus, PayloadState, SendType};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryLog {
@@ -39,6 +39,8 @@ pub struct DeliveryLog {
     /// [`LISTED_PAYLOAD_MAX`] (read the log itself for it).
     pub payload: Option<Vec<u8>>,
     pub payload_bytes: i64,
+    /// Whether the event's payload (and the response bodies and headers) is still stored.
+    pub payload_state: PayloadState,
 }
 
 impl DeliveryLog {
@@ -96,7 +98,7 @@ macro_rules! log_columns {
         l.status, l.first_send_type, l.attempt_count, l.retries, l.http_status, l.response_body,
         l.response_headers, l.duration_ms, l.delivered_at, l.error, l.last_attempt_id,
         l.last_attempt_at, l.last_send_type, l.original_log_id, l.next_attempt_at, l.created_at,
-        l.updated_at, CAST(LENGTH(e.payload) AS BIGINT) AS payload_bytes"
+        l.updated_at, CAST(LENGTH(e.payload) AS BIGINT) AS payload_bytes, e.payload_state"
     };
 }
 

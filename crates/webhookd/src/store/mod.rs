@@ -21,6 +21,7 @@ mod models;
 mod operational;
 mod orgs;
 mod outbox;
+mod payloads;
 mod postgres;
 mod queue;
 mod record;
@@ -50,6 +51,7 @@ pub use log_pages::{Keyset, LogPageFilter, LogSlice, StatusCodeFilter};
 pub use logs::{DeliveryLog, LogFilter, LogListing, LogPage, LogScope, LISTED_PAYLOAD_MAX};
 pub use models::{Agent, Attempt, Organization, Payload, QueuedLog, Webhook, WebhookSecrets};
 pub use operational::OperationalWebhook;
+pub use payloads::{ErasedCall, Expired, PAYLOAD_BATCH};
 pub use orgs::{ApiKeyInfo, CreatedOrg};
 pub use record::{AttemptRecord, Recorded, SkipRecord};
 pub use recover::{Recovery, Window, RECOVER_PAGE};
@@ -219,6 +221,22 @@ impl Store {
 
     pub async fn close(&self) {
         self.db.close().await
+    }
+
+    /// After an erasure, SQLite's write-ahead log may still hold the pages as they were before:
+    /// copy it into the database file (whose freed content `secure_delete` zeroed) and truncate
+    /// it. Best effort: a reader in the middle of a long read leaves the log for the next
+    /// checkpoint (logged).
+    async fn scrub_after_erasure(&self) {
+        if let Db::Sqlite { write, .. } = &self.db {
+            let done: Result<(i64, i64, i64), sqlx::Error> =
+                sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(write).await;
+            match done {
+                Ok((0, _, _)) => {}
+                Ok(_) => tracing::warn!("erasure: the write-ahead log could not be truncated yet"),
+                Err(error) => tracing::warn!(%error, "erasure: write-ahead log checkpoint failed"),
+            }
+        }
     }
 }
 

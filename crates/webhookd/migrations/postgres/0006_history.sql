@@ -1,0 +1,16 @@
+-- History at scale (SPEC §8): payloads that expire before their logs, and calls erased on
+-- request.
+
+-- Whether the event's payload is still stored: present | expired (--payload-retention passed) |
+-- erased (DELETE /api/v1/calls/{call_id}). Without it, `payload` is empty and the response bodies
+-- and headers of its logs and attempts are NULL; the rest of the history stays.
+ALTER TABLE events ADD COLUMN payload_state TEXT NOT NULL DEFAULT 'present';
+-- Payload expiry walks the events that still hold a payload, oldest first: an index of those
+-- only, so expired events (kept until --retention) never make the walk longer.
+CREATE INDEX events_payload_present ON events (created_at) WHERE payload_state = 'present';
+
+-- The same state on each log of the event, written in the same transaction. The recorder's
+-- update reads it from the log row it writes (PostgreSQL re-reads a row it waited for, but not
+-- the other tables of its statement), so a result that arrives after an erasure or an expiry
+-- never brings back a response body or a pending status.
+ALTER TABLE delivery_logs ADD COLUMN payload_state TEXT NOT NULL DEFAULT 'present';
