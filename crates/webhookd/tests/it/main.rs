@@ -17,6 +17,7 @@ mod crash;
 mod delivery;
 mod errors;
 mod hardening;
+mod history;
 mod ingestion;
 mod keys;
 mod logs;
