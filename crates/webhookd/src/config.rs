@@ -317,12 +317,12 @@ mod tests {
         assert_eq!(parse_retention("30d"), Ok(DAY * 30));
         assert!(parse_payload_retention("59m").unwrap_err().contains("minimum of 1h"));
         let config = Config {
-            retention: DAY * 30,
-            payload_retention: Some(DAY * 31),
+            retention: DAY * 10,
+            payload_retention: Some(DAY * 11),
             ..Config::default()
         };
         let error = config.check().unwrap_err();
-        assert!(error.contains("--payload-retention 31days is longer than --retention 30days"));
+        assert!(error.contains("--payload-retention 11days is longer than --retention 10days"));
         let config = Config { payload_retention: Some(DAY * 7), ..config };
         assert_eq!((config.check(), config.payload_retention()), (Ok(()), DAY * 7));
         assert_eq!(Config::default().payload_retention(), DAY * 30);
