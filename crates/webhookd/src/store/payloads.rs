@@ -185,6 +185,18 @@ impl Store {
         Ok(Some(ErasedCall { events: i64::try_from(ids.len()).unwrap_or(i64::MAX), logs }))
     }
 
+    /// The agents of the events of `call_id` in `org_id`.
+    pub async fn call_agents(&self, org_id: Uuid, call_id: &str) -> Result<Vec<Uuid>, StoreError> {
+        let agents: Vec<(Uuid,)> = super::on_reader!(self, |pool| {
+            sqlx::query_as("SELECT DISTINCT agent_id FROM events WHERE org_id = $1 AND call_id = $2")
+                .bind(org_id)
+                .bind(call_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(agents.into_iter().map(|(agent,)| agent).collect())
+    }
+
     /// Tells every dispatcher (this one at once) that these events' payloads are gone.
     async fn announce_gone(&self, events: &[Uuid], state: PayloadState) {
         if events.is_empty() {
