@@ -220,6 +220,11 @@ impl App {
         let writers = if store.backend() == Backend::Postgres { 4 } else { 1 };
         let (ingestor, handles) = Ingestor::start(store.clone(), dispatcher.clone(), writers);
         handles.into_iter().for_each(|handle| tasks.adopt("ingestion", handle));
+        let (store_, stop) = (store.clone(), shutdown.clone());
+        tasks.spawn("database watcher", async move {
+            maintenance::watch_database(store_, stop).await;
+            Ok(())
+        });
         if config.run_worker {
             let (store_, stop) = (store.clone(), shutdown.clone());
             tasks.spawn("recovery", async move {

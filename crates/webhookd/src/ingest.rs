@@ -2,14 +2,16 @@
 //! for the next one and share it, so the database sees one commit per group instead of one per
 //! request, and every event is still stored before its own 202. Logs the local dispatcher has
 //! room for are handed to it after the commit. One bad request never fails the others: a group
-//! whose transaction fails is written again one request at a time.
+//! whose transaction fails is written again one request at a time, unless the database itself
+//! failed it (full, unreachable): then every request of the group is refused with that fault.
+//! Every request is answered after its transaction's outcome is known, never before.
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::dispatch::Dispatcher;
-use crate::store::{IngestRequest, Ingested, IngestedEvent, Store, StoreError};
+use crate::store::{Fault, IngestRequest, Ingested, IngestedEvent, Store, StoreError};
 use crate::telemetry::metrics;
 
 /// Most requests in one transaction.
@@ -86,8 +88,19 @@ async fn write_groups(
         let requests: Vec<IngestRequest> = group.iter().map(|job| job.request.clone()).collect();
         match store.ingest(&requests, dispatcher.handoff()).await {
             Ok(outcomes) => {
+                store.availability().recovered();
                 for (job, outcome) in group.drain(..).zip(outcomes) {
                     let _ = job.reply.send(Ok(deliver(&dispatcher, outcome)));
+                }
+            }
+            Err(error) if error.fault().is_some() => {
+                // The database's condition, not one request, failed the group: each alone would
+                // fail the same way, one timeout after another.
+                let fault = error.fault().unwrap_or(Fault::Unavailable);
+                store.availability().report(fault);
+                tracing::warn!(%error, requests = group.len(), "a group of ingestion requests was not stored");
+                for job in group.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Refused(fault)));
                 }
             }
             Err(error) if group.len() > 1 => {

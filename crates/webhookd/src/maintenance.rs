@@ -105,6 +105,38 @@ async fn delete_expired(store: &Store, cutoff: i64, stop: &CancellationToken) {
     }
 }
 
+/// How often a faulted database is asked whether it is well again, and how long one probe waits.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Waits for a database fault to be reported, then probes until it is gone (the store records
+/// the recovery); repeats until `stop`. A healthy database costs nothing here.
+pub async fn watch_database(store: Store, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = store.availability().faulted() => {}
+        }
+        while let Some(fault) = store.availability().fault() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+            match tokio::time::timeout(PROBE_TIMEOUT, store.probe(fault)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    // The fault may have changed (a full disk became an unreachable database).
+                    if let Some(now) = error.fault().filter(|now| *now != fault) {
+                        store.availability().report(now);
+                    }
+                    tracing::debug!(%error, "the database is still faulted");
+                }
+                Err(_) => tracing::debug!("the database did not answer the probe in time"),
+            }
+        }
+    }
+}
+
 /// Refreshes the gauges that come from the database until `stop`.
 pub async fn run_gauges(store: Store, stop: CancellationToken) {
     while !stop.is_cancelled() {

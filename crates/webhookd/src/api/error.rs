@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::domain::validation::FieldErrors;
 use crate::domain::PayloadState;
-use crate::store::StoreError;
+use crate::store::{Fault, StoreError};
 
 /// Which kind of resource a 404 is about: it decides the error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,12 @@ pub enum ApiError {
     PayloadGone(PayloadState),
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
+    /// The database is unreachable or busy past its timeout: nothing was done; try again.
+    #[error("database unavailable")]
+    DatabaseUnavailable,
+    /// The database has no room left: nothing was stored.
+    #[error("database storage full")]
+    StorageFull,
     #[error("internal error: {0}")]
     Internal(#[source] anyhow::Error),
 }
@@ -86,6 +92,11 @@ impl ApiError {
         let mut errors = FieldErrors::default();
         errors.add(field, message);
         Self::Validation(errors)
+    }
+
+    /// The message the client reads.
+    pub fn message(&self) -> String {
+        self.parts().2
     }
 
     fn parts(&self) -> (StatusCode, &'static str, String) {
@@ -144,6 +155,22 @@ impl ApiError {
             RateLimited { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "Too many requests".into())
             }
+            DatabaseUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+                "The database is unavailable, so nothing was done. Try again after the \
+                 Retry-After delay; give an ingested event an idempotency_key (or an \
+                 Idempotency-Key header), so a retry of a request that was in fact stored \
+                 creates nothing twice."
+                    .into(),
+            ),
+            StorageFull => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "STORAGE_FULL",
+                "The database is out of space (its disk or file is full), so nothing was \
+                 stored. Free space on the database's volume; writes resume by themselves."
+                    .into(),
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL_SERVER_ERROR",
@@ -151,11 +178,43 @@ impl ApiError {
             ),
         }
     }
+
+    /// The database fault this error reports, if any (`api::database_condition` shares it).
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            Self::DatabaseUnavailable => Some(Fault::Unavailable),
+            Self::StorageFull => Some(Fault::DiskFull),
+            _ => None,
+        }
+    }
+
+    /// Seconds a client should wait before trying again, when the answer says so.
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::DatabaseUnavailable => Some(DATABASE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
 }
+
+/// What a 503 `DATABASE_UNAVAILABLE` tells clients to wait: the database watcher probes twice a
+/// second, so a second is enough to learn that it is back.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 1;
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        Self::Internal(error.into())
+        match error.fault() {
+            Some(Fault::Unavailable) => {
+                tracing::warn!(error = %error, "request refused: the database is unavailable");
+                Self::DatabaseUnavailable
+            }
+            Some(Fault::DiskFull) => {
+                tracing::warn!(error = %error, "request refused: the database is out of space");
+                Self::StorageFull
+            }
+            None => Self::Internal(error.into()),
+        }
     }
 }
 
@@ -171,10 +230,8 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = format!("{cause:#}"), "request failed with an internal error");
         }
-        let retry_after = match &self {
-            ApiError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            _ => None,
-        };
+        let retry_after = self.retry_after_secs();
+        let fault = self.fault();
         let reason = match &self {
             ApiError::PayloadGone(state) => state.reason(),
             _ => None,
@@ -187,6 +244,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if let Some(fault) = fault {
+            response.extensions_mut().insert(fault);
         }
         response
     }

@@ -182,9 +182,12 @@ async fn ingest_event(
     CurrentOrg(org_id): CurrentOrg,
     ApiPath(path): ApiPath<AgentPath>,
     headers: HeaderMap,
-    JsonBody(input): JsonBody<EventInput>,
+    JsonBody(mut input): JsonBody<EventInput>,
 ) -> Result<(StatusCode, Json<Envelope<EventAccepted>>), ApiError> {
     let mut trace = IngestTrace::begin(state.tracer.as_ref(), &headers, EVENT_ROUTE);
+    if input.idempotency_key.is_none() {
+        input.idempotency_key = idempotency_header(&headers)?.map(str::to_string);
+    }
     let mut event = parse_event(input, &state.catalog, state.config.allow_private_targets)?;
     event.traceparent = trace.event(true);
     let mut ingested = ingest(&state, org_id, path.agent_id, vec![event]).await?;
@@ -192,6 +195,18 @@ async fn ingest_event(
     let accepted = EventAccepted::from(ingested.remove(0));
     let message = if accepted.duplicate { "Event already accepted" } else { "Event accepted" };
     Ok((StatusCode::ACCEPTED, ok(message, accepted)))
+}
+
+/// The de-facto standard `Idempotency-Key` request header: the event's idempotency key when its
+/// body names none, so a client that retries a request it got no answer to (a timeout, a 503)
+/// never stores the event twice.
+fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => value.to_str().map(Some).map_err(|_| {
+            ApiError::field("Idempotency-Key", "must be printable ASCII (the header's value)")
+        }),
+    }
 }
 
 /// Ingest up to 1000 events in one transaction. Each item is validated on its own: invalid items

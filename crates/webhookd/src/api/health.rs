@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (the database answers, migrations applied).
+//! `/healthz` (the process answers) and `/readyz` (the database answers within a second and takes
+//! writes, migrations applied, this node's workers run).
 
 use std::sync::atomic::Ordering;
 
@@ -11,6 +12,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use crate::store::{Fault, StoreError};
+
+/// Readiness answers within this, whatever the database does: an orchestrator's probe must not
+/// hang on a database that stopped answering.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz))
@@ -41,10 +47,26 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
             Json(Health { status: "unavailable", reason: Some(reason) }),
         )
     };
+    let availability = state.store.availability();
+    match availability.fault() {
+        Some(Fault::DiskFull) => {
+            return unavailable(
+                "the database is out of space: writes are refused until space is freed".into(),
+            )
+        }
+        Some(Fault::Unavailable) => return unavailable("database unreachable".into()),
+        None => {}
+    }
     let workers_down =
         state.workers.as_ref().is_some_and(|running| !running.load(Ordering::Relaxed));
     let task_stopped = !state.healthy.load(Ordering::Relaxed);
-    match state.store.is_ready().await {
+    let answer = tokio::time::timeout(READY_TIMEOUT, state.store.is_ready())
+        .await
+        .unwrap_or(Err(StoreError::Refused(Fault::Unavailable)));
+    if let Err(fault) = answer.as_ref().map_err(StoreError::fault) {
+        availability.report(fault.unwrap_or(Fault::Unavailable));
+    }
+    match answer {
         Ok(true) if workers_down => unavailable("delivery workers are not running".into()),
         Ok(true) if task_stopped => unavailable("a background task stopped; see the log".into()),
         Ok(true) => (StatusCode::OK, Json(Health { status: "ready", reason: None })),

@@ -25,7 +25,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -195,10 +195,38 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(limits::refuse_oversized_body))
         .layer(middleware::from_fn(limit_headers))
         .layer(middleware::from_fn(limits::retry_after_at_least_a_second))
+        .layer(middleware::from_fn_with_state(state.clone(), database_condition))
         .layer(middleware::from_fn(track_request))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| panic_response()))
         .with_state(state)
+}
+
+/// Shares what requests learn of the database with the whole node, and answers API requests at
+/// once while the database is known unreachable (503 with `Retry-After`), rather than letting
+/// each wait for a connection that will not come. Health, metrics and the OpenAPI document stay
+/// served.
+async fn database_condition(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let uses_database = path.starts_with("/api/") || path.starts_with("/v1/");
+    let availability = state.store.availability();
+    if uses_database && availability.fault() == Some(crate::store::Fault::Unavailable) {
+        let refusal = ApiError::DatabaseUnavailable;
+        return if path.starts_with("/v1/") {
+            bland::BlandFailure::from(refusal).into_response()
+        } else {
+            refusal.into_response()
+        };
+    }
+    let response = next.run(request).await;
+    if let Some(fault) = response.extensions().get::<crate::store::Fault>() {
+        availability.report(*fault);
+    }
+    response
 }
 
 /// Prometheus text exposition of every `webhookd_*` metric.

@@ -85,6 +85,11 @@ pub struct Lane {
     pub slots: Slots,
     pub slots_requested: bool,
     pub in_ring: bool,
+    /// Its endpoint answered the last attempt that ended (no stall, no timeout or 5xx since):
+    /// its attempts start without a place in the stalled pool.
+    pub proven: bool,
+    /// It waits in its organization's queue for a place in the stalled pool.
+    pub waiting: bool,
 }
 
 impl Lane {
@@ -110,6 +115,8 @@ impl Lane {
             slots: Slots::default(),
             slots_requested: false,
             in_ring: false,
+            proven: false,
+            waiting: false,
         }
     }
 

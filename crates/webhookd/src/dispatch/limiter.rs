@@ -36,6 +36,8 @@ pub struct Started {
     seq: u64,
     /// The lane was using its whole allowance: a success is evidence the limit may grow.
     saturated: bool,
+    /// The attempt holds a place in the stalled pool (the scheduler's, see `scheduler.rs`).
+    pub reserved: bool,
 }
 
 impl Limiter {
@@ -66,7 +68,11 @@ impl Limiter {
     /// waits behind it (the limit, not the work, bounds the lane).
     pub fn start(&mut self, in_flight: usize, backlogged: bool) -> Started {
         self.next_seq += 1;
-        Started { seq: self.next_seq, saturated: backlogged || in_flight + 1 >= self.limit() }
+        Started {
+            seq: self.next_seq,
+            saturated: backlogged || in_flight + 1 >= self.limit(),
+            reserved: false,
+        }
     }
 
     /// The endpoint answered in a way that shows it is up.

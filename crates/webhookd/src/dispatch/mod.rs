@@ -157,7 +157,7 @@ impl Dispatcher {
         let limits = Limits {
             concurrency: config.concurrency,
             stalled: config.stalled,
-            stalled_per_org: (config.stalled / 2).max(1),
+            stalled_per_org: (config.stalled / 4).max(1),
         };
         let actor = actor::Actor {
             postgres: store.backend() == Backend::Postgres,

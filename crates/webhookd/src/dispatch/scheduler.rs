@@ -10,6 +10,14 @@
 //!   and waits in the stalled pool, which costs a socket and a little memory; the pool is bounded
 //!   overall and per organization (file descriptors). A wall of hanging endpoints therefore
 //!   fills the stalled pool, not the active slots: healthy lanes keep sending.
+//! - **Places reserved before a start.** An attempt to an endpoint not *proven* (a new lane, or
+//!   one whose last attempt stalled, timed out or failed) starts only with a place in the stalled
+//!   pool reserved for it, so if it hangs it always has somewhere to wait and never keeps an
+//!   active slot for its whole timeout. One organization reserves at most a quarter of the pool,
+//!   and the last sixteenth is kept for organizations holding almost none: thousands of dead
+//!   endpoints of one tenant, or of fifty, wait for their places while every other tenant's
+//!   deliveries go on. A lane without a place waits in its organization's queue and costs
+//!   nothing (no claim, no start) until a place frees. Proven lanes start without a place.
 //! - **Lane limits.** A lane starts an automatic attempt only under its adaptive limit (and
 //!   `max_concurrency`), with a rate slot if it has a `rate_limit`, and while its circuit is
 //!   closed (or it holds the probe). Explicit sends skip the adaptive limit and the circuit.
@@ -61,11 +69,18 @@ pub struct Limits {
     pub stalled_per_org: usize,
 }
 
+/// Organizations holding fewer reserved places than this may use the pool's last sixteenth.
+const NEWCOMER_PLACES: usize = 8;
+
 #[derive(Debug, Default)]
 struct Org {
     ring: VecDeque<Uuid>,
     in_ring: bool,
     stalled: usize,
+    /// Places in the stalled pool its attempts in flight hold.
+    reserved: usize,
+    /// Its lanes waiting for a place, oldest first.
+    waiting: VecDeque<Uuid>,
 }
 
 #[derive(Debug)]
@@ -76,6 +91,12 @@ pub struct Scheduler {
     org_ring: VecDeque<Uuid>,
     active: usize,
     stalled: usize,
+    /// Places of the stalled pool reserved by attempts in flight.
+    reserved: usize,
+    /// Stalled attempts that had no reserved place (proven lanes, explicit sends).
+    stalled_unreserved: usize,
+    /// Organizations with lanes waiting for a place, in turn.
+    waiting_orgs: VecDeque<Uuid>,
     timers: BinaryHeap<Reverse<(UnixMs, Uuid)>>,
 }
 
@@ -88,6 +109,9 @@ impl Scheduler {
             org_ring: VecDeque::new(),
             active: 0,
             stalled: 0,
+            reserved: 0,
+            stalled_unreserved: 0,
+            waiting_orgs: VecDeque::new(),
             timers: BinaryHeap::new(),
         }
     }
@@ -269,9 +293,15 @@ impl Scheduler {
     pub fn stalled(&mut self, lane: Uuid, started: Started) -> bool {
         let Some(state) = self.lanes.get_mut(&lane) else { return false };
         state.limiter.congested(started);
+        state.proven = false;
         let org = self.orgs.entry(state.org).or_default();
-        if self.stalled >= self.limits.stalled || org.stalled >= self.limits.stalled_per_org {
-            return false;
+        if !started.reserved {
+            // No place was reserved: it may take a free one, never one reserved by others.
+            let full = self.reserved + self.stalled_unreserved >= self.limits.stalled;
+            if full || org.stalled >= self.limits.stalled_per_org {
+                return false;
+            }
+            self.stalled_unreserved += 1;
         }
         org.stalled += 1;
         state.stalled += 1;
@@ -290,23 +320,91 @@ impl Scheduler {
     ) {
         if stalled {
             self.stalled = self.stalled.saturating_sub(1);
+            if !started.reserved {
+                self.stalled_unreserved = self.stalled_unreserved.saturating_sub(1);
+            }
         } else {
             self.active = self.active.saturating_sub(1);
         }
+        if started.reserved {
+            self.reserved = self.reserved.saturating_sub(1);
+        }
         let Some(state) = self.lanes.get_mut(&lane) else { return };
         state.in_flight = state.in_flight.saturating_sub(1);
-        if stalled {
-            state.stalled = state.stalled.saturating_sub(1);
-            if let Some(org) = self.orgs.get_mut(&state.org) {
-                org.stalled = org.stalled.saturating_sub(1);
-            }
-        }
+        let org_id = state.org;
         match signal {
-            Some(Signal::Success | Signal::Refused) => state.limiter.succeeded(started),
-            Some(Signal::Unavailable) => state.limiter.congested(started),
+            Some(Signal::Success | Signal::Refused) => {
+                state.limiter.succeeded(started);
+                state.proven = true;
+            }
+            Some(Signal::Unavailable) => {
+                state.limiter.congested(started);
+                state.proven = false;
+            }
             None => {}
         }
+        if stalled {
+            state.stalled = state.stalled.saturating_sub(1);
+        }
+        if let Some(org) = self.orgs.get_mut(&org_id) {
+            if stalled {
+                org.stalled = org.stalled.saturating_sub(1);
+            }
+            if started.reserved {
+                org.reserved = org.reserved.saturating_sub(1);
+            }
+        }
         self.touch(lane);
+        if started.reserved {
+            self.place_freed(org_id);
+        }
+    }
+
+    /// Whether an attempt of `org` may reserve a place in the stalled pool now.
+    fn can_reserve(&self, org: Uuid) -> bool {
+        let cap = self.limits.stalled;
+        let held = self.orgs.get(&org).map_or(0, |o| o.reserved);
+        let taken = self.reserved + self.stalled_unreserved;
+        let shared = cap - cap / 16;
+        held < self.limits.stalled_per_org
+            && (taken < shared || (held < NEWCOMER_PLACES && taken < cap))
+    }
+
+    /// The lane waits for a place: it leaves the ring until one frees.
+    fn wait_for_place(&mut self, lane: Uuid, org_id: Uuid) {
+        let Some(state) = self.lanes.get_mut(&lane) else { return };
+        if state.waiting {
+            return;
+        }
+        state.waiting = true;
+        let org = self.orgs.entry(org_id).or_default();
+        if org.waiting.is_empty() {
+            self.waiting_orgs.push_back(org_id);
+        }
+        org.waiting.push_back(lane);
+    }
+
+    /// A place freed: a waiting lane of the same organization tries again, and one of the next
+    /// organization in turn (the place may have been the pool's last shared one).
+    fn place_freed(&mut self, org_id: Uuid) {
+        self.wake_one(org_id);
+        if let Some(next) = self.waiting_orgs.pop_front() {
+            self.wake_one(next);
+            if self.orgs.get(&next).is_some_and(|o| !o.waiting.is_empty()) {
+                self.waiting_orgs.push_back(next);
+            }
+        }
+    }
+
+    fn wake_one(&mut self, org_id: Uuid) {
+        let Some(org) = self.orgs.get_mut(&org_id) else { return };
+        while let Some(lane) = org.waiting.pop_front() {
+            if let Some(state) = self.lanes.get_mut(&lane) {
+                state.waiting = false;
+                self.touch(lane);
+                return;
+            }
+        }
     }
 
     /// When the earliest timer fires.
@@ -330,8 +428,13 @@ impl Scheduler {
         self.lanes.retain(|_, lane| !lane.is_idle() || lane.in_ring);
         let lanes = &self.lanes;
         self.orgs.retain(|id, org| {
-            org.in_ring || org.stalled > 0 || lanes.values().any(|l| l.org == *id)
+            org.in_ring
+                || org.stalled > 0
+                || org.reserved > 0
+                || lanes.values().any(|l| l.org == *id)
         });
+        let orgs = &self.orgs;
+        self.waiting_orgs.retain(|id| orgs.get(id).is_some_and(|o| !o.waiting.is_empty()));
     }
 
     /// Puts the lane in its organization's turn ring (it may be able to act). A lane with
@@ -442,6 +545,14 @@ impl Scheduler {
         if lane.in_flight >= limit {
             return None;
         }
+        let (org_id, reserve) = (lane.org, !lane.proven);
+        let has_work = !lane.ready.is_empty() || lane.db_due.is_some_and(|due| due <= now);
+        if reserve && has_work && !self.can_reserve(org_id) {
+            // An unproven endpoint may hang: no start, and no claim, without a place to wait.
+            self.wait_for_place(lane_id, org_id);
+            return None;
+        }
+        let lane = self.lanes.get_mut(&lane_id)?;
         if !lane.ready.is_empty() {
             if let Some(wait) = need_slot(lane, rate, now_us) {
                 return self.wait_for_slot(lane_id, wait);
@@ -454,7 +565,12 @@ impl Scheduler {
                 return Some(Decision::Release(vec![ticket]));
             }
             let probe = std::mem::take(&mut lane.probe_granted);
-            let started = lane.start();
+            let mut started = lane.start();
+            if reserve {
+                started.reserved = true;
+                self.reserved += 1;
+                self.orgs.entry(org_id).or_default().reserved += 1;
+            }
             return Some(Decision::Start { ticket, started, probe });
         }
         match lane.db_due {

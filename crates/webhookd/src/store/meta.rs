@@ -1,6 +1,7 @@
-//! The `meta` table: facts about the database itself. Today one: a value sealed with the server
-//! key on first start, so a start with another key is refused at once instead of answering 500s
-//! on the first secret it cannot open.
+//! The `meta` table: facts about the database itself. A value sealed with the server key on first
+//! start, so a start with another key is refused at once instead of answering 500s on the first
+//! secret it cannot open; and the row the write probe rewrites to learn whether a full database
+//! takes writes again.
 
 use super::{on_reader, on_writer, Store, StoreError};
 
@@ -65,5 +66,22 @@ impl Store {
             .fetch_optional(pool)
             .await?)
         })
+    }
+}
+
+impl Store {
+    /// Writes one small row (`meta.write_probe`, the time of the probe): whether the database
+    /// takes writes again after it was found full.
+    pub(super) async fn write_probe(&self) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO meta (name, value) VALUES ('write_probe', $1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(crate::domain::clock::now_ms().to_string())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
     }
 }

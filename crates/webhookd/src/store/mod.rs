@@ -8,6 +8,7 @@
 
 mod agents;
 mod announce;
+mod availability;
 mod claims;
 mod codec;
 mod error;
@@ -43,8 +44,9 @@ use crate::domain::sealing::Sealer;
 use tokio_util::sync::CancellationToken;
 
 pub use announce::{Announcement, Announcer, Pending};
+pub use availability::Availability;
 pub use claims::{lease_ms, LaneClaim, LaneClaimed, LaneDue, LEASE_MARGIN_MS};
-pub use error::StoreError;
+pub use error::{Fault, StoreError};
 pub use events::{CreatedLog, HandedLog, Handoff, IngestRequest, Ingested, IngestedEvent};
 pub use health::{LastError, WebhookHealth, PENDING_CAP};
 pub use log_pages::{Keyset, LogPageFilter, LogSlice, StatusCodeFilter};
@@ -139,6 +141,8 @@ pub struct Store {
     /// Seals secrets and credentials at rest. Every store has one, so no code path can write a
     /// secret in plaintext.
     sealer: Arc<Sealer>,
+    /// The database's known condition, shared by every user of this store.
+    availability: Arc<Availability>,
 }
 
 impl Store {
@@ -150,7 +154,28 @@ impl Store {
             announcer: Arc::new(Announcer::default()),
             recoveries: Arc::new(Notify::new()),
             sealer: Arc::new(sealer),
+            availability: Arc::new(Availability::default()),
         })
+    }
+
+    /// The database's known condition (faults reported by whoever met them).
+    pub fn availability(&self) -> &Availability {
+        &self.availability
+    }
+
+    /// Asks the database whether `fault` is gone: a read for an unreachable database, a small
+    /// write for a full one (a read works on a full disk). Recovery is recorded on success.
+    pub async fn probe(&self, fault: Fault) -> Result<(), StoreError> {
+        match fault {
+            Fault::Unavailable => {
+                on_writer!(self, |pool| {
+                    sqlx::query("SELECT 1").execute(pool).await?;
+                });
+            }
+            Fault::DiskFull => self.write_probe().await?,
+        }
+        self.availability.recovered();
+        Ok(())
     }
 
     /// The form in which a secret is stored.

@@ -32,7 +32,12 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), Store
         .pragma("secure_delete", "on")
         .pragma("cache_size", "-8000");
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-    let write = SqlitePoolOptions::new()
+    let mut write = SqlitePoolOptions::new();
+    if !in_memory {
+        // An in-memory database lives in its one connection: closing it would lose everything.
+        write = write.after_release(|connection, _| Box::pin(fit_for_reuse(connection)));
+    }
+    let write = write
         .max_connections(1)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(30))
@@ -52,6 +57,29 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), Store
         .await
         .map_err(StoreError::unreachable)?;
     Ok((write, read))
+}
+
+/// Whether a connection given back to the pool may serve the next transaction. After a failed
+/// write (a full disk, say) SQLite may already have rolled the transaction back itself, so the
+/// `ROLLBACK` sent when the transaction was dropped fails and sqlx still counts the connection
+/// as inside it: the next `begin` would open a savepoint in a transaction that never commits,
+/// and every write after it would be acknowledged and lost. Such a connection is closed instead;
+/// the pool opens a fresh one.
+async fn fit_for_reuse(connection: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if !connection.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction's rollback is queued to the connection's worker thread: one round
+    // trip lets it run (commands run in order) before the depth is read again.
+    if connection.ping().await.is_err() {
+        return Ok(false);
+    }
+    let fit = !connection.is_in_transaction();
+    if !fit {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+    }
+    Ok(fit)
 }
 
 /// One process per file and a single writer connection: bootstrap transactions already run one

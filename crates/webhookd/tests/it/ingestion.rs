@@ -13,6 +13,7 @@ backend_tests!(
     events_are_stored_even_when_nothing_subscribes,
     invalid_events_are_422_naming_each_field,
     an_idempotency_key_returns_the_first_event_and_creates_nothing,
+    the_idempotency_key_header_stands_in_for_a_missing_key,
     a_batch_reports_each_item_and_accepts_the_valid_ones,
     a_disabled_webhook_gets_a_skipped_log_and_no_request,
     events_go_only_to_webhooks_subscribed_to_them,
@@ -69,6 +70,30 @@ async fn invalid_events_are_422_naming_each_field(backend: Backend) {
         )
         .await;
     assert_error(status, &body, 404, "AGENT_NOT_FOUND");
+}
+
+/// A client retrying a request it got no answer to sends the same `Idempotency-Key` header:
+/// the retry answers with the first event, whichever way the key came.
+async fn the_idempotency_key_header_stands_in_for_a_missing_key(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let agent = app.create_agent().await;
+    let url = format!("/api/v1/agents/{agent}/events");
+    let event = json!({"event": "call.completed", "data": {"n": 1}});
+    let post = |body: serde_json::Value| {
+        app.request(reqwest::Method::POST, &url).header("Idempotency-Key", "retry-7").json(&body)
+    };
+    let (status, first) = crate::harness::send(post(event.clone())).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["data"]["duplicate"], false);
+    let (status, again) = crate::harness::send(post(event)).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["data"]["duplicate"], true);
+    assert_eq!(again["data"]["event_id"], first["data"]["event_id"]);
+    // The body's own key wins over the header.
+    let own = json!({"event": "call.completed", "data": {}, "idempotency_key": "own"});
+    let (_, third) = crate::harness::send(post(own)).await;
+    assert_eq!(third["data"]["duplicate"], false);
+    assert_ne!(third["data"]["event_id"], first["data"]["event_id"]);
 }
 
 async fn an_idempotency_key_returns_the_first_event_and_creates_nothing(backend: Backend) {

@@ -16,6 +16,7 @@ mod cli;
 mod crash;
 mod delivery;
 mod errors;
+mod faults;
 mod hardening;
 mod history;
 mod ingestion;

@@ -45,15 +45,19 @@ impl ServeProcess {
     /// [`ServeProcess::start`] with extra environment variables.
     pub fn start_with_env(database: &str, extra: &[&str], env: &[(&str, &str)]) -> ServeProcess {
         let (globals, serve): (Vec<&str>, Vec<&str>) = split_globals(extra);
-        let mut child = webhookd()
+        let mut command = webhookd();
+        command
             .args(globals)
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
             .args(serve)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Runs `command` (a `webhookd serve` on port 0, however it is wrapped) and waits for it to
+    /// log its address.
+    pub fn spawn(mut command: Command) -> ServeProcess {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (found, address) = std::sync::mpsc::channel();
         let stderr_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -16,6 +16,7 @@ use crate::receiver::{Receiver, Reply};
 
 backend_tests!(
     hanging_endpoints_do_not_delay_a_healthy_webhook,
+    one_tenants_hundreds_of_hanging_endpoints_do_not_starve_another_tenant,
     a_slow_endpoints_backlog_does_not_delay_a_fresh_event_for_another_webhook,
     rate_limit_paces_deliveries,
     max_concurrency_bounds_requests_in_flight,
@@ -137,6 +138,54 @@ async fn hanging_endpoints_do_not_delay_a_healthy_webhook(backend: Backend) {
         worst < Duration::from_millis(500),
         "a healthy event waited {worst:?} behind 30 black holes"
     );
+}
+
+/// 600 hanging endpoints of one organization, more than it may hold in the stalled pool and
+/// more than the pool itself holds per organization with room to spare: another organization's
+/// new webhook gets every event while all of them still hang (their timeout is 30 s; each event
+/// here must arrive within 20 s of the previous one, and all do at once).
+async fn one_tenants_hundreds_of_hanging_endpoints_do_not_starve_another_tenant(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.concurrency = 16).await;
+    let agent = app.create_agent().await;
+    let hole = black_hole().await;
+    for _ in 0..600 {
+        app.create_webhook(&agent, json!({"webhook_url": hole, "events": ["call.started"], "timeout": 30, "max_retries": 0}))
+            .await;
+    }
+    batch(
+        &app,
+        &agent,
+        (0..5).map(|i| json!({"event": "call.started", "data": {"i": i}})).collect(),
+    )
+    .await;
+
+    let other = app.other_org_key().await;
+    let call = |method: Method, path: &str, body: Value| {
+        crate::harness::send(
+            app.client.request(method, app.url(path)).bearer_auth(&other).json(&body),
+        )
+    };
+    let (_, agent_b) = call(Method::POST, "/api/v1/agents", json!({"name": "b"})).await;
+    let agent_b = agent_b["data"]["id"].as_str().unwrap().to_string();
+    let receiver = Receiver::start().await;
+    let (status, _) = call(
+        Method::POST,
+        &format!("/api/v1/agents/{agent_b}/webhooks"),
+        json!({"name": "b", "webhook_url": receiver.url("/"), "events": ["call.ended"]}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    for i in 0..20 {
+        let (status, body) = call(
+            Method::POST,
+            &format!("/api/v1/agents/{agent_b}/events"),
+            json!({"event": "call.ended", "data": {"i": i}}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let arrived = receiver.wait_for(i + 1, Duration::from_secs(20)).await;
+        assert_eq!(arrived[i].json(), json!({"i": i}), "in order");
+    }
 }
 
 async fn a_slow_endpoints_backlog_does_not_delay_a_fresh_event_for_another_webhook(

@@ -42,16 +42,19 @@ impl BlandError {
 pub struct BlandFailure {
     pub status: StatusCode,
     pub error: BlandError,
+    /// A database fault behind the failure (shared with the node, with its `Retry-After`).
+    pub fault: Option<crate::store::Fault>,
 }
 
 impl BlandFailure {
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, error: BlandError::invalid(message) }
+        Self { status: StatusCode::BAD_REQUEST, error: BlandError::invalid(message), fault: None }
     }
 }
 
 impl From<ApiError> for BlandFailure {
     fn from(error: ApiError) -> Self {
+        let fault = error.fault();
         let (status, code, message) = match &error {
             ApiError::InvalidJson(message) => {
                 (StatusCode::BAD_REQUEST, "invalid_parameter", message.clone())
@@ -76,6 +79,12 @@ impl From<ApiError> for BlandFailure {
             ApiError::RateLimited { .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests".into())
             }
+            ApiError::DatabaseUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", error.message())
+            }
+            ApiError::StorageFull => {
+                (StatusCode::INSUFFICIENT_STORAGE, "storage_full", error.message())
+            }
             _ => {
                 // Logged once, with its cause, by the API error's own response.
                 let _ = error.into_response();
@@ -86,7 +95,7 @@ impl From<ApiError> for BlandFailure {
                 )
             }
         };
-        Self { status, error: BlandError { error: code.into(), message } }
+        Self { status, error: BlandError { error: code.into(), message }, fault }
     }
 }
 
@@ -106,7 +115,17 @@ fn describe_validation(error: &ApiError) -> String {
 impl IntoResponse for BlandFailure {
     fn into_response(self) -> Response {
         let body = BlandEnvelope::<Option<()>> { data: None, errors: Some(vec![self.error]) };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(fault) = self.fault {
+            if fault == crate::store::Fault::Unavailable {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    crate::api::error::DATABASE_RETRY_AFTER_SECS.into(),
+                );
+            }
+            response.extensions_mut().insert(fault);
+        }
+        response
     }
 }
 

@@ -328,6 +328,7 @@ async fn get_post_call_log(
                 "No post-call webhook exists for call {}",
                 path.call_id
             )),
+            fault: None,
         });
     };
     Ok(envelope(bland_log(&state, log).await?, Vec::new()))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::*;
+use crate::dispatch::limiter::Limiter;
 use crate::domain::circuit::CircuitState;
 use crate::domain::SendType;
 use crate::store::{Payload, QueuedLog};
@@ -150,14 +151,95 @@ fn stalled_attempts_free_active_slots_for_healthy_lanes() {
 }
 
 #[test]
-fn a_full_stalled_pool_keeps_the_active_slot() {
+fn an_unproven_lane_starts_only_with_a_place_to_stall() {
     let mut s = Scheduler::new(Limits { concurrency: 2, stalled: 1, stalled_per_org: 1 });
     let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
     ready_lane(&mut s, lane, org, 5);
     let started = starts(&mut s, 0);
+    assert_eq!(started.len(), 1, "one place in the pool: one attempt of an unknown endpoint");
+    assert!(started[0].1.reserved);
+    s.finished(lane, started[0].1, false, Some(Signal::Success));
+    let proven = starts(&mut s, 0);
+    assert_eq!(proven.len(), 2, "an endpoint that answered sends without places");
+    assert!(proven.iter().all(|(_, handle)| !handle.reserved));
+}
+
+#[test]
+fn a_proven_lane_that_stalls_into_a_full_pool_keeps_its_active_slot() {
+    let mut s = Scheduler::new(Limits { concurrency: 2, stalled: 1, stalled_per_org: 1 });
+    let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
+    ready_lane(&mut s, lane, org, 5);
+    let first = starts(&mut s, 0);
+    s.finished(lane, first[0].1, false, Some(Signal::Success));
+    let started = starts(&mut s, 0);
     assert!(s.stalled(lane, started[0].1));
     assert!(!s.stalled(lane, started[1].1), "the pool holds one");
     assert_eq!(s.in_flight(), (1, 1));
+}
+
+/// Every attempt that starts hangs: it stalls, and stays stalled. Returns how many started.
+fn hang_everything(s: &mut Scheduler) -> usize {
+    let mut hanging = 0;
+    loop {
+        let started = starts(s, 0);
+        if started.is_empty() {
+            return hanging;
+        }
+        for (lane, handle) in started {
+            assert!(s.stalled(lane, handle), "a reserved place is always there");
+            hanging += 1;
+        }
+    }
+}
+
+#[test]
+fn five_thousand_black_holes_of_one_tenant_leave_every_other_tenant_its_slots() {
+    let mut s = Scheduler::new(Limits { concurrency: 256, stalled: 1_024, stalled_per_org: 256 });
+    let abuser = Uuid::now_v7();
+    let holes: Vec<Uuid> = (0..5_000).map(|_| Uuid::now_v7()).collect();
+    for hole in &holes {
+        ready_lane(&mut s, *hole, abuser, 10);
+    }
+    let hanging = hang_everything(&mut s);
+    assert_eq!(hanging, 256, "one tenant holds at most a quarter of the stalled pool");
+    assert_eq!(s.in_flight(), (0, 256), "and no active slot");
+    // Another tenant's new endpoint and a proven one both start at once, every time.
+    let (tenant, fresh) = (Uuid::now_v7(), Uuid::now_v7());
+    ready_lane(&mut s, fresh, tenant, 3);
+    let started = starts(&mut s, 0);
+    assert_eq!(started.len(), 2, "{started:?}");
+    assert!(started.iter().all(|(lane, _)| *lane == fresh));
+    for (_, handle) in started {
+        s.finished(fresh, handle, false, Some(Signal::Success));
+    }
+    assert_eq!(starts(&mut s, 0).len(), 1, "the last ticket goes as soon as it can");
+    // When hanging attempts end, waiting black holes take their places, never more.
+    let stalled: Vec<Uuid> =
+        holes.iter().copied().filter(|h| s.lane(*h).unwrap().in_flight > 0).collect();
+    for hole in stalled.iter().take(10) {
+        let mut handle = Limiter::new(1).start(0, false);
+        handle.reserved = true;
+        s.finished(*hole, handle, true, Some(Signal::Unavailable));
+    }
+    assert_eq!(hang_everything(&mut s), 10, "ten places freed, ten black holes wait in them");
+}
+
+#[test]
+fn fifty_tenants_with_a_hundred_black_holes_each_leave_room_for_another() {
+    let mut s = Scheduler::new(Limits { concurrency: 256, stalled: 1_024, stalled_per_org: 256 });
+    for _ in 0..50 {
+        let tenant = Uuid::now_v7();
+        for _ in 0..100 {
+            ready_lane(&mut s, Uuid::now_v7(), tenant, 10);
+        }
+    }
+    let hanging = hang_everything(&mut s);
+    assert!(hanging <= 1_024, "the pool bounds the sockets: {hanging}");
+    assert_eq!(s.in_flight().0, 0, "no active slot is held by a black hole");
+    let (tenant, fresh) = (Uuid::now_v7(), Uuid::now_v7());
+    ready_lane(&mut s, fresh, tenant, 1);
+    let started = starts(&mut s, 0);
+    assert_eq!(started.iter().map(|(lane, _)| *lane).collect::<Vec<_>>(), vec![fresh]);
 }
 
 #[test]
