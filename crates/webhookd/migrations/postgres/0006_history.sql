@@ -14,3 +14,10 @@ CREATE INDEX events_payload_present ON events (created_at) WHERE payload_state =
 -- the other tables of its statement), so a result that arrives after an erasure or an expiry
 -- never brings back a response body or a pending status.
 ALTER TABLE delivery_logs ADD COLUMN payload_state TEXT NOT NULL DEFAULT 'present';
+
+-- Log listings read from indexes (SPEC §8): one per filter a listing offers, each ending in `id`
+-- so a page is a seek plus `LIMIT` in id order and a count reads index entries only. A time
+-- range is also an id range (ids are UUIDv7), so it narrows any of them. `call_id` goes by
+-- `delivery_logs_org_call`; no filter by `delivery_logs_webhook (webhook_id, id)`.
+CREATE INDEX delivery_logs_webhook_status ON delivery_logs (webhook_id, status, id);
+CREATE INDEX delivery_logs_webhook_event ON delivery_logs (webhook_id, event_type, id);

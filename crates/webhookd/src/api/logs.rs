@@ -179,7 +179,7 @@ impl LogList {
     pub fn new(listing: LogListing, page: LogPage) -> Self {
         let pagination = match (page, listing.total) {
             (LogPage::Number { page, per_page }, Some(total)) => {
-                Some(Pagination::new(page, per_page, total))
+                Some(Pagination::new(page, per_page, total).estimated(listing.total_estimated))
             }
             _ => None,
         };

@@ -16,6 +16,7 @@ backend_tests!(
     erasing_a_call_removes_its_payloads_and_answers_the_same_twice,
     erasing_a_call_ends_its_pending_logs_and_nothing_is_sent_after_the_answer,
     an_erased_call_is_refused_by_retry_resend_and_recover,
+    totals_are_exact_up_to_ten_thousand_logs_and_estimated_beyond,
 );
 
 fn id(value: &Value) -> String {
@@ -355,4 +356,44 @@ fn payload_retention_out_of_its_bounds_is_refused_at_start() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+async fn totals_are_exact_up_to_ten_thousand_logs_and_estimated_beyond(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let (agent, _, base) = webhook_to(&app, &receiver, json!({"enabled": false})).await;
+    // 11,000 skipped logs (a disabled webhook: nothing is sent).
+    for batch in 0..11 {
+        let events: Vec<Value> = (0..1000)
+            .map(|n| json!({"event": "call.completed", "call_id": format!("c_{batch}_{n}"), "data": {}}))
+            .collect();
+        let (status, body) = app
+            .call(Method::POST, &format!("/api/v1/agents/{agent}/events/batch"), Some(json!({"events": events})))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let page = |query: String| {
+        let app = &app;
+        let path = format!("{base}/logs?per_page=100&{query}");
+        async move { app.call(Method::GET, &path, None).await }
+    };
+    for query in ["", "status=skipped", "event=call.completed", "status=skipped&event=call.completed", "since=0"] {
+        let (status, body) = page(query.to_string()).await;
+        assert_eq!(status, 200, "{body}");
+        let pagination = &body["data"]["pagination"];
+        assert_eq!(pagination["total_estimated"], true, "{query}: {pagination}");
+        let total = pagination["total"].as_i64().unwrap();
+        assert!(total > 10_000, "{query}: {pagination}");
+        assert_eq!(pagination["last_page"].as_i64().unwrap(), (total + 99) / 100, "{pagination}");
+        assert_eq!(body["data"]["logs"].as_array().unwrap().len(), 100);
+    }
+    // Narrower filters are counted exactly.
+    for (query, expected) in [("call_id=c_3_7", 1), ("status=failed", 0), ("event=call.ended", 0)] {
+        let (_, body) = page(query.to_string()).await;
+        let pagination = &body["data"]["pagination"];
+        assert_eq!((pagination["total"].as_i64(), pagination["total_estimated"].as_bool()), (Some(expected), Some(false)), "{query}");
+    }
+    let until = webhookd::domain::clock::now_ms() / 1000 + 5;
+    let (_, body) = page(format!("since={until}")).await;
+    assert_eq!(body["data"]["pagination"]["total"], 0);
 }
