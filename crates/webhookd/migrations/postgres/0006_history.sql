@@ -17,7 +17,10 @@ ALTER TABLE delivery_logs ADD COLUMN payload_state TEXT NOT NULL DEFAULT 'presen
 
 -- Log listings read from indexes (SPEC §8): one per filter a listing offers, each ending in `id`
 -- so a page is a seek plus `LIMIT` in id order and a count reads index entries only. A time
--- range is also an id range (ids are UUIDv7), so it narrows any of them. `call_id` goes by
--- `delivery_logs_org_call`; no filter by `delivery_logs_webhook (webhook_id, id)`.
+-- range is also an id range (ids are UUIDv7), so it narrows any of them. No filter:
+-- `delivery_logs_webhook (webhook_id, id)`. A status change rewrites its entries in the two
+-- status indexes: the price of listing by status without a scan.
 CREATE INDEX delivery_logs_webhook_status ON delivery_logs (webhook_id, status, id);
 CREATE INDEX delivery_logs_webhook_event ON delivery_logs (webhook_id, event_type, id);
+CREATE INDEX delivery_logs_webhook_status_event ON delivery_logs (webhook_id, status, event_type, id);
+CREATE INDEX delivery_logs_webhook_call ON delivery_logs (webhook_id, call_id, id);
