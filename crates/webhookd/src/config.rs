@@ -316,11 +316,8 @@ mod tests {
         assert!(parse_retention("99999999999999h").unwrap_err().contains("maximum of"));
         assert_eq!(parse_retention("30d"), Ok(DAY * 30));
         assert!(parse_payload_retention("59m").unwrap_err().contains("minimum of 1h"));
-        let config = Config {
-            retention: DAY * 10,
-            payload_retention: Some(DAY * 11),
-            ..Config::default()
-        };
+        let config =
+            Config { retention: DAY * 10, payload_retention: Some(DAY * 11), ..Config::default() };
         let error = config.check().unwrap_err();
         assert!(error.contains("--payload-retention 11days is longer than --retention 10days"));
         let config = Config { payload_retention: Some(DAY * 7), ..config };

@@ -70,5 +70,9 @@ pub async fn erase_call(
         logs = erased.logs,
         "call data erased"
     );
-    Ok(CallErased { call_id: call_id.as_str().to_string(), events: erased.events, logs: erased.logs })
+    Ok(CallErased {
+        call_id: call_id.as_str().to_string(),
+        events: erased.events,
+        logs: erased.logs,
+    })
 }

@@ -146,12 +146,12 @@ impl Store {
                 items.iter().partition(|item| matches!(item, Announcement::PayloadGone { .. }));
             let mut payloads: Vec<String> = gone
                 .chunks(ITEMS_PER_NOTIFY)
-                .map(|chunk| chunk.iter().map(|item| encode(item)).collect::<Vec<_>>().join(","))
+                .map(|chunk| chunk.iter().copied().map(encode).collect::<Vec<_>>().join(","))
                 .collect();
             if work.len() > ITEMS_PER_NOTIFY {
                 payloads.push("r".to_string());
             } else if !work.is_empty() {
-                payloads.push(work.iter().map(|item| encode(item)).collect::<Vec<_>>().join(","));
+                payloads.push(work.iter().copied().map(encode).collect::<Vec<_>>().join(","));
             }
             for payload in payloads {
                 if let Err(error) = super::postgres::notify(pool, CHANNEL, &payload).await {

@@ -280,10 +280,9 @@ impl Store {
                 let mut estimated = false;
                 let total = match page {
                     LogPage::Number { .. } => {
-                        let mut total: i64 =
-                            bind_all!(sqlx::query_scalar(&count_sql), &count_args)
-                                .fetch_one(&mut *tx)
-                                .await?;
+                        let mut total: i64 = bind_all!(sqlx::query_scalar(&count_sql), &count_args)
+                            .fetch_one(&mut *tx)
+                            .await?;
                         if total > EXACT_TOTAL_MAX {
                             let mut ids = Vec::with_capacity(edges.len());
                             for edge in &edges {

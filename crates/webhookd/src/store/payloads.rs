@@ -51,9 +51,8 @@ macro_rules! remove_payloads {
         for chunk in ids.chunks(super::queue::INSERT_CHUNK) {
             let ids = || chunk.iter().copied();
             let ended_now: Vec<(Uuid,)> = {
-                let mut query = sqlx::QueryBuilder::new(
-                    "UPDATE delivery_logs SET status = 'failed', error = ",
-                );
+                let mut query =
+                    sqlx::QueryBuilder::new("UPDATE delivery_logs SET status = 'failed', error = ");
                 query
                     .push_bind(error)
                     .push(", next_attempt_at = NULL, claimed_at = NULL, updated_at = ")
@@ -68,11 +67,10 @@ macro_rules! remove_payloads {
             };
             ended.extend(ended_now.into_iter().map(|(id,)| id));
             let mut logs = sqlx::QueryBuilder::new("UPDATE delivery_logs SET payload_state = ");
-            logs.push_bind(state.as_str())
-                .push(format!(
-                    ", response_body = NULL, response_headers = NULL
+            logs.push_bind(state.as_str()).push(format!(
+                ", response_body = NULL, response_headers = NULL
                      WHERE ({only}) AND event_id IN ("
-                ));
+            ));
             let mut list = logs.separated(", ");
             for id in ids() {
                 list.push_bind(id);
@@ -127,13 +125,8 @@ impl Store {
                 return Ok(Expired::default());
             }
             let ids: Vec<Uuid> = ids.into_iter().map(|(id,)| id).collect();
-            let ended = remove_payloads!(
-                tx,
-                &ids,
-                PayloadState::Expired,
-                "payload_state = 'present'",
-                now
-            );
+            let ended =
+                remove_payloads!(tx, &ids, PayloadState::Expired, "payload_state = 'present'", now);
             tx.commit().await?;
             (ids.len(), ended)
         });
@@ -188,11 +181,13 @@ impl Store {
     /// The agents of the events of `call_id` in `org_id`.
     pub async fn call_agents(&self, org_id: Uuid, call_id: &str) -> Result<Vec<Uuid>, StoreError> {
         let agents: Vec<(Uuid,)> = super::on_reader!(self, |pool| {
-            sqlx::query_as("SELECT DISTINCT agent_id FROM events WHERE org_id = $1 AND call_id = $2")
-                .bind(org_id)
-                .bind(call_id)
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(
+                "SELECT DISTINCT agent_id FROM events WHERE org_id = $1 AND call_id = $2",
+            )
+            .bind(org_id)
+            .bind(call_id)
+            .fetch_all(pool)
+            .await?
         });
         Ok(agents.into_iter().map(|(agent,)| agent).collect())
     }

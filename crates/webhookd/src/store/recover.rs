@@ -33,9 +33,10 @@ const CANDIDATES: &str = concat!(
 );
 
 /// The same logs whatever their payload, with their event `e`.
-const CANDIDATES_ANY_PAYLOAD: &str =
-    concat!("FROM delivery_logs l JOIN events e ON e.id = l.event_id WHERE ", candidate_conditions!());
-
+const CANDIDATES_ANY_PAYLOAD: &str = concat!(
+    "FROM delivery_logs l JOIN events e ON e.id = l.event_id WHERE ",
+    candidate_conditions!()
+);
 
 /// Logs queued per transaction.
 pub const RECOVER_PAGE: i64 = 500;

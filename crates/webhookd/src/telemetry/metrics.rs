@@ -65,7 +65,10 @@ fn describe() {
         "API request duration by route"
     );
     describe_counter!("webhookd_retention_deleted_total", "Rows deleted by retention, by table");
-    describe_counter!("webhookd_payloads_expired_total", "Event payloads removed by payload retention");
+    describe_counter!(
+        "webhookd_payloads_expired_total",
+        "Event payloads removed by payload retention"
+    );
     describe_counter!("webhookd_payloads_erased_total", "Event payloads removed by call erasures");
     describe_gauge!("webhookd_http_connections_open", "API connections open on this node");
     describe_counter!(

@@ -191,11 +191,7 @@ pub async fn confirm_erase(
 ) -> Result<Response, UiError> {
     let (agent, webhook, call) = erasable_call(&state, &session, &path).await?;
     let chrome = chrome_for(&session, &agent, &webhook);
-    render(&ConfirmErasePage {
-        chrome,
-        back: log_href(&path),
-        call_id: call.as_str().to_string(),
-    })
+    render(&ConfirmErasePage { chrome, back: log_href(&path), call_id: call.as_str().to_string() })
 }
 
 /// Erases the call of this log (`DELETE /api/v1/calls/{call_id}`); back to the log.

@@ -46,9 +46,8 @@ async fn webhook_to(app: &TestApp, receiver: &Receiver, fields: Value) -> (Strin
 /// Ingests a post-call event of `call` carrying `marker`, delivers it, returns its log id.
 async fn delivered(app: &TestApp, agent: &str, webhook: &str, call: &str, marker: &str) -> String {
     let data = json!({"call": call, "transcript": marker});
-    let accepted = app
-        .ingest(agent, json!({"event": "call.completed", "call_id": call, "data": data}))
-        .await;
+    let accepted =
+        app.ingest(agent, json!({"event": "call.completed", "call_id": call, "data": data})).await;
     let log = accepted["logs"][0]["log_id"].as_str().unwrap().to_string();
     app.wait_for_log(agent, webhook, &log, "success").await;
     log
@@ -102,7 +101,10 @@ async fn expired_payloads_leave_the_metadata_and_read_back_as_expired(backend: B
     assert_eq!(status, 200);
     let after = &after["data"];
     assert_without_payload(after, "expired");
-    assert_eq!((after["status"].clone(), after["http_status"].clone()), (json!("success"), json!(200)));
+    assert_eq!(
+        (after["status"].clone(), after["http_status"].clone()),
+        (json!("success"), json!(200))
+    );
     assert_eq!(after["attempts"].as_array().unwrap().len(), 2);
     assert_eq!(after["attempts"][0]["http_status"], 500);
     assert_eq!(after["url"], receiver.url("/hook"));
@@ -156,10 +158,9 @@ async fn a_pending_log_whose_payload_expires_ends_failed_and_is_not_sent_again(b
     assert_without_payload(&ended, "expired");
     // An attempt in flight at the expiry may still be recorded; then the count settles and every
     // request the endpoint got carried the whole payload.
-    let settled = wait_log(&app, &path, |l| {
-        l["attempt"].as_i64() == Some(receiver.received().len() as i64)
-    })
-    .await;
+    let settled =
+        wait_log(&app, &path, |l| l["attempt"].as_i64() == Some(receiver.received().len() as i64))
+            .await;
     assert_eq!(settled["status"], "failed");
     assert!(receiver.received().iter().all(|r| r.json() == json!({"n": 1})));
 }
@@ -168,7 +169,8 @@ async fn erasing_a_call_removes_its_payloads_and_answers_the_same_twice(backend:
     let app = TestApp::spawn(backend).await;
     let receiver = Receiver::start().await;
     receiver.otherwise(Reply::status(200).body("receipt of c_erase"));
-    let (agent, webhook, base) = webhook_to(&app, &receiver, json!({"events": ["call.completed", "call.ended"]})).await;
+    let (agent, webhook, base) =
+        webhook_to(&app, &receiver, json!({"events": ["call.completed", "call.ended"]})).await;
     let log = delivered(&app, &agent, &webhook, "c_erase", "private words").await;
     let other = delivered(&app, &agent, &webhook, "c_keep", "other words").await;
     app.ingest(&agent, json!({"event": "call.ended", "call_id": "c_erase", "data": {"x": 1}}))
@@ -181,7 +183,10 @@ async fn erasing_a_call_removes_its_payloads_and_answers_the_same_twice(backend:
     assert_eq!(body["data"], json!({"call_id": "c_erase", "events": 2, "logs": 2}));
     let erased = wait_log(&app, &format!("{base}/logs/{log}"), |_| true).await;
     assert_without_payload(&erased, "erased");
-    assert_eq!((erased["status"].clone(), erased["http_status"].clone()), (json!("success"), json!(200)));
+    assert_eq!(
+        (erased["status"].clone(), erased["http_status"].clone()),
+        (json!("success"), json!(200))
+    );
     let (_, bland_log) = bland(&app, Method::GET, "/v1/postcall/webhooks/c_erase", None).await;
     assert_eq!(bland_log["data"]["payload"], Value::Null, "{bland_log}");
     assert_eq!(bland_log["data"]["payload_state"], "erased");
@@ -222,7 +227,10 @@ async fn erasing_a_call_ends_its_pending_logs_and_nothing_is_sent_after_the_answ
     let answered = receiver.received().len();
     let (_, read) = app.call(Method::GET, &format!("{base}/logs/{log}"), None).await;
     let ended = &read["data"];
-    assert_eq!((ended["status"].clone(), ended["error"].clone()), (json!("failed"), json!("payload erased")));
+    assert_eq!(
+        (ended["status"].clone(), ended["error"].clone()),
+        (json!("failed"), json!("payload erased"))
+    );
     assert_without_payload(ended, "erased");
 
     // Another call of the same webhook, retried every 50 ms: once it has been tried three times
@@ -251,7 +259,10 @@ async fn an_erased_call_is_refused_by_retry_resend_and_recover(backend: Backend)
     let mut logs = Vec::new();
     for call in ["c_gone", "c_old", "c_fine"] {
         let accepted = app
-            .ingest(&agent, json!({"event": "call.completed", "call_id": call, "data": {"c": call}}))
+            .ingest(
+                &agent,
+                json!({"event": "call.completed", "call_id": call, "data": {"c": call}}),
+            )
             .await;
         logs.push(accepted["logs"][0]["log_id"].as_str().unwrap().to_string());
     }
@@ -293,10 +304,16 @@ async fn an_erased_call_is_refused_by_retry_resend_and_recover(backend: Backend)
     let (status, dry) = recover(true).await;
     assert_eq!(status, 200, "{dry}");
     // c_old's log and c_fine's latest (its retry failed too) are queued again; c_gone is not.
-    assert_eq!((dry["data"]["count"].clone(), dry["data"]["without_payload"].clone()), (json!(2), json!(1)));
+    assert_eq!(
+        (dry["data"]["count"].clone(), dry["data"]["without_payload"].clone()),
+        (json!(2), json!(1))
+    );
     let (status, done) = recover(false).await;
     assert_eq!(status, 202, "{done}");
-    assert_eq!((done["data"]["count"].clone(), done["data"]["without_payload"].clone()), (json!(2), json!(1)));
+    assert_eq!(
+        (done["data"]["count"].clone(), done["data"]["without_payload"].clone()),
+        (json!(2), json!(1))
+    );
     let (_, listed) = app.call(Method::GET, &format!("{base}/logs?call_id=c_gone"), None).await;
     assert_eq!(listed["data"]["logs"].as_array().unwrap().len(), 1, "nothing queued for c_gone");
 }
@@ -368,7 +385,11 @@ async fn totals_are_exact_up_to_ten_thousand_logs_and_estimated_beyond(backend: 
             .map(|n| json!({"event": "call.completed", "call_id": format!("c_{batch}_{n}"), "data": {}}))
             .collect();
         let (status, body) = app
-            .call(Method::POST, &format!("/api/v1/agents/{agent}/events/batch"), Some(json!({"events": events})))
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/{agent}/events/batch"),
+                Some(json!({"events": events})),
+            )
             .await;
         assert_eq!(status, 202, "{body}");
     }
@@ -377,7 +398,13 @@ async fn totals_are_exact_up_to_ten_thousand_logs_and_estimated_beyond(backend: 
         let path = format!("{base}/logs?per_page=100&{query}");
         async move { app.call(Method::GET, &path, None).await }
     };
-    for query in ["", "status=skipped", "event=call.completed", "status=skipped&event=call.completed", "since=0"] {
+    for query in [
+        "",
+        "status=skipped",
+        "event=call.completed",
+        "status=skipped&event=call.completed",
+        "since=0",
+    ] {
         let (status, body) = page(query.to_string()).await;
         assert_eq!(status, 200, "{body}");
         let pagination = &body["data"]["pagination"];
@@ -391,7 +418,11 @@ async fn totals_are_exact_up_to_ten_thousand_logs_and_estimated_beyond(backend: 
     for (query, expected) in [("call_id=c_3_7", 1), ("status=failed", 0), ("event=call.ended", 0)] {
         let (_, body) = page(query.to_string()).await;
         let pagination = &body["data"]["pagination"];
-        assert_eq!((pagination["total"].as_i64(), pagination["total_estimated"].as_bool()), (Some(expected), Some(false)), "{query}");
+        assert_eq!(
+            (pagination["total"].as_i64(), pagination["total_estimated"].as_bool()),
+            (Some(expected), Some(false)),
+            "{query}"
+        );
     }
     let until = webhookd::domain::clock::now_ms() / 1000 + 5;
     let (_, body) = page(format!("since={until}")).await;

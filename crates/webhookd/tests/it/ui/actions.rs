@@ -311,7 +311,9 @@ async fn erase_call_data_asks_first_then_erases_as_the_api_does(backend: Backend
     assert_eq!(confirm.status, 200, "{}", confirm.body);
     confirm.assert_contains("c_9");
     confirm.assert_contains("cannot be undone");
-    let (_, read) = app.call(Method::GET, &format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}"), None).await;
+    let (_, read) = app
+        .call(Method::GET, &format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}"), None)
+        .await;
     assert_eq!(read["data"]["payload_state"], "present");
     // Without the CSRF token, nothing happens.
     let forged = browser.post(&format!("{page_path}/erase"), &[]).await;
@@ -323,7 +325,9 @@ async fn erase_call_data_asks_first_then_erases_as_the_api_does(backend: Backend
     page.assert_contains("Call data erased");
     page.assert_contains("payload erased");
     assert!(!page.body.contains("Erase call data"), "an erased call offers no second erasure");
-    let (_, read) = app.call(Method::GET, &format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}"), None).await;
+    let (_, read) = app
+        .call(Method::GET, &format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}"), None)
+        .await;
     assert_eq!(read["data"]["payload_state"], "erased");
     assert_eq!(read["data"]["request_payload"], Value::Null);
 }
