@@ -177,8 +177,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOKD_RETENTION", default_value = config::DEFAULT_RETENTION,
         value_parser = config::parse_retention)]
     pub retention: Duration,
-    /// How long their payloads are kept: event data, response bodies and headers (1h to
-    /// --retention). Default: --retention.
+    /// How long their payloads are kept: event data, response bodies and headers (1h up to
+    /// the retention; by default the same as the retention).
     #[arg(long, env = "WEBHOOKD_PAYLOAD_RETENTION", value_parser = config::parse_payload_retention)]
     pub payload_retention: Option<Duration>,
     /// Run only the API (no delivery workers).
