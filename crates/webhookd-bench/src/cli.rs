@@ -61,9 +61,13 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     /// Scheduling scenario: this many webhooks whose endpoint accepts connections and never
-    /// answers, loaded before the measured events.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000))]
+    /// answers, loaded before the measured events, in organizations other than the measured
+    /// webhook's (see `--black-hole-tenants`).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub black_holes: u64,
+    /// The organizations the black holes are spread over (each its own tenant, with one agent).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub black_hole_tenants: u64,
     /// Events pending at each black-hole webhook.
     #[arg(long, default_value_t = 1_000)]
     pub black_hole_events: u64,

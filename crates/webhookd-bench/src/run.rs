@@ -72,7 +72,16 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let api = api_node.addr.ok_or_else(|| anyhow!("webhookd did not log its API address"))?;
     let client = setup::client()?;
     let agent = setup::create_agent(&client, api, &api_key, receiver, args.webhooks).await?;
-    let scenario = Scenario { client: &client, api, api_key: &api_key, agent: &agent, receiver };
+    let mut tenants = Vec::new();
+    if args.black_holes > 0 {
+        for _ in 0..args.black_hole_tenants {
+            let key = setup::create_org(&binary, &database.url).await?;
+            let agent = setup::create_agent(&client, api, &key, receiver, 0).await?;
+            tenants.push((key, agent));
+        }
+    }
+    let scenario =
+        Scenario { client: &client, api, api_key: &api_key, agent: &agent, receiver, tenants };
     let loaded = scenario.load(args.black_holes, args.black_hole_events, args.slow_backlog).await?;
     if loaded.black_holes > 0 || loaded.slow_backlog > 0 {
         progress(&format!(

@@ -1,6 +1,7 @@
 //! The scheduling scenario (`--black-holes`, `--slow-backlog`): before the measured events, load
-//! webhooks whose endpoints hang (accept a connection, never answer) and a large backlog at a
-//! slow endpoint. The measured webhook's latency then shows whether they hold it up.
+//! webhooks whose endpoints hang (accept a connection, never answer), in organizations of their
+//! own (`--black-hole-tenants`), and a large backlog at a slow endpoint of the measured agent.
+//! The measured webhook's latency then shows whether they hold it up.
 
 use std::net::SocketAddr;
 
@@ -43,6 +44,8 @@ pub struct Scenario<'a> {
     pub api_key: &'a str,
     pub agent: &'a str,
     pub receiver: SocketAddr,
+    /// The black holes' tenants: (API key, agent id) each.
+    pub tenants: Vec<(String, String)>,
 }
 
 impl Scenario<'_> {
@@ -55,40 +58,50 @@ impl Scenario<'_> {
         slow_backlog: u64,
     ) -> anyhow::Result<Loaded> {
         let mut loaded = Loaded::default();
-        if black_holes > 0 {
-            for k in 0..black_holes {
-                let hole = black_hole().await?;
-                self.webhook(
-                    &format!("black-hole-{k}"),
-                    &format!("http://{hole}/"),
-                    BLACK_HOLE_EVENT,
-                )
-                .await?;
+        if black_holes > 0 && !self.tenants.is_empty() {
+            let hole = black_hole().await?;
+            let tenants = self.tenants.len() as u64;
+            for (t, (key, agent)) in self.tenants.iter().enumerate() {
+                let t = t as u64;
+                let holes = black_holes / tenants + u64::from(t < black_holes % tenants);
+                for k in 0..holes {
+                    let name = format!("black-hole-{t}-{k}");
+                    self.webhook(key, agent, &name, &format!("http://{hole}/"), BLACK_HOLE_EVENT)
+                        .await?;
+                }
+                self.ingest(key, agent, BLACK_HOLE_EVENT, per_hole).await?;
             }
-            self.ingest(BLACK_HOLE_EVENT, per_hole).await?;
             loaded.black_holes = black_holes;
             loaded.black_hole_logs = black_holes * per_hole;
         }
         if slow_backlog > 0 {
-            self.webhook("slow", &format!("http://{}/slow/0", self.receiver), SLOW_EVENT).await?;
-            self.ingest(SLOW_EVENT, slow_backlog).await?;
+            let slow = format!("http://{}/slow/0", self.receiver);
+            self.webhook(self.api_key, self.agent, "slow", &slow, SLOW_EVENT).await?;
+            self.ingest(self.api_key, self.agent, SLOW_EVENT, slow_backlog).await?;
             loaded.slow_backlog = slow_backlog;
         }
         Ok(loaded)
     }
 
-    async fn webhook(&self, name: &str, url: &str, event: &str) -> anyhow::Result<()> {
+    async fn webhook(
+        &self,
+        key: &str,
+        agent: &str,
+        name: &str,
+        url: &str,
+        event: &str,
+    ) -> anyhow::Result<()> {
         let body = json!({"name": name, "webhook_url": url, "events": [event], "timeout": 30, "max_retries": 0});
-        let path = format!("http://{}/api/v1/agents/{}/webhooks", self.api, self.agent);
-        let response = self.client.post(&path).bearer_auth(self.api_key).json(&body).send().await?;
+        let path = format!("http://{}/api/v1/agents/{agent}/webhooks", self.api);
+        let response = self.client.post(&path).bearer_auth(key).json(&body).send().await?;
         if response.status() != reqwest::StatusCode::CREATED {
             bail!("creating the {name} webhook answered {}", response.status());
         }
         Ok(())
     }
 
-    async fn ingest(&self, event: &str, count: u64) -> anyhow::Result<()> {
-        let path = format!("http://{}/api/v1/agents/{}/events/batch", self.api, self.agent);
+    async fn ingest(&self, key: &str, agent: &str, event: &str, count: u64) -> anyhow::Result<()> {
+        let path = format!("http://{}/api/v1/agents/{agent}/events/batch", self.api);
         let mut first = 0;
         while first < count {
             let n = LOAD_BATCH.min(count - first);
@@ -96,7 +109,7 @@ impl Scenario<'_> {
             let response = self
                 .client
                 .post(&path)
-                .bearer_auth(self.api_key)
+                .bearer_auth(key)
                 .header("content-type", "application/json")
                 .body(body)
                 .send()

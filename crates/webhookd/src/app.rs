@@ -16,7 +16,9 @@ use crate::config::Config;
 use crate::dispatch::retry::RetryPolicy;
 use crate::dispatch::sender::Sender;
 use crate::dispatch::{recovery, DispatchConfig, Dispatcher};
+use crate::domain::destination::Destinations;
 use crate::domain::sealing::Sealer;
+use crate::domain::EventCatalog;
 use crate::ingest::Ingestor;
 use crate::maintenance;
 use crate::server::{self, ServerLimits};
@@ -193,8 +195,19 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the roles `config` asks for on an opened, migrated `store`.
+    /// Starts the roles `config` asks for on an opened, migrated `store`, with the event catalog
+    /// it names.
     pub async fn start(config: &Config, store: Store) -> anyhow::Result<App> {
+        let catalog = load_catalog(config)?;
+        Self::start_with(config, store, catalog).await
+    }
+
+    /// Starts the roles `config` asks for, with an event catalog already loaded.
+    pub async fn start_with(
+        config: &Config,
+        store: Store,
+        catalog: Arc<EventCatalog>,
+    ) -> anyhow::Result<App> {
         config.check().map_err(anyhow::Error::msg)?;
         crate::telemetry::metrics::handle();
         let shutdown = CancellationToken::new();
@@ -259,9 +272,15 @@ impl App {
             let mut config = config.clone();
             config.public_url.get_or_insert_with(|| format!("http://{bound}"));
             let mut state = AppState::new(store.clone(), &config, dispatcher.clone(), ingestor);
+            state.catalog = catalog;
             state.workers = config.run_worker.then(|| dispatcher.running_flag());
             state.healthy = healthy.clone();
             state.tracer = tracer;
+            let own = [config.public_url.clone().unwrap_or_default(), format!("http://{bound}")];
+            state.destinations = Arc::new(Destinations::new(
+                config.allow_private_targets,
+                own.iter().map(String::as_str),
+            ));
             let router = api::router(state);
             let limits = ServerLimits::from_config(&config);
             let stop = shutdown.clone();
@@ -349,9 +368,19 @@ fn start_tracing(endpoint: &str) -> anyhow::Result<Tracing> {
     Ok(tracing)
 }
 
+/// The event catalog of `config`: built in, `--event-catalog`, `--extra-event-types`. Its
+/// schemas are compiled here, once; any problem is one line naming the file and the type.
+pub fn load_catalog(config: &Config) -> anyhow::Result<Arc<EventCatalog>> {
+    let catalog = EventCatalog::load(config.event_catalog.as_deref(), &config.extra_event_types)
+        .map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(catalog))
+}
+
 /// `webhookd serve`: runs until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Before the database: bad settings or a bad catalog stop here, having changed nothing.
     config.check().map_err(anyhow::Error::msg)?;
+    let catalog = load_catalog(&config)?;
     let store = open_sealed_store(&config.database_url, config.secret_key.as_deref()).await?;
     if let Some(created) = store.bootstrap_org("default").await? {
         println!(
@@ -359,7 +388,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             created.org.id, created.api_key
         );
     }
-    let app = App::start(&config, store).await?;
+    let app = App::start_with(&config, store, catalog).await?;
     match app.local_addr() {
         Some(addr) => {
             tracing::info!(%addr, database = %redact(&config.database_url), "webhookd listening");

@@ -190,6 +190,11 @@ pub struct ServeArgs {
     /// Event types to add to the built-in catalog: `name` or `name=description`, comma-separated.
     #[arg(long, env = "WEBHOOKD_EXTRA_EVENT_TYPES", value_delimiter = ',')]
     pub extra_event_types: Vec<String>,
+    /// A JSON or YAML file listing event types as `{name, description, schema?, example?}`:
+    /// each replaces the built-in type of its name or adds one; `schema` (JSON Schema 2020-12)
+    /// validates the event's `data` at ingestion. See examples/event-catalog.yaml.
+    #[arg(long, env = "WEBHOOKD_EVENT_CATALOG", value_name = "FILE")]
+    pub event_catalog: Option<std::path::PathBuf>,
     /// Delivery attempts in flight at once on this node.
     #[arg(long, env = "WEBHOOKD_CONCURRENCY", default_value_t = config::DEFAULT_CONCURRENCY as u64,
         value_parser = clap::value_parser!(u64).range(1..=65_536))]
@@ -213,7 +218,8 @@ pub struct ServeArgs {
         value_parser = config::parse_circuit_cooldown)]
     pub circuit_cooldown: Duration,
     /// Where browsers reach this service, e.g. https://hooks.example.com: the base of customer
-    /// portal links; an https URL also marks dashboard cookies Secure. Default: http://<listen>.
+    /// portal links; an https URL also marks dashboard cookies Secure; webhook URLs on it are
+    /// refused. Default: http://<listen>.
     #[arg(long, env = "WEBHOOKD_PUBLIC_URL", value_parser = config::parse_public_url)]
     pub public_url: Option<String>,
     /// Export traces (spans of ingestion and of every attempt) to this OTLP/HTTP collector,
@@ -270,6 +276,7 @@ impl ServeArgs {
             run_api: !self.no_api,
             run_worker: !self.no_worker,
             extra_event_types: self.extra_event_types,
+            event_catalog: self.event_catalog,
             concurrency: usize::try_from(self.concurrency).unwrap_or(config::DEFAULT_CONCURRENCY),
             shutdown_grace: self.shutdown_grace,
             rate_limit: self.rate_limit,
@@ -319,6 +326,7 @@ pub const FILE_SETTINGS: &[&str] = &[
     "no_worker",
     "no_api",
     "extra_event_types",
+    "event_catalog",
     "concurrency",
     "shutdown_grace",
     "rate_limit",

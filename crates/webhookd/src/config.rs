@@ -52,6 +52,8 @@ pub struct Config {
     pub run_worker: bool,
     /// Event types added to the built-in catalog, `name` or `name=description`.
     pub extra_event_types: Vec<String>,
+    /// A JSON or YAML file of event types (`domain::catalog`), read and compiled at start.
+    pub event_catalog: Option<std::path::PathBuf>,
     /// Delivery attempts in flight at once on this node.
     pub concurrency: usize,
     /// On shutdown, how long attempts and API requests in flight may take to finish.
@@ -93,6 +95,7 @@ impl Default for Config {
             run_api: true,
             run_worker: true,
             extra_event_types: Vec::new(),
+            event_catalog: None,
             concurrency: DEFAULT_CONCURRENCY,
             shutdown_grace: parse_duration(DEFAULT_SHUTDOWN_GRACE).expect("default grace parses"),
             rate_limit: DEFAULT_RATE_LIMIT,

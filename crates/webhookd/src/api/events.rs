@@ -2,6 +2,7 @@
 //! before the 202; no network I/O happens here (the dispatcher sends).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -9,6 +10,7 @@ use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,6 +21,7 @@ use super::envelope::{ok, Envelope};
 use super::error::{ApiError, ErrorBody, Missing};
 use super::extract::{parse_json, ApiPath, CurrentOrg, JsonBody};
 use super::AppState;
+use crate::domain::destination::Destinations;
 use crate::domain::event::{CallId, EventType, IdempotencyKey, NewEvent};
 use crate::domain::validation::FieldErrors;
 use crate::domain::webhook::WebhookUrl;
@@ -39,11 +42,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EventInput {
-    /// An event type from the catalog, e.g. `call.completed`.
+    /// An event type from the catalog (`GET /event-types`), e.g. `call.completed`.
     event: Option<String>,
     /// The call this event is about (at most 255 characters).
     call_id: Option<String>,
-    /// Any JSON value: delivered byte for byte as the request body.
+    /// Any JSON value, checked against the event type's schema when the catalog has one (422
+    /// `VALIDATION_FAILED` with errors keyed `data/<JSON pointer>`); delivered byte for byte as
+    /// the request body.
     #[schema(value_type = Object)]
     data: Option<Box<RawValue>>,
     /// Repeats within 24 h return the first event and create nothing (per organization).
@@ -76,6 +81,9 @@ pub struct EventAccepted {
     /// The idempotency key had been used: this is the first event; nothing new was created.
     duplicate: bool,
     logs: Vec<LogRef>,
+    /// Webhooks subscribed to this event type whose `filter` the event's `data` did not pass:
+    /// no log was made for them. Empty for a duplicate.
+    filtered: Vec<Uuid>,
 }
 
 impl From<IngestedEvent> for EventAccepted {
@@ -84,6 +92,7 @@ impl From<IngestedEvent> for EventAccepted {
             event_id: event.event_id,
             duplicate: event.duplicate,
             logs: event.logs.into_iter().map(LogRef::from).collect(),
+            filtered: event.filtered,
         }
     }
 }
@@ -119,7 +128,7 @@ pub struct BatchAccepted {
 fn parse_event(
     input: EventInput,
     catalog: &EventCatalog,
-    allow_private: bool,
+    destinations: &Destinations,
 ) -> Result<NewEvent, FieldErrors> {
     let mut errors = FieldErrors::default();
     let event_type = match &input.event {
@@ -135,9 +144,14 @@ fn parse_event(
         .and_then(|key| errors.check("idempotency_key", IdempotencyKey::parse(&key)));
     let webhook_url = input
         .webhook_url
-        .and_then(|url| errors.check("webhook_url", WebhookUrl::parse(&url, allow_private)));
-    if input.data.is_none() {
-        errors.add("data", "is required");
+        .and_then(|url| errors.check("webhook_url", WebhookUrl::parse(&url, destinations)));
+    let mut parsed = None;
+    match (&event_type, &input.data) {
+        (_, None) => errors.add("data", "is required"),
+        (Some(event_type), Some(data)) => {
+            parsed = check_data(catalog, event_type, data).map_err(|e| errors.merge(e)).ok();
+        }
+        (None, Some(_)) => {}
     }
     errors.finish()?;
     match (event_type, input.data) {
@@ -145,12 +159,64 @@ fn parse_event(
             event_type,
             call_id,
             payload: Bytes::copy_from_slice(data.get().as_bytes()),
+            data: parsed.flatten(),
             idempotency_key,
             webhook_url,
             traceparent: None,
         }),
         _ => Err(FieldErrors::default()),
     }
+}
+
+/// The Standard Webhooks header webhookd sets to the event id on every delivery.
+const WEBHOOK_ID: &str = "webhook-id";
+
+/// Refuses a request that is one of this webhookd's own deliveries sent back to its ingest API (a
+/// webhook pointing at it, e.g. by another spelling of its address): its `webhook-id` is the id
+/// of an event in this database. Ingesting it would deliver it again, in a loop that multiplies
+/// with every such webhook. Another deployment's deliveries carry ids this database does not
+/// have, and are accepted; so is a `user-agent` of `webhookd/…` on its own.
+async fn refuse_own_delivery(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(event_id) = headers
+        .get(WEBHOOK_ID)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| Uuid::try_parse(value.trim()).ok())
+    else {
+        return Ok(());
+    };
+    if !state.store.event_exists(event_id).await? {
+        return Ok(());
+    }
+    tracing::warn!(%event_id, "ingestion refused a delivery of this webhookd's own event");
+    Err(ApiError::field(
+        WEBHOOK_ID,
+        format!(
+            "is {event_id}, an event this webhookd delivered: this request is one of its own \
+             deliveries sent back to its ingest API, and ingesting it would deliver it again, in \
+             a loop. Point the webhook at the service that should receive the events, not at \
+             webhookd's /api/v1/agents/{{agent_id}}/events"
+        ),
+    ))
+}
+
+/// Checks `data` against its type's schema (SPEC §10); a type without one costs nothing. The
+/// parsed value is kept for webhook filters.
+fn check_data(
+    catalog: &EventCatalog,
+    event_type: &EventType,
+    data: &RawValue,
+) -> Result<Option<Arc<Value>>, FieldErrors> {
+    if !catalog.get(event_type.as_str()).is_some_and(|kind| kind.has_schema()) {
+        return Ok(None);
+    }
+    // The body was parsed as JSON already, so this cannot fail; if it did, it is the client's.
+    let value: Value = serde_json::from_str(data.get()).map_err(|_| {
+        let mut errors = FieldErrors::default();
+        errors.add("data", "must be JSON");
+        errors
+    })?;
+    catalog.validate_data(event_type.as_str(), &value)?;
+    Ok(Some(Arc::new(value)))
 }
 
 /// Stores `events` for the agent: `Ok(None)` when the agent does not exist.
@@ -184,11 +250,12 @@ async fn ingest_event(
     headers: HeaderMap,
     JsonBody(mut input): JsonBody<EventInput>,
 ) -> Result<(StatusCode, Json<Envelope<EventAccepted>>), ApiError> {
+    refuse_own_delivery(&state, &headers).await?;
     let mut trace = IngestTrace::begin(state.tracer.as_ref(), &headers, EVENT_ROUTE);
     if input.idempotency_key.is_none() {
         input.idempotency_key = idempotency_header(&headers)?.map(str::to_string);
     }
-    let mut event = parse_event(input, &state.catalog, state.config.allow_private_targets)?;
+    let mut event = parse_event(input, &state.catalog, &state.destinations)?;
     event.traceparent = trace.event(true);
     let mut ingested = ingest(&state, org_id, path.agent_id, vec![event]).await?;
     trace.finish(ingested.iter().map(|e| Some(e.event_id)), StatusCode::ACCEPTED.as_u16());
@@ -226,6 +293,7 @@ async fn ingest_batch(
     headers: HeaderMap,
     JsonBody(input): JsonBody<BatchInput>,
 ) -> Result<(StatusCode, Json<Envelope<BatchAccepted>>), ApiError> {
+    refuse_own_delivery(&state, &headers).await?;
     let mut trace = IngestTrace::begin(state.tracer.as_ref(), &headers, BATCH_ROUTE);
     let items = input.events.ok_or_else(|| ApiError::field("events", "is required"))?;
     if items.is_empty() || items.len() > BATCH_MAX {
@@ -235,7 +303,7 @@ async fn ingest_batch(
     let mut valid = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let parsed = match parse_json::<EventInput>(item.get().as_bytes()) {
-            Ok(input) => parse_event(input, &state.catalog, state.config.allow_private_targets),
+            Ok(input) => parse_event(input, &state.catalog, &state.destinations),
             Err(ApiError::Validation(errors)) => Err(errors),
             Err(_) => Err({
                 let mut errors = FieldErrors::default();

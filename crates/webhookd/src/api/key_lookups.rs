@@ -91,7 +91,7 @@ impl KeyLookups {
 }
 
 /// One client: an IPv4 address, or an IPv6 /64 (a single subscriber usually has a whole /64).
-fn per_client(address: IpAddr) -> IpAddr {
+pub fn per_client(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(_) => address,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -8,10 +8,11 @@ pub(crate) mod bland;
 pub(crate) mod calls;
 mod envelope;
 pub mod error;
+mod event_types;
 mod events;
 pub mod extract;
 mod health;
-mod key_lookups;
+pub(crate) mod key_lookups;
 mod limits;
 pub(crate) mod logs;
 mod operational;
@@ -39,9 +40,11 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
+use crate::domain::destination::Destinations;
 use crate::domain::EventCatalog;
 use crate::ingest::Ingestor;
 use crate::store::Store;
+use crate::ui::sign_in_limits::SignInLimits;
 use error::{ApiError, Missing};
 
 pub use auth::{AuthCache, KeyCheck};
@@ -69,6 +72,11 @@ pub struct AppState {
     pub healthy: Arc<AtomicBool>,
     /// Makes ingestion spans when traces are exported (`--otlp-endpoint`).
     pub tracer: Option<crate::telemetry::traces::Tracer>,
+    /// Where webhooks may point: `--allow-private-targets`, and never this service's own origins
+    /// (`--public-url` and the bound address).
+    pub destinations: Arc<Destinations>,
+    /// Failed dashboard sign-ins per client address and per key prefix.
+    pub sign_in_limits: Arc<SignInLimits>,
 }
 
 impl AppState {
@@ -83,6 +91,11 @@ impl AppState {
             workers: None,
             healthy: Arc::new(AtomicBool::new(true)),
             tracer: None,
+            destinations: Arc::new(Destinations::new(
+                config.allow_private_targets,
+                config.public_url.as_deref(),
+            )),
+            sign_in_limits: Arc::new(SignInLimits::default()),
         }
     }
 }
@@ -129,6 +142,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(webhooks::router())
         .merge(secrets::router())
         .merge(events::router())
+        .merge(event_types::router())
         .merge(logs::router())
         .merge(redelivery::router())
         .merge(calls::router())
@@ -176,16 +190,37 @@ fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The OpenAPI document served at `/openapi.json`.
+/// The OpenAPI document generated from the handlers (without `webhooks`, which depend on the
+/// catalog: see [`document`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().1
 }
 
+/// The document served at `/openapi.json`: the generated one, plus OpenAPI 3.1's `webhooks`
+/// (one per event type of `catalog`), which utoipa cannot express.
+fn document(openapi: &utoipa::openapi::OpenApi, catalog: &EventCatalog) -> serde_json::Value {
+    let mut document = serde_json::to_value(openapi).unwrap_or_default();
+    if let Some(object) = document.as_object_mut() {
+        object.insert("webhooks".into(), event_types::webhooks_section(catalog));
+        // Described by the `webhooks` entries' tag.
+        if let Some(tags) = object.get_mut("tags").and_then(serde_json::Value::as_array_mut) {
+            tags.push(serde_json::json!({"name": "event types",
+                "description": "The requests webhookd sends: one per event type of the catalog"}));
+        }
+    }
+    document
+}
+
 pub fn router(state: AppState) -> Router {
     let (routes, openapi) = routes();
-    let openapi = Arc::new(openapi);
+    // Serialized once; every request answers the same bytes.
+    let openapi = bytes::Bytes::from(document(&openapi, &state.catalog).to_string());
+    let serve_openapi = move || {
+        let body = openapi.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+    };
     routes
-        .route("/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
+        .route("/openapi.json", get(serve_openapi))
         .route("/metrics", get(render_metrics))
         .nest("/ui", crate::ui::router())
         .route("/ui/", get(|| async { axum::response::Redirect::to("/ui") }))

@@ -100,9 +100,7 @@ async fn set_operational_webhook(
 ) -> Result<Json<Envelope<OperationalWebhookView>>, ApiError> {
     let mut errors = FieldErrors::default();
     let url = match &input.url {
-        Some(url) => {
-            errors.check("url", WebhookUrl::parse(url, state.config.allow_private_targets))
-        }
+        Some(url) => errors.check("url", WebhookUrl::parse(url, &state.destinations)),
         None => {
             errors.add("url", "is required");
             None

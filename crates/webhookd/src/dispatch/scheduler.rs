@@ -14,9 +14,9 @@
 //!   one whose last attempt stalled, timed out or failed) starts only with a place in the stalled
 //!   pool reserved for it, so if it hangs it always has somewhere to wait and never keeps an
 //!   active slot for its whole timeout. One organization reserves at most a quarter of the pool,
-//!   and the last sixteenth is kept for organizations holding almost none: thousands of dead
-//!   endpoints of one tenant, or of fifty, wait for their places while every other tenant's
-//!   deliveries go on. A lane without a place waits in its organization's queue and costs
+//!   and the last eighth is kept for organizations holding no place (one each): thousands of
+//!   dead endpoints of one tenant, or of fifty, wait for their places while every other
+//!   tenant's deliveries go on. A lane without a place waits in its organization's queue and costs
 //!   nothing (no claim, no start) until a place frees. Proven lanes start without a place.
 //! - **Lane limits.** A lane starts an automatic attempt only under its adaptive limit (and
 //!   `max_concurrency`), with a rate slot if it has a `rate_limit`, and while its circuit is
@@ -69,8 +69,9 @@ pub struct Limits {
     pub stalled_per_org: usize,
 }
 
-/// Organizations holding fewer reserved places than this may use the pool's last sixteenth.
-const NEWCOMER_PLACES: usize = 8;
+/// The share of the stalled pool kept for organizations that hold no place: one place each, so
+/// tenants with dead endpoints arriving late cannot take the last places from everyone else.
+const KEPT_FOR_NEWCOMERS: usize = 8;
 
 #[derive(Debug, Default)]
 struct Org {
@@ -365,9 +366,8 @@ impl Scheduler {
         let cap = self.limits.stalled;
         let held = self.orgs.get(&org).map_or(0, |o| o.reserved);
         let taken = self.reserved + self.stalled_unreserved;
-        let shared = cap - cap / 16;
-        held < self.limits.stalled_per_org
-            && (taken < shared || (held < NEWCOMER_PLACES && taken < cap))
+        let shared = cap - cap / KEPT_FOR_NEWCOMERS;
+        held < self.limits.stalled_per_org && (taken < shared || (held == 0 && taken < cap))
     }
 
     /// The lane waits for a place: it leaves the ring until one frees.

@@ -126,6 +126,67 @@ fn local_nat64_ipv4(octets: [u8; 16]) -> Vec<Ipv4Addr> {
     candidates
 }
 
+/// Where webhooks may point: the address rule (`--allow-private-targets`) and this service's own
+/// origins, which no webhook may name. A delivery to webhookd's own API would be ingested as a
+/// new event and delivered again, in a loop.
+#[derive(Debug, Clone, Default)]
+pub struct Destinations {
+    allow_private: bool,
+    /// Scheme, host and port of `--public-url` and of the bound address.
+    own: Vec<Origin>,
+}
+
+impl Destinations {
+    /// No private or loopback address, and no own origin known (tests of other rules).
+    pub const STRICT: Destinations = Destinations { allow_private: false, own: Vec::new() };
+
+    /// The rule of a server that permits private addresses or not, and answers at `own_urls`
+    /// (its public URL and `http://<bound address>`; URLs that do not parse are left out).
+    pub fn new<'a>(allow_private: bool, own_urls: impl IntoIterator<Item = &'a str>) -> Self {
+        let own = own_urls
+            .into_iter()
+            .filter_map(|url| Url::parse(url).ok())
+            .filter_map(|url| Origin::of(&url))
+            .collect();
+        Self { allow_private, own }
+    }
+
+    pub fn allow_private(&self) -> bool {
+        self.allow_private
+    }
+
+    /// `Ok` when `url` (already parsed as an absolute URL) may be a destination as far as its
+    /// spelling shows; the message says why not otherwise.
+    pub fn check(&self, url: &Url) -> Result<(), String> {
+        if let Some(own) = Origin::of(url).filter(|origin| self.own.contains(origin)) {
+            return Err(format!(
+                "must not point at this webhookd itself ({}://{}:{}): a delivery there would be \
+                 ingested as a new event and delivered again, in a loop; use the URL of the \
+                 service that should receive the events",
+                own.scheme, own.host, own.port
+            ));
+        }
+        check_url(url.as_str(), self.allow_private)
+    }
+}
+
+/// Scheme, host (lowercase, without a trailing dot) and port (the scheme's default when none is
+/// written): two URLs with the same reach the same server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn of(url: &Url) -> Option<Self> {
+        let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+        let port = url.port_or_known_default()?;
+        Some(Self { scheme: url.scheme().to_string(), host, port })
+    }
+}
+
 /// `Ok` when `url` may be a destination as far as its spelling shows (names are checked when they
 /// are resolved); the message says why not otherwise.
 pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
@@ -254,6 +315,35 @@ mod tests {
         for ip in ["2001:4860:4860::8888", "2a00:1450::1", "100:0:0:1::1"] {
             assert!(!forbidden(ip), "{ip}");
         }
+    }
+
+    #[test]
+    fn urls_of_this_service_itself_are_refused_in_every_spelling_of_its_origin() {
+        let own = Destinations::new(
+            true,
+            ["https://hooks.example.com", "http://127.0.0.1:8080", "not a url"],
+        );
+        for url in [
+            "https://hooks.example.com/api/v1/agents/x/events",
+            "https://HOOKS.example.com:443/",
+            "https://hooks.example.com./x",
+            "http://127.0.0.1:8080/api/v1/agents/x/events",
+            "http://2130706433:8080/",
+        ] {
+            let error = own.check(&Url::parse(url).unwrap()).unwrap_err();
+            assert!(error.contains("this webhookd itself"), "{url}: {error}");
+        }
+        for url in [
+            "http://hooks.example.com/",
+            "https://hooks.example.com:8443/",
+            "https://api.hooks.example.com/",
+            "http://127.0.0.1:8081/",
+            "https://127.0.0.1:8080/",
+        ] {
+            assert_eq!(own.check(&Url::parse(url).unwrap()), Ok(()), "{url}");
+        }
+        let strict = Destinations::new(false, []);
+        assert!(strict.check(&Url::parse("http://127.0.0.1:9/").unwrap()).is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! An event to ingest (SPEC §3 "Event ingestion body"), parsed: its type from the catalog, the
 //! optional call id, idempotency key and one-off destination, and the `data` bytes verbatim.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::catalog::EventCatalog;
@@ -66,6 +68,9 @@ pub struct NewEvent {
     pub call_id: Option<CallId>,
     /// The `data` bytes, delivered verbatim.
     pub payload: Bytes,
+    /// `data` parsed, when ingestion already parsed it (to check its type's schema); webhook
+    /// filters use it rather than parsing the bytes again.
+    pub data: Option<Arc<serde_json::Value>>,
     pub idempotency_key: Option<IdempotencyKey>,
     /// A one-off destination signed with the organization's secret.
     pub webhook_url: Option<WebhookUrl>,

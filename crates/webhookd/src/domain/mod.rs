@@ -6,6 +6,7 @@ pub mod circuit;
 pub mod clock;
 pub mod destination;
 pub mod event;
+pub mod filter;
 pub mod health;
 pub mod lane;
 pub mod operational;

@@ -15,6 +15,13 @@ impl FieldErrors {
         result.map_err(|message| self.add(field, message)).ok()
     }
 
+    /// Takes in every problem `other` recorded.
+    pub fn merge(&mut self, other: FieldErrors) {
+        for (field, messages) in other.0 {
+            self.0.entry(field).or_default().extend(messages);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

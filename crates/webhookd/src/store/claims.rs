@@ -68,7 +68,7 @@ impl Store {
     /// Claims due logs for each lane of `claims`.
     pub async fn claim_lanes(&self, claims: &[LaneClaim]) -> Result<Vec<LaneClaimed>, StoreError> {
         let now = now_ms();
-        match &self.db {
+        let mut claimed = match &self.db {
             Db::Sqlite { write, .. } => {
                 let (logs, mut claimed) = super::sqlite::claim_lanes(write, claims, now).await?;
                 for log in logs {
@@ -76,10 +76,13 @@ impl Store {
                         lane.logs.push(log);
                     }
                 }
-                Ok(claimed)
+                claimed
             }
-            Db::Postgres(pool) => super::postgres::claim_lanes(pool, claims, now).await,
-        }
+            Db::Postgres(pool) => super::postgres::claim_lanes(pool, claims, now).await?,
+        };
+        self.fill_payloads(claimed.iter_mut().flat_map(|lane| lane.logs.iter_mut()).collect())
+            .await?;
+        Ok(claimed)
     }
 
     /// Every lane with pending logs and when its first one falls due: one index probe per lane,
@@ -156,9 +159,11 @@ impl Store {
             "SELECT {QUEUED_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
              WHERE l.id IN "
         );
-        on_writer!(self, |pool| {
-            Ok(with_ids(sql, ids.iter().copied()).build_query_as().fetch_all(pool).await?)
-        })
+        let mut logs: Vec<QueuedLog> = on_writer!(self, |pool| {
+            with_ids(sql, ids.iter().copied()).build_query_as().fetch_all(pool).await?
+        });
+        self.fill_payloads(logs.iter_mut().collect()).await?;
+        Ok(logs)
     }
 
     /// Gives claimed logs back, due now: logs a node took but will not send (it is shutting

@@ -16,6 +16,7 @@ use super::queue::{insert_logs, LogIds, NewLog, INSERT_CHUNK};
 use super::{on_reader, on_writer, Backend, Store, StoreError};
 use crate::domain::clock::{now_ms, DAY_MS};
 use crate::domain::event::NewEvent;
+use crate::domain::filter::Filter;
 use crate::domain::webhook::{EventTypes, Ordering, Timeout};
 use crate::domain::{LogStatus, SendType};
 
@@ -56,6 +57,8 @@ pub struct IngestedEvent {
     /// The idempotency key had been seen: this is the first event, and nothing was created.
     pub duplicate: bool,
     pub logs: Vec<CreatedLog>,
+    /// Webhooks subscribed to the event whose filter it did not pass: no log was made for them.
+    pub filtered: Vec<Uuid>,
 }
 
 /// A new log given to the local dispatcher, with its share of the hand-off budget (returned
@@ -98,6 +101,7 @@ struct Subscriber {
     timeout_secs: Option<i64>,
     rate_limit: Option<i64>,
     max_concurrency: Option<i64>,
+    content_filter: Option<String>,
 }
 
 struct Subscription {
@@ -109,6 +113,8 @@ struct Subscription {
     timeout: Timeout,
     /// Its limits are counted over every node, so its logs go through the claim query.
     shared_limits: bool,
+    /// Parsed once per read of the row, evaluated per event.
+    filter: Option<Filter>,
 }
 
 impl Subscriber {
@@ -127,6 +133,12 @@ impl Subscriber {
             timeout: Timeout::from_stored(self.timeout_secs.unwrap_or_default())
                 .map_err(corrupt)?,
             shared_limits: self.rate_limit.is_some() || self.max_concurrency.is_some(),
+            filter: self
+                .content_filter
+                .as_deref()
+                .map(Filter::from_stored)
+                .transpose()
+                .map_err(corrupt)?,
         }))
     }
 }
@@ -153,7 +165,7 @@ impl Store {
                 if let std::collections::hash_map::Entry::Vacant(vacant) = agents.entry(key) {
                     let rows: Vec<Subscriber> = sqlx::query_as(
                         "SELECT w.id, w.url, w.events, w.enabled, w.ordering, w.timeout_secs,
-                            w.rate_limit, w.max_concurrency
+                            w.rate_limit, w.max_concurrency, w.content_filter
                          FROM agents a LEFT JOIN webhooks w ON w.agent_id = a.id
                          WHERE a.id = $1 AND a.org_id = $2 AND NOT a.internal ORDER BY w.id",
                     )
@@ -185,6 +197,7 @@ impl Store {
                             event_id: first,
                             duplicate: true,
                             logs: vec![],
+                            filtered: vec![],
                         });
                         continue;
                     }
@@ -198,7 +211,17 @@ impl Store {
                         event_id,
                     };
                     let mut destinations: Vec<(NewLog, Option<&Subscription>)> = Vec::new();
+                    let mut filtered = Vec::new();
+                    // `data` parsed at most once per event, and only for a webhook with a filter.
+                    let mut data: Option<Arc<serde_json::Value>> = event.data.clone();
                     for sub in subscriptions.iter().filter(|s| s.events.contains(event_type)) {
+                        if let Some(filter) = &sub.filter {
+                            let data = data.get_or_insert_with(|| parse_data(&event.payload));
+                            if !filter.matches(data) {
+                                filtered.push(sub.id);
+                                continue;
+                            }
+                        }
                         let mut log = NewLog::pending(
                             ids(Some(sub.id)),
                             event_type,
@@ -228,11 +251,14 @@ impl Store {
                         );
                         destinations.push((log, None));
                     }
+                    // The logs of one event share its payload in memory: each is charged its
+                    // share of the bytes, not all of them.
+                    let share = event.payload.len().div_ceil(destinations.len().max(1));
                     for (mut log, sub) in destinations {
                         let pending = log.status == LogStatus::Pending;
                         let local = sub.is_none_or(|s| !(postgres && s.shared_limits));
                         let permit = (pending && log.order_key.is_none() && local)
-                            .then(|| handoff.and_then(|h| h.reserve(event.payload.len())))
+                            .then(|| handoff.and_then(|h| h.reserve(share)))
                             .flatten();
                         if let Some(permit) = permit {
                             let timeout = sub.map_or(Timeout::DEFAULT, |s| s.timeout);
@@ -258,7 +284,12 @@ impl Store {
                         });
                         logs.push(log);
                     }
-                    events.push(IngestedEvent { event_id, duplicate: false, logs: created });
+                    events.push(IngestedEvent {
+                        event_id,
+                        duplicate: false,
+                        logs: created,
+                        filtered,
+                    });
                     new_events.push((event_id, request, event));
                 }
                 outcomes.push(Ingested::Events { events, handed });
@@ -309,6 +340,17 @@ impl Store {
             cache.insert(event.event_id, event.logs.clone());
         }
         Ok(())
+    }
+
+    /// Whether an event with this id exists, in any organization (a primary-key lookup).
+    pub async fn event_exists(&self, event_id: Uuid) -> Result<bool, StoreError> {
+        on_reader!(self, |pool| {
+            let found: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM events WHERE id = $1")
+                .bind(event_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(found.is_some())
+        })
     }
 
     /// The first-generation logs of an event (those ingestion created), oldest first.
@@ -375,6 +417,12 @@ where
     .fetch_one(&mut **tx)
     .await?;
     Ok(Some(first))
+}
+
+/// An event's `data` for filters: its bytes parsed (`null` if they are not JSON, which only
+/// filters testing for absence pass).
+fn parse_data(payload: &[u8]) -> Arc<serde_json::Value> {
+    Arc::new(serde_json::from_slice(payload).unwrap_or(serde_json::Value::Null))
 }
 
 /// A handed log of `event` as the dispatcher receives it.

@@ -22,6 +22,7 @@ mod models;
 mod operational;
 mod orgs;
 mod outbox;
+mod payload_removal;
 mod payloads;
 mod postgres;
 mod queue;
@@ -54,7 +55,7 @@ pub use logs::{DeliveryLog, LogFilter, LogListing, LogPage, LogScope, LISTED_PAY
 pub use models::{Agent, Attempt, Organization, Payload, QueuedLog, Webhook, WebhookSecrets};
 pub use operational::OperationalWebhook;
 pub use orgs::{ApiKeyInfo, CreatedOrg};
-pub use payloads::{ErasedCall, Expired, PAYLOAD_BATCH};
+pub use payload_removal::{ErasedCall, Expired, PAYLOAD_BATCH};
 pub use record::{AttemptRecord, Recorded, SkipRecord};
 pub use recover::{Recovery, Window, RECOVER_PAGE};
 pub use redelivery::PostCallEvent;
@@ -143,6 +144,8 @@ pub struct Store {
     sealer: Arc<Sealer>,
     /// The database's known condition, shared by every user of this store.
     availability: Arc<Availability>,
+    /// Payloads on their way to a send, one buffer per event.
+    payloads: payloads::PayloadCache,
 }
 
 impl Store {
@@ -155,6 +158,7 @@ impl Store {
             recoveries: Arc::new(Notify::new()),
             sealer: Arc::new(sealer),
             availability: Arc::new(Availability::default()),
+            payloads: payloads::PayloadCache::default(),
         })
     }
 

@@ -5,6 +5,7 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::domain::circuit::{Circuit, CircuitState};
 use crate::domain::clock::UnixMs;
+use crate::domain::filter::Filter;
 use crate::domain::sealing::Sealer;
 use crate::domain::webhook::{
     Authorization, CustomHeaders, EventTypes, HttpMethod, MaxConcurrency, MaxRetries, Name,
@@ -83,6 +84,7 @@ pub(super) struct WebhookRow {
     rate_limit: Option<i64>,
     max_concurrency: Option<i64>,
     ordering: String,
+    content_filter: Option<String>,
     circuit_state: String,
     circuit_retry_at: Option<i64>,
     circuit_failures: i64,
@@ -99,7 +101,7 @@ pub(super) struct WebhookRow {
 pub(super) const WEBHOOK_COLUMNS: &str =
     "id, org_id, agent_id, name, url, events, timeout_secs, max_retries, enabled,
     disabled_reason, http_method, auth_config, custom_headers, rate_limit, max_concurrency,
-    ordering, circuit_state, circuit_retry_at, circuit_failures, circuit_level, signing_secret,
+    ordering, content_filter, circuit_state, circuit_retry_at, circuit_failures, circuit_level, signing_secret,
     previous_signing_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
 
 fn corrupt(detail: impl ToString) -> StoreError {
@@ -130,6 +132,12 @@ impl WebhookRow {
                 .transpose()
                 .map_err(corrupt)?,
             ordering: Ordering::parse(&self.ordering).map_err(corrupt)?,
+            filter: self
+                .content_filter
+                .as_deref()
+                .map(Filter::from_stored)
+                .transpose()
+                .map_err(corrupt)?,
         };
         let count = |value: i64| u32::try_from(value).map_err(corrupt);
         let circuit = Circuit {
@@ -182,7 +190,8 @@ pub struct QueuedLog {
     pub lease_until: Option<UnixMs>,
     /// The event's stored trace context (`telemetry::traces`).
     pub traceparent: Option<String>,
-    #[sqlx(try_from = "Vec<u8>")]
+    /// Filled after the claim, shared by every log of the event (`payloads.rs`).
+    #[sqlx(skip)]
     pub payload: Payload,
     /// Whether the payload is still stored; a log without one is never sent.
     pub payload_state: PayloadState,
@@ -209,12 +218,13 @@ impl QueuedLog {
     }
 }
 
-/// The columns of a [`QueuedLog`] (log `l`, event `e`), with the lease as `next_attempt_at`.
+/// The columns of a [`QueuedLog`] (log `l`, event `e`), with the lease as `next_attempt_at`;
+/// not the payload, which `Store::fill_payloads` reads once per event.
 pub(super) const QUEUED_COLUMNS: &str = "l.id, l.org_id, l.agent_id, l.webhook_id, l.lane_id,
     l.event_id, l.event_type, l.call_id, l.url, l.attempt_count, l.retries, l.first_send_type,
     l.created_at, l.order_key IS NOT NULL AS ordered,
     CASE WHEN l.claimed_at IS NULL THEN NULL ELSE l.next_attempt_at END AS lease_until,
-    e.traceparent, e.payload, e.payload_state";
+    e.traceparent, e.payload_state";
 
 /// One HTTP attempt of a log, as sent and as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,203 +1,88 @@
-//! Payloads that go before their history (SPEC §8): expiry after `--payload-retention`, a small
-//! batch per transaction, and erasure of one call's on request.
-//!
-//! Either way the events keep their rows with an empty payload and a `payload_state` (`expired`,
-//! `erased`, mirrored on each of their logs), the response bodies and headers of their logs and
-//! attempts become NULL, and their pending logs end `failed` with the error `payload expired` or
-//! `payload erased`: nothing is ever sent without its payload. Everything else (ids, statuses,
-//! codes, times, durations, errors, URLs) stays until `--retention`.
-//!
-//! Statements lock the logs first, then the attempts, then the events: a recorder holding a log
-//! is waited for, so the attempt it moved into `attempts` is cleared too, and a recorder that
-//! comes later finds the log's `payload_state` and writes no body (`record.rs`).
+//! Event payloads on their way to a send, held once per event in memory whatever the fan-out:
+//! claims return logs without their payloads, and each distinct event's bytes are read once and
+//! shared (reference-counted) by every log of it. A small cache keeps recently read payloads, so
+//! logs of one event claimed a moment apart (a fan-out's lanes take turns) share them too.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
 use uuid::Uuid;
 
-use super::announce::Announcement;
-use super::{on_writer, with_ids, Store, StoreError};
-use crate::domain::clock::{now_ms, UnixMs};
-use crate::domain::PayloadState;
+use super::models::{Payload, QueuedLog};
+use super::{on_reader, with_ids, Store, StoreError};
 
-/// Events per payload expiry transaction.
-pub const PAYLOAD_BATCH: i64 = 200;
+/// Payload bytes the cache keeps (what tickets hold is theirs, whatever the cache evicts).
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// A payload not used for this long leaves the cache.
+const CACHE_IDLE: Duration = Duration::from_secs(30);
+/// Events per payload read.
+const READ_CHUNK: usize = 200;
 
-/// What one expiry batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Expired {
-    /// Events whose payload went.
-    pub events: u64,
-    /// Pending logs ended `failed` (`payload expired`).
-    pub ended: u64,
+/// Recently read payloads by event id, bounded by their total size.
+#[derive(Clone)]
+pub struct PayloadCache {
+    cache: moka::sync::Cache<Uuid, Bytes>,
 }
 
-/// What erasing a call touched: every event of the call and every log of those events (the
-/// same counts on a repeated erasure).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErasedCall {
-    pub events: i64,
-    pub logs: i64,
+impl Default for PayloadCache {
+    fn default() -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(CACHE_BYTES)
+            .weigher(|_, payload: &Bytes| u32::try_from(payload.len()).unwrap_or(u32::MAX))
+            .time_to_idle(CACHE_IDLE)
+            .build();
+        Self { cache }
+    }
 }
 
-/// Removes the payloads of the events `$ids` inside transaction `$tx`, leaving them in `$state`;
-/// `$only`, a condition, narrows which rows change (expiry leaves erased ones alone). Evaluates to the ids of
-/// the events whose pending logs it ended.
-macro_rules! remove_payloads {
-    ($tx:ident, $ids:expr, $state:expr, $only:expr, $now:expr) => {{
-        let ids: &[Uuid] = $ids;
-        let state: PayloadState = $state;
-        let error = state.error().unwrap_or("payload removed");
-        let only: &str = $only;
-        let mut ended: Vec<Uuid> = Vec::new();
-        for chunk in ids.chunks(super::queue::INSERT_CHUNK) {
-            let ids = || chunk.iter().copied();
-            let ended_now: Vec<(Uuid,)> = {
-                let mut query =
-                    sqlx::QueryBuilder::new("UPDATE delivery_logs SET status = 'failed', error = ");
-                query
-                    .push_bind(error)
-                    .push(", next_attempt_at = NULL, claimed_at = NULL, updated_at = ")
-                    .push_bind($now)
-                    .push(format!(" WHERE status = 'pending' AND ({only}) AND event_id IN ("));
-                let mut list = query.separated(", ");
-                for id in ids() {
-                    list.push_bind(id);
-                }
-                query.push(") RETURNING event_id");
-                query.build_query_as().fetch_all(&mut *$tx).await?
-            };
-            ended.extend(ended_now.into_iter().map(|(id,)| id));
-            let mut logs = sqlx::QueryBuilder::new("UPDATE delivery_logs SET payload_state = ");
-            logs.push_bind(state.as_str()).push(format!(
-                ", response_body = NULL, response_headers = NULL
-                     WHERE ({only}) AND event_id IN ("
-            ));
-            let mut list = logs.separated(", ");
-            for id in ids() {
-                list.push_bind(id);
-            }
-            logs.push(")");
-            logs.build().execute(&mut *$tx).await?;
-            with_ids(
-                "UPDATE attempts SET response_body = NULL, response_headers = NULL
-                 WHERE (response_body IS NOT NULL OR response_headers IS NOT NULL)
-                   AND log_id IN (SELECT id FROM delivery_logs WHERE event_id IN ",
-                ids(),
-            )
-            .push(")")
-            .build()
-            .execute(&mut *$tx)
-            .await?;
-            let mut events = sqlx::QueryBuilder::new("UPDATE events SET payload = ");
-            events
-                .push_bind(Vec::<u8>::new())
-                .push(", payload_state = ")
-                .push_bind(state.as_str())
-                .push(format!(" WHERE ({only}) AND id IN ("));
-            let mut list = events.separated(", ");
-            for id in ids() {
-                list.push_bind(id);
-            }
-            events.push(")");
-            events.build().execute(&mut *$tx).await?;
+impl PayloadCache {
+    /// Forgets these events' payloads (they expired or were erased).
+    pub(super) fn forget(&self, events: &[Uuid]) {
+        for event in events {
+            self.cache.invalidate(event);
         }
-        ended.sort_unstable();
-        ended.dedup();
-        ended
-    }};
+    }
 }
 
 impl Store {
-    /// Removes the payloads of up to [`PAYLOAD_BATCH`] events created before `cutoff` that still
-    /// hold one, oldest first (`events_payload_present`), in one short transaction.
-    pub async fn expire_payloads_batch(&self, cutoff: UnixMs) -> Result<Expired, StoreError> {
-        let now = now_ms();
-        let (events, ended) = on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let ids: Vec<(Uuid,)> = sqlx::query_as(
-                "SELECT id FROM events WHERE payload_state = 'present' AND created_at < $1
-                 ORDER BY created_at LIMIT $2",
-            )
-            .bind(cutoff)
-            .bind(PAYLOAD_BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            if ids.is_empty() {
-                return Ok(Expired::default());
-            }
-            let ids: Vec<Uuid> = ids.into_iter().map(|(id,)| id).collect();
-            let ended =
-                remove_payloads!(tx, &ids, PayloadState::Expired, "payload_state = 'present'", now);
-            tx.commit().await?;
-            (ids.len(), ended)
-        });
-        let count = ended.len();
-        self.announce_gone(&ended, PayloadState::Expired).await;
-        Ok(Expired { events: events as u64, ended: count as u64 })
-    }
-
-    /// Erases the payloads of every event of `call_id` in `org_id`, of their logs and attempts,
-    /// and ends their pending logs; `None` when the organization has no event of that call.
-    /// Every node hears of it before this returns (this one at once, others by `NOTIFY`), so
-    /// none sends a log of the call it held in memory.
-    pub async fn erase_call(
+    /// Gives each log its event's payload: one shared buffer per event, read once.
+    pub(super) async fn fill_payloads(
         &self,
-        org_id: Uuid,
-        call_id: &str,
-    ) -> Result<Option<ErasedCall>, StoreError> {
-        let now = now_ms();
-        let erased = on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let ids: Vec<(Uuid,)> =
-                sqlx::query_as("SELECT id FROM events WHERE org_id = $1 AND call_id = $2")
-                    .bind(org_id)
-                    .bind(call_id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            if ids.is_empty() {
-                return Ok(None);
+        mut logs: Vec<&mut QueuedLog>,
+    ) -> Result<(), StoreError> {
+        let cache = &self.payloads.cache;
+        // A payload that expired or was erased is neither read nor kept: the log is not sent.
+        logs.retain(|log| {
+            let gone = !log.payload_state.is_present()
+                || self.announcer().payload_gone(log.event_id).is_some();
+            if gone {
+                cache.invalidate(&log.event_id);
             }
-            let ids: Vec<Uuid> = ids.into_iter().map(|(id,)| id).collect();
-            remove_payloads!(tx, &ids, PayloadState::Erased, "TRUE", now);
-            let mut logs = 0_i64;
-            for chunk in ids.chunks(super::queue::INSERT_CHUNK) {
-                let count: i64 = with_ids(
-                    "SELECT COUNT(*) FROM delivery_logs WHERE event_id IN ",
-                    chunk.iter().copied(),
-                )
-                .build_query_scalar()
-                .fetch_one(&mut *tx)
-                .await?;
-                logs += count;
+            !gone
+        });
+        let mut missing: Vec<Uuid> =
+            logs.iter().map(|log| log.event_id).filter(|id| !cache.contains_key(id)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let mut read: HashMap<Uuid, Bytes> = HashMap::with_capacity(missing.len());
+        for chunk in missing.chunks(READ_CHUNK) {
+            let rows: Vec<(Uuid, Vec<u8>)> = on_reader!(self, |pool| {
+                with_ids("SELECT id, payload FROM events WHERE id IN ", chunk.iter().copied())
+                    .build_query_as()
+                    .fetch_all(pool)
+                    .await?
+            });
+            for (id, payload) in rows {
+                let payload = Bytes::from(payload);
+                cache.insert(id, payload.clone());
+                read.insert(id, payload);
             }
-            tx.commit().await?;
-            (ids, logs)
-        });
-        let (ids, logs) = erased;
-        self.announce_gone(&ids, PayloadState::Erased).await;
-        self.scrub_after_erasure().await;
-        Ok(Some(ErasedCall { events: i64::try_from(ids.len()).unwrap_or(i64::MAX), logs }))
-    }
-
-    /// The agents of the events of `call_id` in `org_id`.
-    pub async fn call_agents(&self, org_id: Uuid, call_id: &str) -> Result<Vec<Uuid>, StoreError> {
-        let agents: Vec<(Uuid,)> = super::on_reader!(self, |pool| {
-            sqlx::query_as(
-                "SELECT DISTINCT agent_id FROM events WHERE org_id = $1 AND call_id = $2",
-            )
-            .bind(org_id)
-            .bind(call_id)
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(agents.into_iter().map(|(agent,)| agent).collect())
-    }
-
-    /// Tells every dispatcher (this one at once) that these events' payloads are gone.
-    async fn announce_gone(&self, events: &[Uuid], state: PayloadState) {
-        if events.is_empty() {
-            return;
         }
-        let items = events.iter().map(|&event| Announcement::PayloadGone { event, state });
-        self.announce(items.collect()).await;
+        for log in logs.iter_mut() {
+            let payload = read.get(&log.event_id).cloned().or_else(|| cache.get(&log.event_id));
+            log.payload = Payload(payload.unwrap_or_default());
+        }
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@ use super::outbox::{Fact, Outbox};
 use super::{on_reader, on_writer, Backend, Store, StoreError, Webhook, WebhookSecrets};
 use crate::domain::circuit::Circuit;
 use crate::domain::clock::{now_ms, UnixMs};
+use crate::domain::filter::Filter;
 use crate::domain::operational::DisabledReason;
 use crate::domain::WebhookSettings;
 
@@ -27,6 +28,7 @@ struct SettingsColumns<'a> {
     custom_headers: String,
     rate_limit: Option<i64>,
     max_concurrency: Option<i64>,
+    filter: Option<String>,
 }
 
 impl<'a> SettingsColumns<'a> {
@@ -39,6 +41,7 @@ impl<'a> SettingsColumns<'a> {
             custom_headers: settings.custom_headers.to_json(),
             rate_limit: settings.rate_limit.map(|limit| i64::from(limit.get())),
             max_concurrency: settings.max_concurrency.map(|cap| i64::from(cap.get())),
+            filter: settings.filter.as_ref().map(Filter::to_json),
         }
     }
 }
@@ -75,9 +78,10 @@ impl Store {
             sqlx::query(
                 "INSERT INTO webhooks (id, org_id, agent_id, name, url, events, timeout_secs,
                     max_retries, enabled, http_method, auth_config, custom_headers, rate_limit,
-                    max_concurrency, ordering, signing_secret, created_at, updated_at)
+                    max_concurrency, ordering, signing_secret, created_at, updated_at,
+                    content_filter)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17, $17)",
+                    $17, $17, $18)",
             )
             .bind(webhook.id)
             .bind(org_id)
@@ -96,6 +100,7 @@ impl Store {
             .bind(columns.settings.ordering.as_str())
             .bind(&sealed_secret)
             .bind(now)
+            .bind(&columns.filter)
             .execute(pool)
             .await?;
         });
@@ -151,7 +156,7 @@ impl Store {
             "UPDATE webhooks SET name = $1, url = $2, events = $3, timeout_secs = $4,
                 max_retries = $5, enabled = $6, http_method = $7, auth_config = $8,
                 custom_headers = $9, updated_at = $10, rate_limit = $11, max_concurrency = $12,
-                ordering = $13,
+                ordering = $13, content_filter = $16,
                 disabled_reason = CASE WHEN $6 THEN NULL ELSE disabled_reason END,
                 failing_since = CASE WHEN $6 THEN NULL ELSE failing_since END,
                 {CLOSE_CIRCUIT_IF_ENABLED}
@@ -187,6 +192,7 @@ impl Store {
                 .bind(settings.ordering.as_str())
                 .bind(webhook.id)
                 .bind(webhook.org_id)
+                .bind(&columns.filter)
                 .fetch_optional(&mut *tx)
                 .await?;
             let updated = row.map(|row| row.into_webhook(&self.sealer)).transpose()?;

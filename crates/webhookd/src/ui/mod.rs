@@ -17,6 +17,7 @@ mod agents;
 mod assets;
 mod csrf;
 mod error;
+mod event_types;
 mod headers;
 mod log_detail;
 mod logs;
@@ -25,6 +26,7 @@ mod recover;
 mod request;
 mod session;
 mod sign_in;
+pub mod sign_in_limits;
 mod views;
 mod webhook_form;
 
@@ -45,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .route("/sign-out", post(sign_in::sign_out))
         .route("/portal/{token}", get(portal::open))
         .route("/assets/{name}", get(assets::serve))
+        .route("/event-types", get(event_types::list))
         .route("/agents", get(agents::list))
         .route("/agents/{agent_id}", get(agents::show))
         .route("/agents/{agent_id}/portal", post(agents::make_portal_link))

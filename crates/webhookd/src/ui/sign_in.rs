@@ -5,7 +5,7 @@
 
 use askama::Template;
 use axum::extract::{ConnectInfo, State};
-use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,6 +15,7 @@ use super::csrf::{tokens_match, CsrfForm, FormFields};
 use super::error::UiError;
 use super::request::UiQuery;
 use super::session::{self, cookie_value, over_tls, random_token, set_cookie, Session};
+use super::sign_in_limits::{Limit, Limited};
 use super::views::{render_with, Chrome};
 use crate::api::AppState;
 use crate::api::KeyCheck;
@@ -29,7 +30,7 @@ const NONCE_PATH: &str = "/ui/sign-in";
 struct SignInPage {
     chrome: Chrome,
     nonce: String,
-    error: Option<&'static str>,
+    error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,11 +43,12 @@ fn page(
     state: &AppState,
     headers: &HeaderMap,
     status: StatusCode,
-    error: Option<&'static str>,
+    error: Option<&str>,
     notice: Option<&str>,
 ) -> Result<Response, UiError> {
     let nonce = random_token();
     let cookie = set_cookie(NONCE_COOKIE, &nonce, NONCE_PATH, HOUR_MS, over_tls(state, headers));
+    let error = error.map(str::to_string);
     let page = SignInPage { chrome: Chrome::signed_out().notice(notice), nonce, error };
     let mut response = render_with(status, &page)?;
     response.headers_mut().append(SET_COOKIE, cookie);
@@ -78,15 +80,32 @@ pub async fn submit(
         return Err(UiError::Csrf);
     }
     let key = fields.get("api_key").unwrap_or_default().trim();
+    // While this address or this key's prefix has failed too often, no key is looked at.
+    if let Err(limited) = state.sign_in_limits.check(client.ip(), key) {
+        return too_many_failures(&state, &headers, limited);
+    }
     let key_hash = hash_api_key(key);
     // The API's key check first: unknown keys are remembered and a client trying many is slowed
     // down, on this form as on the API.
     let checked = state.auth.check_key(&state.store, &key_hash, Some(client.ip())).await?;
-    if let KeyCheck::Throttled { .. } = checked {
+    if let KeyCheck::Throttled { retry_after_secs } = checked {
         let error = "Too many sign-in attempts with unknown keys from here; wait a moment.";
-        return page(&state, &headers, StatusCode::TOO_MANY_REQUESTS, Some(error), None);
+        let mut response =
+            page(&state, &headers, StatusCode::TOO_MANY_REQUESTS, Some(error), None)?;
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+        return Ok(response);
     }
     let Some((key_id, org_id)) = state.store.api_key_by_hash(&key_hash).await? else {
+        if let Err(limited) = state.sign_in_limits.failed(client.ip(), key) {
+            // Once per pause; no key material (the prefix names a key), only the address.
+            tracing::warn!(
+                client = %client.ip(),
+                limit = limited.limit.as_str(),
+                retry_after_secs = limited.retry_after_secs,
+                "dashboard sign-in paused after too many failed attempts"
+            );
+            return too_many_failures(&state, &headers, limited);
+        }
         let error = if key.is_empty() {
             "Enter an API key: paste the whole key, starting with whk_."
         } else {
@@ -112,6 +131,26 @@ pub async fn sign_out(
     let removal = session::end(&state, &headers).await?;
     let mut response = see_other("/ui/sign-in?signed_out=1");
     response.headers_mut().append(SET_COOKIE, removal);
+    Ok(response)
+}
+
+/// The sign-in page answering 429: too many failed sign-ins from this address or with this key.
+fn too_many_failures(
+    state: &AppState,
+    headers: &HeaderMap,
+    limited: Limited,
+) -> Result<Response, UiError> {
+    let whose = match limited.limit {
+        Limit::ClientAddress => "from your address",
+        Limit::KeyPrefix => "with this key",
+    };
+    let error = format!(
+        "Too many failed sign-ins {whose}. Try again in {} seconds, pasting the whole key, \
+         starting with whk_.",
+        limited.retry_after_secs
+    );
+    let mut response = page(state, headers, StatusCode::TOO_MANY_REQUESTS, Some(&error), None)?;
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(limited.retry_after_secs));
     Ok(response)
 }
 

@@ -41,6 +41,8 @@ pub struct FormValues {
     pub rate_limit: String,
     pub max_concurrency: String,
     pub ordering: String,
+    /// The content filter as JSON text; blank: none.
+    pub filter: String,
 }
 
 impl FormValues {
@@ -59,6 +61,7 @@ impl FormValues {
             rate_limit: String::new(),
             max_concurrency: String::new(),
             ordering: "none".into(),
+            filter: String::new(),
         }
     }
 
@@ -89,6 +92,11 @@ impl FormValues {
                 .map(|c| c.get().to_string())
                 .unwrap_or_default(),
             ordering: settings.ordering.as_str().into(),
+            filter: settings
+                .filter
+                .as_ref()
+                .and_then(|f| serde_json::to_string_pretty(f.as_value()).ok())
+                .unwrap_or_default(),
         }
     }
 
@@ -109,8 +117,54 @@ impl FormValues {
             rate_limit: get("rate_limit"),
             max_concurrency: get("max_concurrency"),
             ordering: get("ordering"),
+            filter: get("filter"),
         }
     }
+}
+
+/// The filter field: absent (a form without it) keeps the webhook's filter, blank removes it,
+/// anything else must be JSON (its rules are checked with the API's).
+fn form_filter(fields: &FormFields, errors: &mut FieldErrors) -> Option<Option<serde_json::Value>> {
+    let text = fields.get("filter")?.trim();
+    if text.is_empty() {
+        return Some(None);
+    }
+    match serde_json::from_str(text) {
+        Ok(value) => Some(Some(value)),
+        Err(error) => {
+            errors.add("filter", format!("is not JSON: {error}"));
+            None
+        }
+    }
+}
+
+/// The event types to offer: `*`, a `prefix.*` per first name segment of the catalog, each
+/// type, and whatever the webhook holds besides (so nothing is dropped by saving).
+fn event_choices(state: &AppState, checked: &[String]) -> Vec<EventChoice> {
+    let catalog = &state.catalog;
+    let choice = |name: &str, description: &str| EventChoice {
+        checked: checked.iter().any(|c| c == name),
+        name: name.to_string(),
+        description: description.to_string(),
+    };
+    let mut choices = vec![choice("*", "Every event type, including types added later.")];
+    let mut prefixes: Vec<&str> =
+        catalog.names().filter_map(|n| n.split_once('.')).map(|p| p.0).collect();
+    prefixes.dedup();
+    for prefix in prefixes {
+        let pattern = format!("{prefix}.*");
+        let description = format!("Every type named {prefix}.…, including types added later.");
+        choices.push(choice(&pattern, &description));
+    }
+    for (name, description) in catalog.descriptions() {
+        choices.push(choice(name, description));
+    }
+    for extra in checked {
+        if !choices.iter().any(|c| &c.name == extra) {
+            choices.push(choice(extra, "Subscribed; not in the catalog."));
+        }
+    }
+    choices
 }
 
 fn header_rows(fields: &FormFields) -> Vec<CustomHeader> {
@@ -141,6 +195,8 @@ struct FormPage {
     schemes: [&'static str; 5],
     header_rows: Vec<(String, String)>,
     errors: Vec<String>,
+    /// Problems with the filter, shown next to it.
+    filter_errors: Vec<String>,
 }
 
 fn form_page(
@@ -149,18 +205,10 @@ fn form_page(
     action: String,
     creating: bool,
     values: FormValues,
-    errors: Vec<String>,
+    errors: FieldErrors,
 ) -> FormPage {
-    let events = state
-        .catalog
-        .descriptions()
-        .iter()
-        .map(|(name, description)| EventChoice {
-            checked: values.events.contains(name),
-            name: name.clone(),
-            description: description.clone(),
-        })
-        .collect();
+    let events = event_choices(state, &values.events);
+    let (filter_errors, errors) = messages(errors);
     let mut header_rows = values.headers.clone();
     header_rows.extend(std::iter::repeat_n((String::new(), String::new()), SPARE_HEADER_ROWS));
     FormPage {
@@ -173,15 +221,18 @@ fn form_page(
         schemes: Authorization::SCHEMES,
         header_rows,
         errors,
+        filter_errors,
     }
 }
 
-fn messages(errors: FieldErrors) -> Vec<String> {
-    errors
-        .into_map()
-        .into_iter()
-        .flat_map(|(field, messages)| messages.into_iter().map(move |m| format!("{field} {m}")))
-        .collect()
+/// The messages of the filter's problems (shown next to it), and of the rest.
+fn messages(errors: FieldErrors) -> (Vec<String>, Vec<String>) {
+    let (mut filter, mut rest) = (Vec::new(), Vec::new());
+    for (field, messages) in errors.into_map() {
+        let list = if field.starts_with("filter") { &mut filter } else { &mut rest };
+        list.extend(messages.into_iter().map(|m| format!("{field} {m}")));
+    }
+    (filter, rest)
 }
 
 /// A number field: blank is `None`; anything but a whole number is an error naming the field.
@@ -197,6 +248,7 @@ fn changes<'a>(
     fields: &'a FormFields,
     events: &'a [String],
     headers: &'a [CustomHeader],
+    filter: Option<&'a Option<serde_json::Value>>,
     current_scheme: Option<&str>,
     errors: &mut FieldErrors,
 ) -> WebhookChanges<'a> {
@@ -228,6 +280,7 @@ fn changes<'a>(
         rate_limit: limit("rate_limit", errors),
         max_concurrency: limit("max_concurrency", errors),
         ordering: fields.get("ordering"),
+        filter: filter.map(Option::as_ref),
     }
 }
 
@@ -239,10 +292,7 @@ fn all_errors(
     changes: &WebhookChanges<'_>,
     mut errors: FieldErrors,
 ) -> ApiError {
-    let context = Context {
-        catalog: &state.catalog,
-        allow_private_targets: state.config.allow_private_targets,
-    };
+    let context = Context { catalog: &state.catalog, destinations: &state.destinations };
     if let Err(more) = WebhookSettings::apply(base, changes, context) {
         for (field, messages) in more.into_map() {
             for message in messages {
@@ -261,7 +311,14 @@ pub async fn new(
     let agent = find_agent(&state, &session, path.agent_id).await?;
     let chrome = agent_chrome(&session, &agent).crumb("New webhook", "");
     let action = format!("/ui/agents/{}/webhooks", agent.id);
-    render(&form_page(&state, chrome, action, true, FormValues::new_webhook(), Vec::new()))
+    render(&form_page(
+        &state,
+        chrome,
+        action,
+        true,
+        FormValues::new_webhook(),
+        FieldErrors::default(),
+    ))
 }
 
 fn agent_chrome(session: &Session, agent: &Agent) -> Chrome {
@@ -288,7 +345,8 @@ pub async fn create(
     let events: Vec<String> = fields.all("events").into_iter().map(String::from).collect();
     let headers = header_rows(fields);
     let mut errors = FieldErrors::default();
-    let changes = changes(fields, &events, &headers, None, &mut errors);
+    let filter = form_filter(fields, &mut errors);
+    let changes = changes(fields, &events, &headers, filter.as_ref(), None, &mut errors);
     let saved = match errors.finish() {
         Ok(()) => create_webhook(&state, session.org_id(), agent.id, &changes).await,
         Err(errors) => Err(all_errors(&state, None, &changes, errors)),
@@ -304,7 +362,7 @@ pub async fn create(
             let chrome = agent_chrome(session, &agent).crumb("New webhook", "");
             let action = format!("/ui/agents/{}/webhooks", agent.id);
             let values = FormValues::submitted(fields);
-            let page = form_page(&state, chrome, action, true, values, messages(errors));
+            let page = form_page(&state, chrome, action, true, values, errors);
             render_with(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
         Err(other) => Err(other.into()),
@@ -320,7 +378,7 @@ pub async fn edit(
     let chrome = chrome_for(&session, &agent, &webhook).crumb("Edit", "");
     let action = format!("/ui/agents/{}/webhooks/{}", agent.id, webhook.id);
     let values = FormValues::of(&webhook.settings);
-    render(&form_page(&state, chrome, action, false, values, Vec::new()))
+    render(&form_page(&state, chrome, action, false, values, FieldErrors::default()))
 }
 
 pub async fn update(
@@ -335,7 +393,8 @@ pub async fn update(
     let headers = header_rows(fields);
     let mut errors = FieldErrors::default();
     let scheme = webhook.settings.authorization.scheme();
-    let changes = changes(fields, &events, &headers, Some(scheme), &mut errors);
+    let filter = form_filter(fields, &mut errors);
+    let changes = changes(fields, &events, &headers, filter.as_ref(), Some(scheme), &mut errors);
     let saved = match errors.finish() {
         Ok(()) => update_webhook(&state, session.org_id(), &path, &changes).await,
         Err(errors) => Err(all_errors(&state, Some(&webhook.settings), &changes, errors)),
@@ -348,7 +407,7 @@ pub async fn update(
             let chrome = chrome_for(session, &agent, &webhook).crumb("Edit", "");
             let action = format!("/ui/agents/{}/webhooks/{}", agent.id, webhook.id);
             let values = FormValues::submitted(fields);
-            let page = form_page(&state, chrome, action, false, values, messages(errors));
+            let page = form_page(&state, chrome, action, false, values, errors);
             render_with(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
         Err(other) => Err(other.into()),

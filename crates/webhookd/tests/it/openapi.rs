@@ -47,6 +47,7 @@ async fn openapi_document_covers_every_route_with_schemas() {
         "POST /api/v1/agents/{agent_id}/webhooks/{webhook_id}/test",
         "POST /api/v1/agents/{agent_id}/events",
         "POST /api/v1/agents/{agent_id}/events/batch",
+        "GET /api/v1/event-types",
         "GET /api/v1/agents/{agent_id}/webhooks/{webhook_id}/logs",
         "GET /api/v1/agents/{agent_id}/webhooks/{webhook_id}/logs/{log_id}",
         "POST /api/v1/agents/{agent_id}/webhooks/{webhook_id}/logs/{log_id}/retry",

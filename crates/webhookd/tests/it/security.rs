@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use webhookd::domain::destination::Destinations;
 use webhookd::domain::webhook::{
     CustomHeaders, EventTypes, MaxRetries, Name, Ordering, Timeout, WebhookUrl,
 };
@@ -92,7 +93,7 @@ async fn names_resolving_to_private_addresses_fail_the_delivery(backend: Backend
         let settings = WebhookSettings {
             name: Name::parse("sneaky").unwrap(),
             // Saved as if the guard had been off when it was created.
-            url: WebhookUrl::parse(&url, true).unwrap(),
+            url: WebhookUrl::parse(&url, &Destinations::new(true, [])).unwrap(),
             events: EventTypes::parse(&["call.completed".into()], &EventCatalog::default())
                 .unwrap(),
             timeout: Timeout::parse(5).unwrap(),
@@ -104,6 +105,7 @@ async fn names_resolving_to_private_addresses_fail_the_delivery(backend: Backend
             rate_limit: None,
             max_concurrency: None,
             ordering: Ordering::None,
+            filter: None,
         };
         let webhook = app
             .store

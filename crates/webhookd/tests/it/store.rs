@@ -3,6 +3,7 @@
 use uuid::Uuid;
 use webhookd::domain::circuit::Breaker;
 use webhookd::domain::clock::{now_ms, DAY_MS};
+use webhookd::domain::destination::Destinations;
 use webhookd::domain::secrets::hash_api_key;
 use webhookd::domain::webhook::{
     CustomHeaders, EventTypes, MaxConcurrency, MaxRetries, Name, Ordering, RateLimit, Timeout,
@@ -31,7 +32,7 @@ fn settings() -> WebhookSettings {
     let headers = [CustomHeader { key: "X-Team".into(), value: "blue".into() }];
     WebhookSettings {
         name: Name::parse("hook").unwrap(),
-        url: WebhookUrl::parse("https://example.com/h", false).unwrap(),
+        url: WebhookUrl::parse("https://example.com/h", &Destinations::STRICT).unwrap(),
         events: EventTypes::parse(&["call.completed".into(), "call.ended".into()], &catalog)
             .unwrap(),
         timeout: Timeout::parse(12).unwrap(),
@@ -43,6 +44,7 @@ fn settings() -> WebhookSettings {
         rate_limit: Some(RateLimit::parse(40).unwrap()),
         max_concurrency: Some(MaxConcurrency::parse(3).unwrap()),
         ordering: Ordering::Call,
+        filter: None,
     }
 }
 

@@ -263,7 +263,7 @@ async fn create(
 ) -> Result<Json<BlandEnvelope<Vec<BlandLog>>>, BlandFailure> {
     let call_ids = parse_call_ids(input.call_ids)?;
     let url = match input.webhook_url {
-        Some(Value::String(url)) => WebhookUrl::parse(&url, state.config.allow_private_targets)
+        Some(Value::String(url)) => WebhookUrl::parse(&url, &state.destinations)
             .map_err(|e| BlandFailure::invalid(format!("webhook_url {e}")))?,
         Some(_) => return Err(BlandFailure::invalid("webhook_url must be a string")),
         None => return Err(BlandFailure::invalid("webhook_url is required")),

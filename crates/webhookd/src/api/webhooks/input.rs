@@ -19,7 +19,9 @@ pub struct WebhookInput {
     /// `whsec_` value must carry base64 of a 24–64 byte key.
     #[schema(max_length = 255)]
     webhook_secret: Option<String>,
-    /// At least one event type from `available_events`.
+    /// At least one event type from `available_events`, or a wildcard: `*` (every type) or
+    /// `prefix.*` (every type starting with `prefix.`, e.g. `call.*`, including types added to
+    /// the catalog later; it must match at least one type now).
     events: Option<Vec<String>>,
     /// Seconds, 5–120 (default 30).
     #[schema(minimum = 5, maximum = 120)]
@@ -53,6 +55,13 @@ pub struct WebhookInput {
     max_concurrency: Option<Option<i64>>,
     /// `none` (default) or `call`: a call's events one at a time, in ingestion order.
     ordering: Option<String>,
+    /// Conditions on the event's `data` (keys are dotted paths; values literals or operator
+    /// objects: `$eq $neq $in $nin $gt $gte $lt $lte $exists $contains`, combined with `$and
+    /// $or $not`); an event that does not pass makes no log for this webhook. `null` (default):
+    /// every subscribed event. E.g. `{"status": "completed", "duration": {"$gte": 30}}`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    filter: Option<Option<serde_json::Value>>,
 }
 
 /// A field that may be set to `null`: absent → `None`, `null` → `Some(None)`.
@@ -91,6 +100,7 @@ impl WebhookInput {
             rate_limit: self.rate_limit,
             max_concurrency: self.max_concurrency,
             ordering: self.ordering.as_deref(),
+            filter: self.filter.as_ref().map(Option::as_ref),
         }
     }
 }

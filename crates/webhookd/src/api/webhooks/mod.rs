@@ -58,10 +58,7 @@ pub async fn find_webhook(
 }
 
 fn context(state: &AppState) -> webhook::Context<'_> {
-    webhook::Context {
-        catalog: &state.catalog,
-        allow_private_targets: state.config.allow_private_targets,
-    }
+    webhook::Context { catalog: &state.catalog, destinations: &state.destinations }
 }
 
 /// Creates a webhook under `agent_id`; returns it with its signing secret.

@@ -34,6 +34,9 @@ pub struct WebhookView {
     max_concurrency: Option<u32>,
     /// `none` or `call`.
     ordering: &'static str,
+    /// The content filter as given; `null`: every subscribed event.
+    #[schema(value_type = Option<Object>)]
+    filter: Option<serde_json::Value>,
     /// `closed`, `open` (deliveries paused after repeated failures) or `half_open` (a probe is
     /// being sent).
     circuit_state: &'static str,
@@ -65,6 +68,7 @@ impl From<Webhook> for WebhookView {
             rate_limit: settings.rate_limit.map(|limit| limit.get()),
             max_concurrency: settings.max_concurrency.map(|cap| cap.get()),
             ordering: settings.ordering.as_str(),
+            filter: settings.filter.as_ref().map(|f| f.as_value().clone()),
             circuit_state: circuit.state.as_str(),
             circuit_retry_at: circuit.retry_at.filter(|_| !circuit.is_closed()).map(format_ms),
             created_at: format_ms(webhook.created_at),

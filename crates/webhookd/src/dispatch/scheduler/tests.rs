@@ -344,7 +344,8 @@ fn webhook() -> crate::store::Webhook {
         events: Some(&events),
         ..Default::default()
     };
-    let context = Context { catalog: &catalog, allow_private_targets: false };
+    let destinations = crate::domain::destination::Destinations::STRICT;
+    let context = Context { catalog: &catalog, destinations: &destinations };
     crate::store::Webhook {
         id: Uuid::now_v7(),
         org_id: Uuid::now_v7(),

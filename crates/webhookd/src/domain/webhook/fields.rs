@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::domain::catalog::EventCatalog;
-use crate::domain::destination::check_url;
+use crate::domain::destination::Destinations;
 use crate::domain::text;
 
 pub const NAME_MAX: usize = 255;
@@ -52,12 +52,12 @@ impl Name {
 
 /// An absolute `http://` or `https://` URL with a host and no embedded credentials, at most 500
 /// characters, that is a permitted destination (no private or loopback address unless the
-/// server allows them).
+/// server allows them, never this service itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookUrl(String);
 
 impl WebhookUrl {
-    pub fn parse(value: &str, allow_private: bool) -> Result<Self, String> {
+    pub fn parse(value: &str, destinations: &Destinations) -> Result<Self, String> {
         let value = text::parse_exact(value.trim(), URL_MAX)?;
         // The URL parser is lenient (it reads `http:///x` as `http://x/` and `\` as `/`); a
         // destination must be written plainly.
@@ -76,7 +76,7 @@ impl WebhookUrl {
         if !url.username().is_empty() || url.password().is_some() {
             return Err("must not contain credentials; use authorization_scheme basic".into());
         }
-        check_url(value, allow_private)?;
+        destinations.check(&url)?;
         Ok(Self(value.to_string()))
     }
 
@@ -90,7 +90,9 @@ impl WebhookUrl {
     }
 }
 
-/// At least one event type, each from the catalog; duplicates dropped, order kept.
+/// At least one event type, each from the catalog or a wildcard (`*`: every type; `call.*`:
+/// every type whose name starts with `call.`, including types added to the catalog later);
+/// duplicates dropped, order kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct EventTypes(Vec<String>);
@@ -102,7 +104,7 @@ impl EventTypes {
         }
         let mut parsed: Vec<String> = Vec::with_capacity(events.len());
         for event in events {
-            catalog.check(event)?;
+            check_subscription(event, catalog)?;
             if !parsed.contains(event) {
                 parsed.push(event.clone());
             }
@@ -120,8 +122,9 @@ impl EventTypes {
         Ok(Self(events))
     }
 
+    /// Whether an event of this type reaches the webhook: named, or matched by a wildcard.
     pub fn contains(&self, event: &str) -> bool {
-        self.0.iter().any(|e| e == event)
+        self.0.iter().any(|pattern| subscription_matches(pattern, event))
     }
 
     pub fn as_slice(&self) -> &[String] {
@@ -131,6 +134,44 @@ impl EventTypes {
     pub fn to_json(&self) -> String {
         serde_json::Value::from(self.0.clone()).to_string()
     }
+}
+
+/// Whether `pattern` (a type, `*` or `prefix.*`) covers the type `event`.
+fn subscription_matches(pattern: &str, event: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        None => pattern == event,
+        Some(prefix) => prefix.is_empty() || event.starts_with(prefix),
+    }
+}
+
+/// A type of the catalog, `*`, or `prefix.*` matching at least one type of the catalog (so a
+/// typo is caught; types added later match it too).
+fn check_subscription(event: &str, catalog: &EventCatalog) -> Result<(), String> {
+    if event == "*" {
+        return Ok(());
+    }
+    if let Some(prefix) = event.strip_suffix('*') {
+        if !prefix.ends_with('.') || prefix.len() < 2 || prefix.contains('*') {
+            return Err(format!(
+                "{event:?} is not a valid wildcard: use \"*\" (every type) or a prefix ending in \
+                 \".*\", e.g. \"call.*\""
+            ));
+        }
+        if !catalog.names().any(|name| name.starts_with(prefix)) {
+            return Err(format!(
+                "{event:?} matches no event type; available: {}",
+                catalog.listing()
+            ));
+        }
+        return Ok(());
+    }
+    if event.contains('*') {
+        return Err(format!(
+            "{event:?} is not a valid wildcard: use \"*\" (every type) or a prefix ending in \
+             \".*\", e.g. \"call.*\""
+        ));
+    }
+    catalog.check(event)
 }
 
 /// An integer setting within a range, e.g. the timeout in seconds (5–120).
@@ -327,7 +368,7 @@ mod tests {
     use super::*;
 
     fn url(value: &str) -> Result<WebhookUrl, String> {
-        WebhookUrl::parse(value, true)
+        WebhookUrl::parse(value, &Destinations::new(true, []))
     }
 
     #[test]
@@ -350,8 +391,18 @@ mod tests {
 
     #[test]
     fn private_destinations_name_the_flag_that_permits_them() {
-        let error = WebhookUrl::parse("http://127.0.0.1:9000/x", false).unwrap_err();
+        let error =
+            WebhookUrl::parse("http://127.0.0.1:9000/x", &Destinations::default()).unwrap_err();
         assert!(error.contains("--allow-private-targets"), "{error}");
+    }
+
+    #[test]
+    fn a_url_of_this_service_itself_is_refused_even_where_private_addresses_are_allowed() {
+        let own = Destinations::new(true, ["http://127.0.0.1:8080"]);
+        let error =
+            WebhookUrl::parse("http://127.0.0.1:8080/api/v1/agents/a/events", &own).unwrap_err();
+        assert!(error.contains("this webhookd itself"), "{error}");
+        assert!(WebhookUrl::parse("http://127.0.0.1:9000/x", &own).is_ok());
     }
 
     #[test]
@@ -364,6 +415,26 @@ mod tests {
         assert!(error.contains("call.completed"), "the catalog is listed: {error}");
         assert!(EventTypes::from_stored("[]").is_err());
         assert!(EventTypes::from_stored("not json").is_err());
+    }
+
+    #[test]
+    fn wildcards_cover_every_type_or_a_prefix_and_must_match_the_catalog() {
+        let catalog = EventCatalog::default();
+        let parse = |events: &[&str]| {
+            let events: Vec<String> = events.iter().map(|e| e.to_string()).collect();
+            EventTypes::parse(&events, &catalog)
+        };
+        let calls = parse(&["call.*"]).unwrap();
+        assert!(calls.contains("call.completed"));
+        assert!(calls.contains("call.added.later"), "types added later match");
+        assert!(!calls.contains("recording.ready"));
+        assert!(!calls.contains("call"), "the prefix includes its dot");
+        let all = parse(&["*"]).unwrap();
+        assert!(all.contains("recording.ready") && all.contains("anything"));
+        assert!(parse(&["sms.*"]).unwrap_err().contains("matches no event type"));
+        for bad in ["call*", "*.ended", "call.*.x", ".*", "**"] {
+            assert!(parse(&[bad]).unwrap_err().contains("not a valid wildcard"), "{bad}");
+        }
     }
 
     #[test]

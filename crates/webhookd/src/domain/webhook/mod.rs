@@ -11,6 +11,8 @@ pub use fields::{
 };
 
 use super::catalog::EventCatalog;
+use super::destination::Destinations;
+use super::filter::Filter;
 use super::secrets::SigningSecret;
 use super::validation::FieldErrors;
 
@@ -31,6 +33,8 @@ pub struct WebhookSettings {
     /// Requests in flight over every node; `None`: adaptive.
     pub max_concurrency: Option<MaxConcurrency>,
     pub ordering: Ordering,
+    /// Which subscribed events it receives, by their `data`; `None`: all of them.
+    pub filter: Option<Filter>,
 }
 
 /// The fields of a create or update request as the client sent them; `None` means "not given".
@@ -55,6 +59,8 @@ pub struct WebhookChanges<'a> {
     /// `Some(None)`: set to null (adaptive).
     pub max_concurrency: Option<Option<i64>>,
     pub ordering: Option<&'a str>,
+    /// `Some(None)`: set to null (no filter).
+    pub filter: Option<Option<&'a serde_json::Value>>,
 }
 
 /// Parsed changes: the resulting settings and, when one was given, a new signing secret.
@@ -68,7 +74,7 @@ pub struct Changed {
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub catalog: &'a EventCatalog,
-    pub allow_private_targets: bool,
+    pub destinations: &'a Destinations,
 }
 
 impl WebhookSettings {
@@ -86,7 +92,7 @@ impl WebhookSettings {
         let url = given_or(
             e,
             "webhook_url",
-            changes.webhook_url.map(|url| WebhookUrl::parse(url, context.allow_private_targets)),
+            changes.webhook_url.map(|url| WebhookUrl::parse(url, context.destinations)),
             base.map(|b| b.url.clone()),
         );
         let events = given_or(
@@ -149,6 +155,17 @@ impl WebhookSettings {
             .webhook_secret
             .and_then(|secret| e.check("webhook_secret", SigningSecret::parse(secret)));
         let enabled = changes.enabled.or(base.map(|b| b.enabled)).unwrap_or(true);
+        let filter = match changes.filter {
+            None => Some(base.and_then(|b| b.filter.clone())),
+            Some(None) => Some(None),
+            Some(Some(value)) => match Filter::parse(value) {
+                Ok(filter) => Some(Some(filter)),
+                Err(error) => {
+                    e.add(error.path, error.message);
+                    None
+                }
+            },
+        };
         let (
             Some(name),
             Some(url),
@@ -161,6 +178,7 @@ impl WebhookSettings {
             Some(rate_limit),
             Some(max_concurrency),
             Some(ordering),
+            Some(filter),
         ) = (
             name,
             url,
@@ -173,6 +191,7 @@ impl WebhookSettings {
             rate_limit,
             max_concurrency,
             ordering,
+            filter,
         )
         else {
             return Err(errors);
@@ -190,6 +209,7 @@ impl WebhookSettings {
             rate_limit,
             max_concurrency,
             ordering,
+            filter,
         };
         settings.check_combination(&mut errors);
         errors.finish()?;
@@ -235,8 +255,10 @@ fn given_or<T>(
 mod tests {
     use super::*;
 
+    static STRICT: Destinations = Destinations::STRICT;
+
     fn context(catalog: &EventCatalog) -> Context<'_> {
-        Context { catalog, allow_private_targets: false }
+        Context { catalog, destinations: &STRICT }
     }
 
     fn created() -> WebhookSettings {
@@ -278,6 +300,30 @@ mod tests {
         let cleared =
             WebhookSettings::apply(Some(&limited), &cleared, context(&catalog)).unwrap().settings;
         assert_eq!(cleared.rate_limit, None);
+    }
+
+    #[test]
+    fn a_filter_is_parsed_kept_by_updates_that_omit_it_and_cleared_by_null() {
+        let catalog = EventCatalog::default();
+        let value = serde_json::json!({"duration": {"$gte": 30}});
+        let set = WebhookChanges { filter: Some(Some(&value)), ..Default::default() };
+        let filtered =
+            WebhookSettings::apply(Some(&created()), &set, context(&catalog)).unwrap().settings;
+        assert_eq!(filtered.filter.as_ref().map(Filter::as_value), Some(&value));
+        let renamed = WebhookChanges { name: Some("Other"), ..Default::default() };
+        let renamed =
+            WebhookSettings::apply(Some(&filtered), &renamed, context(&catalog)).unwrap().settings;
+        assert_eq!(renamed.filter, filtered.filter);
+        let cleared = WebhookChanges { filter: Some(None), ..Default::default() };
+        let cleared =
+            WebhookSettings::apply(Some(&renamed), &cleared, context(&catalog)).unwrap().settings;
+        assert_eq!(cleared.filter, None);
+        let bad = serde_json::json!({"duration": {"$gte": [1]}});
+        let bad = WebhookChanges { filter: Some(Some(&bad)), ..Default::default() };
+        let errors = WebhookSettings::apply(Some(&created()), &bad, context(&catalog))
+            .unwrap_err()
+            .into_map();
+        assert!(errors.contains_key("filter.duration.$gte"), "{errors:?}");
     }
 
     #[test]

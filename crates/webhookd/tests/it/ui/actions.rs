@@ -14,6 +14,7 @@ use crate::receiver::{Receiver, Reply};
 backend_tests!(
     a_webhook_created_and_edited_from_the_form_reads_back_as_the_api_saved_it,
     the_form_shows_the_apis_validation_messages,
+    the_form_sets_wildcards_and_a_filter_and_shows_filter_errors_beside_it,
     toggle_test_secret_and_delete_do_what_the_api_does,
     retry_queues_a_new_log_sent_to_the_webhooks_current_url,
     resend_sends_the_calls_post_call_log_again_to_the_same_url,
@@ -147,6 +148,52 @@ async fn the_form_shows_the_apis_validation_messages(backend: Backend) {
     page.assert_contains("value=\"&#60;b&#62;x&#60;/b&#62;\"");
     let (_, list) = app.call(Method::GET, &format!("/api/v1/agents/{agent}/webhooks"), None).await;
     assert_eq!(list["data"]["webhooks"], json!([]));
+}
+
+async fn the_form_sets_wildcards_and_a_filter_and_shows_filter_errors_beside_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let agent = app.create_agent().await;
+    let browser = signed_in(&app).await;
+    let form = browser.get(&format!("/ui/agents/{agent}/webhooks/new")).await;
+    form.assert_contains("value=\"call.*\"");
+    form.assert_contains("value=\"*\"");
+    let fields = |filter: &'static str| {
+        vec![
+            ("name", "Long calls"),
+            ("webhook_url", "https://example.com/long"),
+            ("events", "call.*"),
+            ("enabled", "true"),
+            ("filter", filter),
+        ]
+    };
+    let page = browser
+        .submit(
+            &format!("/ui/agents/{agent}/webhooks"),
+            &fields(r#"{"duration": {"$gte": "x", "$lt": []}}"#),
+        )
+        .await;
+    assert_eq!(page.status, 422);
+    page.assert_contains("id=\"filter-errors\"><li>filter.duration.$lt");
+    let page = browser.submit(&format!("/ui/agents/{agent}/webhooks"), &fields("{not json")).await;
+    assert_eq!(page.status, 422);
+    page.assert_contains("filter is not JSON");
+
+    let created = browser
+        .submit(&format!("/ui/agents/{agent}/webhooks"), &fields(r#"{"duration": {"$gte": 30}}"#))
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let (_, list) = app.call(Method::GET, &format!("/api/v1/agents/{agent}/webhooks"), None).await;
+    let webhook = &list["data"]["webhooks"][0];
+    assert_eq!(webhook["events"], json!(["call.*"]));
+    assert_eq!(webhook["filter"], json!({"duration": {"$gte": 30}}));
+    let webhook_id = id(webhook);
+    let edit = browser.get(&format!("/ui/agents/{agent}/webhooks/{webhook_id}/edit")).await;
+    edit.assert_contains("&#34;$gte&#34;: 30");
+    // A blank filter removes it.
+    let saved =
+        browser.submit(&format!("/ui/agents/{agent}/webhooks/{webhook_id}"), &fields("")).await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    assert_eq!(api_webhook(&app, &agent, &webhook_id).await["filter"], Value::Null);
 }
 
 async fn toggle_test_secret_and_delete_do_what_the_api_does(backend: Backend) {

@@ -71,6 +71,16 @@ impl<'a> Browser<'a> {
         Browser { app, client, cookies: Mutex::default(), extra_headers: Vec::new() }
     }
 
+    /// A browser connecting from `address` (any of 127.0.0.0/8 reaches a loopback server).
+    pub fn from_address(app: &'a TestApp, address: &str) -> Self {
+        let client = Client::builder()
+            .redirect(redirect::Policy::none())
+            .local_address(Some(address.parse().unwrap()))
+            .build()
+            .unwrap();
+        Browser { app, client, cookies: Mutex::default(), extra_headers: Vec::new() }
+    }
+
     fn cookie_header(&self) -> String {
         let cookies = self.cookies.lock().unwrap();
         cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")

@@ -13,7 +13,29 @@ backend_tests!(
     the_portal_route_returns_a_signed_expiring_link_without_the_api_key,
     a_portal_link_opens_its_agent_and_nothing_else,
     expired_tampered_and_foreign_links_are_refused,
+    the_portal_lists_event_types_with_their_schemas_and_examples,
 );
+
+async fn the_portal_lists_event_types_with_their_schemas_and_examples(backend: Backend) {
+    let catalog = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/event-catalog.yaml");
+    let app =
+        TestApp::spawn_with(backend, |config| config.event_catalog = Some(catalog.into())).await;
+    let agent = app.create_agent().await;
+    let (_, body) = portal(&app, &agent, None).await;
+    let url = body["data"]["url"].as_str().unwrap();
+    let browser = Browser::new(&app);
+    browser.get(url.trim_start_matches(&format!("http://{}", app.addr))).await;
+    let page = browser.get(&format!("/ui/agents/{agent}")).await;
+    page.assert_contains("href=\"/ui/event-types\"");
+    let page = browser.get("/ui/event-types").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    page.assert_contains("<code>call.completed</code>");
+    page.assert_contains("The post-call webhook");
+    page.assert_contains("Schema (JSON Schema 2020-12)");
+    page.assert_contains("c_7f3a9b2e");
+    page.assert_contains("<code>sms.sent</code>");
+    assert_ne!(Browser::new(&app).get("/ui/event-types").await.status, 200, "signed in only");
+}
 
 async fn portal(
     app: &TestApp,

@@ -12,7 +12,61 @@ backend_tests!(
     the_session_cookie_is_secure_when_the_request_came_over_tls,
     signing_out_ends_the_session,
     a_post_without_the_csrf_token_is_refused_with_a_403_page,
+    failed_sign_ins_pause_the_address_even_for_the_right_key,
+    failed_sign_ins_with_one_key_prefix_pause_it_from_every_address,
 );
+
+/// Wrong keys from `browser`, each a 401, each with its own prefix unless `prefix` is given.
+async fn fail_sign_ins(browser: &Browser<'_>, count: u32, prefix: &str) {
+    for n in 0..count {
+        let page = browser.sign_in(&format!("{prefix}wrong{n:06}")).await;
+        assert_eq!(page.status, 401, "failure {n}: {}", page.body);
+    }
+}
+
+#[track_caller]
+fn assert_paused(page: &super::Page, message: &str) {
+    assert_eq!(page.status, 429, "{}", page.body);
+    let retry_after: u64 =
+        page.headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "Retry-After: {retry_after}");
+    page.assert_contains(message);
+    page.assert_contains("<form method=\"post\" action=\"/ui/sign-in\">");
+    assert!(page.set_cookie("webhookd_session").is_empty());
+}
+
+async fn failed_sign_ins_pause_the_address_even_for_the_right_key(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let attacker = Browser::from_address(&app, "127.0.0.2");
+    for n in 0..10 {
+        let page = attacker.sign_in(&format!("whk_{n:06}wrong")).await;
+        assert_eq!(page.status, 401, "failure {n}: {}", page.body);
+    }
+    let page = attacker.sign_in("whk_one-too-many").await;
+    assert_paused(&page, "Too many failed sign-ins from your address");
+    let page = attacker.sign_in(&app.api_key).await;
+    assert_paused(&page, "Too many failed sign-ins from your address");
+    assert_eq!(attacker.get("/ui/agents").await.location(), "/ui/sign-in");
+
+    let neighbour = Browser::from_address(&app, "127.0.0.3");
+    let page = neighbour.sign_in(&app.api_key).await;
+    assert_eq!((page.status, page.location()), (303, "/ui/agents"), "{}", page.body);
+}
+
+async fn failed_sign_ins_with_one_key_prefix_pause_it_from_every_address(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let prefix = &app.api_key[..10];
+    fail_sign_ins(&Browser::from_address(&app, "127.0.0.4"), 10, prefix).await;
+    let elsewhere = Browser::from_address(&app, "127.0.0.5");
+    let page = elsewhere.sign_in(&format!("{prefix}one-too-many")).await;
+    assert_paused(&page, "Too many failed sign-ins with this key");
+    let page = elsewhere.sign_in(&app.api_key).await;
+    assert_paused(&page, "Too many failed sign-ins with this key");
+
+    let other_key = app.other_org_key().await;
+    let page = elsewhere.sign_in(&other_key).await;
+    assert_eq!((page.status, page.location()), (303, "/ui/agents"), "{}", page.body);
+}
 
 async fn signing_in_with_a_good_key_starts_a_strict_http_only_session(backend: Backend) {
     let app = TestApp::spawn(backend).await;
