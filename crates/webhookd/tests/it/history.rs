@@ -19,6 +19,39 @@ backend_tests!(
     totals_are_exact_up_to_ten_thousand_logs_and_estimated_beyond,
 );
 
+/// On PostgreSQL an erasure reaches the other nodes' memory by `NOTIFY`, so a log they hold is
+/// refused before its send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_reaches_every_node() {
+    if crate::harness::postgres_base_url().is_none() {
+        return;
+    }
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let other = crate::harness::open_test_store(&app.db().url).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _listener = other.spawn_listener(stop.clone()).unwrap();
+    let receiver = Receiver::start().await;
+    let (agent, webhook, _) = webhook_to(&app, &receiver, json!({})).await;
+    let log = delivered(&app, &agent, &webhook, "c_far", "far away").await;
+    let (_, read) = app
+        .call(Method::GET, &format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}"), None)
+        .await;
+    let event: uuid::Uuid = read["data"]["event_id"].as_str().unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, _) = app.call(Method::DELETE, "/api/v1/calls/c_far", None).await;
+    assert_eq!(status, 200);
+    loop {
+        if other.announcer().payload_gone(event) == Some(webhookd::domain::PayloadState::Erased) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the other node never heard of the erasure");
+        // Erasing again is harmless and announces again, in case the listener was not up yet.
+        app.call(Method::DELETE, "/api/v1/calls/c_far", None).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+}
+
 fn id(value: &Value) -> String {
     value["id"].as_str().unwrap().to_string()
 }
