@@ -329,6 +329,21 @@ async fn an_erased_call_is_refused_by_retry_resend_and_recover(backend: Backend)
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("c_gone") && message.contains("payload erased"), "{message}");
 
+    // Bland's create of an erased call that never had a webhook: refused the same way.
+    let lonely = app.create_agent().await;
+    app.ingest(&lonely, json!({"event": "call.completed", "call_id": "c_alone", "data": {"a": 1}}))
+        .await;
+    let (status, _) = app.call(Method::DELETE, "/api/v1/calls/c_alone", None).await;
+    assert_eq!(status, 200);
+    let create = json!({"call_ids": ["c_alone"], "webhook_url": receiver.url("/late")});
+    let (status, body) =
+        bland(&app, Method::POST, "/v1/postcall/webhooks/create", Some(create)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], json!([]));
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("c_alone") && message.contains("payload erased"), "{message}");
+    assert!(receiver.received().iter().all(|r| r.path != "/late"));
+
     // Recover leaves the erased call alone and says how many it left.
     let recover_path = format!("{base}/recover");
     let recover = |dry_run: bool| {

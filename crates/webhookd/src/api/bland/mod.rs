@@ -284,6 +284,12 @@ async fn create(
             errors.push(already);
             continue;
         }
+        if let Some(reason) = event.payload_state.error() {
+            errors.push(BlandError::invalid(format!(
+                "The post-call webhook of call {call_id} cannot be created: {reason}"
+            )));
+            continue;
+        }
         let created = state
             .store
             .create_held_log(org_id, event, call_id, url.as_str(), SendType::Create)
