@@ -389,6 +389,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let app = App::start_with(&config, store, catalog).await?;
+    // Listening for the signals before the address is logged: a supervisor that stops the node
+    // as soon as it is up must find the graceful path, not the default action of SIGTERM.
+    let signals = Signals::register();
     match app.local_addr() {
         Some(addr) => {
             tracing::info!(%addr, database = %redact(&config.database_url), "webhookd listening");
@@ -399,32 +402,42 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.received().await;
         tracing::info!("shutting down");
         shutdown.cancel();
     });
     app.wait().await
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM (on Unix) and Ctrl-C, listened for from the moment this is made.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = terminate.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self { terminate: signal(SignalKind::terminate()).ok() }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn received(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        if let Some(mut terminate) = self.terminate {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = terminate.recv() => {},
+            }
+            return;
+        }
+        let _ = ctrl_c.await;
+    }
 }
 
 /// The database URL without its password, for messages and logs.

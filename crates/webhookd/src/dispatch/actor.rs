@@ -30,6 +30,10 @@ const RESCAN_EVERY_TICKS: u32 = 2;
 /// Settings of webhook lanes are reloaded at least this often on PostgreSQL (a change
 /// announced by another node while this one was not listening is picked up).
 const SETTINGS_TTL_MS: i64 = 30_000;
+/// A resend of a log this node holds asks again this many times, this far apart, before it
+/// answers that the log is busy.
+const BUSY_TRIES: u32 = 10;
+const BUSY_WAIT: Duration = Duration::from_millis(100);
 /// An attempt unanswered for this long (or four of its lane's usual round trips, whichever is
 /// longer) counts as stalled.
 const STALL_MIN: Duration = Duration::from_millis(500);
@@ -284,10 +288,23 @@ impl Actor {
                     self.scheduler.push(Ticket { log: Box::new(log), kind, permit: None });
                 }
             }
-            Message::ExplicitExisting { org, ids, send_type, batch } => {
+            Message::ExplicitExisting { org, ids, send_type, batch, tries } => {
                 let (busy, free): (Vec<Uuid>, Vec<Uuid>) =
                     ids.into_iter().partition(|id| self.owned.contains_key(id));
-                busy.into_iter().for_each(|id| batch.done(ExplicitResult::Busy(id)));
+                if !busy.is_empty() && tries < BUSY_TRIES {
+                    // A log this node holds is often one whose result is being written (the
+                    // caller saw it end a moment ago): ask again shortly before answering busy.
+                    let (inbox, batch) = (self.attempts.inbox.clone(), batch.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(BUSY_WAIT).await;
+                        let tries = tries + 1;
+                        let again =
+                            Message::ExplicitExisting { org, ids: busy, send_type, batch, tries };
+                        let _ = inbox.send(again);
+                    });
+                } else {
+                    busy.into_iter().for_each(|id| batch.done(ExplicitResult::Busy(id)));
+                }
                 if !free.is_empty() {
                     let lease_ms = lease_ms(crate::domain::webhook::Timeout::LARGEST);
                     let _ = self.feeder.send(Feed::ClaimForSend {

@@ -82,6 +82,8 @@ pub(crate) enum Message {
         ids: Vec<Uuid>,
         send_type: SendType,
         batch: Arc<ExplicitBatch>,
+        /// How many times logs this node held were asked again (see the actor).
+        tries: u32,
     },
     Claimed {
         claimed: LaneClaimed,
@@ -224,7 +226,7 @@ impl Dispatcher {
         }
         let (batch, answer) = ExplicitBatch::new(ids.len());
         let fallback = ids.clone();
-        let _ = self.inbox.send(Message::ExplicitExisting { org, ids, send_type, batch });
+        let _ = self.inbox.send(Message::ExplicitExisting { org, ids, send_type, batch, tries: 0 });
         answer.await.unwrap_or_else(|_| fallback.into_iter().map(ExplicitResult::Dropped).collect())
     }
 
