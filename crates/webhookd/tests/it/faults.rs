@@ -350,3 +350,101 @@ async fn an_unreachable_database_answers_503_with_retry_after_and_recovers() {
     assert_eq!(status, 202, "{body}");
     stop.cancel();
 }
+
+/// PostgreSQL out of space: its `disk_full` error (SQLSTATE 53100), raised where the insert of
+/// the event runs, is a 507 for every request of the group, never a 202 nor a 500, and readiness
+/// says so until a write succeeds again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_out_of_space_answers_507_and_readiness_says_so() {
+    if postgres_base_url().is_none() {
+        return;
+    }
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let agent = app.create_agent().await;
+    let pool = sqlx::PgPool::connect(&app.db().url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION full_disk() RETURNS trigger AS $$ BEGIN
+           RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+         END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER full_disk BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION full_disk();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let url = app.url(&format!("/api/v1/agents/{agent}/events"));
+    let requests = (0..20).map(|n| {
+        let body = json!({"event": "call.completed", "call_id": format!("c{n}"), "data": {}});
+        send(app.client.post(&url).bearer_auth(&app.api_key).json(&body))
+    });
+    for (status, body) in futures::future::join_all(requests).await {
+        assert_eq!(status, 507, "{body}");
+        assert_eq!(body["code"], "STORAGE_FULL", "{body}");
+    }
+    let (status, ready) = send(app.client.get(app.url("/readyz"))).await;
+    assert_eq!(status, 503, "{ready}");
+    sqlx::query("DROP TRIGGER full_disk ON events").execute(&pool).await.unwrap();
+    pool.close().await;
+    for _ in 0..400 {
+        if app.client.get(app.url("/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/agents/{agent}/events"),
+            Some(json!({"event": "call.completed", "data": {}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// SQLite locked by another process past the busy timeout: 503 `DATABASE_UNAVAILABLE`, nothing
+/// stored; once the lock is gone, writes go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_database_locked_by_another_process_answers_503_and_stores_nothing() {
+    use sqlx::Connection as _;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let agent = app.create_agent().await;
+    let mut holder = sqlx::SqliteConnection::connect(&app.db().url).await.unwrap();
+    sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/agents/{agent}/events"),
+            Some(json!({"event": "call.completed", "call_id": "locked", "data": {}})),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "DATABASE_UNAVAILABLE", "{body}");
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    let mut accepted = None;
+    for _ in 0..400 {
+        let (status, body) = app
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/{agent}/events"),
+                Some(json!({"event": "call.completed", "call_id": "after", "data": {}})),
+            )
+            .await;
+        if status == 202 {
+            accepted = Some(body);
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(accepted.is_some(), "writes never resumed");
+    let (_, bland) = send(
+        app.client
+            .get(app.url("/v1/postcall/webhooks/locked"))
+            .header("authorization", &app.api_key),
+    )
+    .await;
+    assert_eq!(
+        bland["errors"][0]["error"], "invalid_parameter",
+        "the refused event was not stored: {bland}"
+    );
+}
