@@ -208,6 +208,7 @@ impl App {
         store: Store,
         catalog: Arc<EventCatalog>,
     ) -> anyhow::Result<App> {
+        config.check().map_err(anyhow::Error::msg)?;
         crate::telemetry::metrics::handle();
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks { set: JoinSet::new() };
@@ -243,7 +244,11 @@ impl App {
                 recovery::run(store_, stop).await;
                 Ok(())
             });
-            let (store_, stop, retention) = (store.clone(), shutdown.clone(), config.retention);
+            let (store_, stop) = (store.clone(), shutdown.clone());
+            let retention = maintenance::Retention {
+                rows: config.retention,
+                payloads: config.payload_retention(),
+            };
             tasks.spawn("retention", async move {
                 maintenance::run_retention(store_, retention, stop).await;
                 Ok(())
@@ -373,7 +378,8 @@ pub fn load_catalog(config: &Config) -> anyhow::Result<Arc<EventCatalog>> {
 
 /// `webhookd serve`: runs until SIGTERM or Ctrl-C.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    // Before the database: a bad catalog stops here, having changed nothing.
+    // Before the database: bad settings or a bad catalog stop here, having changed nothing.
+    config.check().map_err(anyhow::Error::msg)?;
     let catalog = load_catalog(&config)?;
     let store = open_sealed_store(&config.database_url, config.secret_key.as_deref()).await?;
     if let Some(created) = store.bootstrap_org("default").await? {

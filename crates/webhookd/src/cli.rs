@@ -173,10 +173,14 @@ pub struct ServeArgs {
     #[arg(long, env = "WEBHOOKD_RETRY_WINDOW", default_value = config::DEFAULT_RETRY_WINDOW,
         value_parser = config::parse_retry_window)]
     pub retry_window: Duration,
-    /// How long delivery logs, attempts and event payloads are kept (1h to 10 years).
+    /// How long events, delivery logs and attempts are kept (1h to 10 years).
     #[arg(long, env = "WEBHOOKD_RETENTION", default_value = config::DEFAULT_RETENTION,
         value_parser = config::parse_retention)]
     pub retention: Duration,
+    /// How long their payloads are kept: event data, response bodies and headers (1h up to
+    /// the retention; by default the same as the retention).
+    #[arg(long, env = "WEBHOOKD_PAYLOAD_RETENTION", value_parser = config::parse_payload_retention)]
+    pub payload_retention: Option<Duration>,
     /// Run only the API (no delivery workers).
     #[arg(long, env = "WEBHOOKD_NO_WORKER", conflicts_with = "no_api")]
     pub no_worker: bool,
@@ -268,6 +272,7 @@ impl ServeArgs {
             retry_schedule: self.retry_schedule.0,
             retry_window: self.retry_window,
             retention: self.retention,
+            payload_retention: self.payload_retention,
             run_api: !self.no_api,
             run_worker: !self.no_worker,
             extra_event_types: self.extra_event_types,
@@ -317,6 +322,7 @@ pub const FILE_SETTINGS: &[&str] = &[
     "retry_schedule",
     "retry_window",
     "retention",
+    "payload_retention",
     "no_worker",
     "no_api",
     "extra_event_types",

@@ -43,8 +43,11 @@ pub struct Config {
     pub retry_schedule: Vec<Duration>,
     /// How old a log may be and still be retried by hand.
     pub retry_window: Duration,
-    /// How long logs, attempts and event payloads are kept.
+    /// How long events, logs and attempts are kept.
     pub retention: Duration,
+    /// How long their payloads are kept (event data, response bodies and headers); `None`: as
+    /// long as `retention`. See [`Config::payload_retention`].
+    pub payload_retention: Option<Duration>,
     pub run_api: bool,
     pub run_worker: bool,
     /// Event types added to the built-in catalog, `name` or `name=description`.
@@ -88,6 +91,7 @@ impl Default for Config {
                 .expect("default retry schedule parses"),
             retry_window: parse_duration(DEFAULT_RETRY_WINDOW).expect("default window parses"),
             retention: parse_duration(DEFAULT_RETENTION).expect("default retention parses"),
+            payload_retention: None,
             run_api: true,
             run_worker: true,
             extra_event_types: Vec::new(),
@@ -106,6 +110,29 @@ impl Default for Config {
             max_connections: None,
             otlp_endpoint: None,
         }
+    }
+}
+
+impl Config {
+    /// How long payloads are kept: `--payload-retention`, else `--retention`.
+    pub fn payload_retention(&self) -> Duration {
+        self.payload_retention.unwrap_or(self.retention)
+    }
+
+    /// Settings that are valid alone but not together; the message names the bound.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(payload) = self.payload_retention {
+            if payload > self.retention {
+                return Err(format!(
+                    "--payload-retention {} is longer than --retention {}: payloads cannot \
+                     outlive their logs; give at most {}",
+                    human(payload),
+                    human(self.retention),
+                    human(self.retention)
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -163,6 +190,12 @@ fn human(duration: Duration) -> String {
 
 /// `--retention`: at least an hour, at most ten years.
 pub fn parse_retention(value: &str) -> Result<Duration, String> {
+    parse_within(value, MIN_RETENTION, MAX_KEEP)
+}
+
+/// `--payload-retention`: at least an hour (its upper bound is `--retention`, checked by
+/// [`Config::check`]).
+pub fn parse_payload_retention(value: &str) -> Result<Duration, String> {
     parse_within(value, MIN_RETENTION, MAX_KEEP)
 }
 
@@ -285,6 +318,14 @@ mod tests {
         assert!(parse_retention("0s").unwrap_err().contains("minimum of 1h"));
         assert!(parse_retention("99999999999999h").unwrap_err().contains("maximum of"));
         assert_eq!(parse_retention("30d"), Ok(DAY * 30));
+        assert!(parse_payload_retention("59m").unwrap_err().contains("minimum of 1h"));
+        let config =
+            Config { retention: DAY * 10, payload_retention: Some(DAY * 11), ..Config::default() };
+        let error = config.check().unwrap_err();
+        assert!(error.contains("--payload-retention 11days is longer than --retention 10days"));
+        let config = Config { payload_retention: Some(DAY * 7), ..config };
+        assert_eq!((config.check(), config.payload_retention()), (Ok(()), DAY * 7));
+        assert_eq!(Config::default().payload_retention(), DAY * 30);
         assert!(parse_retry_window("0s").unwrap_err().contains("minimum of 1m"));
         assert!(parse_retry_window("99999999999999h").is_err());
         assert_eq!(parse_shutdown_grace("0s"), Ok(Duration::ZERO));

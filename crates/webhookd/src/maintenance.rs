@@ -1,12 +1,13 @@
-//! Background housekeeping on worker nodes: retention (old events, logs and attempts deleted in
-//! small batches) and the gauges that need a database count.
+//! Background housekeeping on worker nodes: payload retention (old payloads removed), retention
+//! (old events, logs and attempts deleted), both in small batches, and the gauges that need a
+//! database count.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::now_ms;
-use crate::store::{Deleted, Store, RETENTION_BATCH};
+use crate::store::{Deleted, Expired, Store, PAYLOAD_BATCH, RETENTION_BATCH};
 use crate::telemetry::metrics;
 
 /// How often the gauges are refreshed.
@@ -14,46 +15,93 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 /// Pause between two deletion batches, so retention never monopolises the writer.
 const BATCH_PAUSE: Duration = Duration::from_millis(50);
 
-/// Deletes what is older than `retention`, then sleeps; repeats until `stop`. It runs at start and
-/// then every tenth of the retention period (at least every second, at most every hour).
-pub async fn run_retention(store: Store, retention: Duration, stop: CancellationToken) {
-    let interval = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+/// How long rows and payloads are kept (`--retention`, `--payload-retention`).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub rows: Duration,
+    pub payloads: Duration,
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Removes the payloads older than `retention.payloads`, then deletes what is older than
+/// `retention.rows`, then sleeps; repeats until `stop`. It runs at start and then every tenth of
+/// the shorter period (at least every second, at most every hour). Each batch is a short
+/// transaction with a pause after it, so neither pass holds the writer long.
+pub async fn run_retention(store: Store, retention: Retention, stop: CancellationToken) {
+    let shorter = retention.rows.min(retention.payloads);
+    let interval = (shorter / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     while !stop.is_cancelled() {
-        let cutoff = now_ms().saturating_sub(retention_ms);
-        let mut total = Deleted::default();
-        loop {
-            match store.delete_expired_batch(cutoff).await {
-                Ok(deleted) => {
-                    total.events += deleted.events;
-                    total.delivery_logs += deleted.delivery_logs;
-                    total.attempts += deleted.attempts;
-                    metrics::retention_deleted("events", deleted.events);
-                    metrics::retention_deleted("delivery_logs", deleted.delivery_logs);
-                    metrics::retention_deleted("attempts", deleted.attempts);
-                    if deleted.events < RETENTION_BATCH.unsigned_abs() || stop.is_cancelled() {
-                        break;
-                    }
-                    tokio::time::sleep(BATCH_PAUSE).await;
-                }
-                Err(error) => {
-                    tracing::error!(error = %error, "retention failed; will try again");
-                    break;
-                }
-            }
-        }
-        if total.events > 0 {
-            tracing::info!(
-                events = total.events,
-                delivery_logs = total.delivery_logs,
-                attempts = total.attempts,
-                "retention deleted expired rows"
-            );
-        }
+        expire_payloads(&store, now_ms().saturating_sub(millis(retention.payloads)), &stop).await;
+        delete_expired(&store, now_ms().saturating_sub(millis(retention.rows)), &stop).await;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+/// Payloads of events created before `cutoff`, batch by batch.
+async fn expire_payloads(store: &Store, cutoff: i64, stop: &CancellationToken) {
+    let mut total = Expired::default();
+    loop {
+        match store.expire_payloads_batch(cutoff).await {
+            Ok(expired) => {
+                total.events += expired.events;
+                total.ended += expired.ended;
+                metrics::payloads_expired(expired.events);
+                if expired.events < PAYLOAD_BATCH.unsigned_abs() || stop.is_cancelled() {
+                    break;
+                }
+                tokio::time::sleep(BATCH_PAUSE).await;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "payload expiry failed; will try again");
+                break;
+            }
+        }
+    }
+    if total.events > 0 {
+        tracing::info!(
+            events = total.events,
+            pending_logs_ended = total.ended,
+            "payload retention removed expired payloads"
+        );
+    }
+}
+
+/// Events created before `cutoff` with their logs and attempts, batch by batch.
+async fn delete_expired(store: &Store, cutoff: i64, stop: &CancellationToken) {
+    let mut total = Deleted::default();
+    loop {
+        match store.delete_expired_batch(cutoff).await {
+            Ok(deleted) => {
+                total.events += deleted.events;
+                total.delivery_logs += deleted.delivery_logs;
+                total.attempts += deleted.attempts;
+                metrics::retention_deleted("events", deleted.events);
+                metrics::retention_deleted("delivery_logs", deleted.delivery_logs);
+                metrics::retention_deleted("attempts", deleted.attempts);
+                if deleted.events < RETENTION_BATCH.unsigned_abs() || stop.is_cancelled() {
+                    break;
+                }
+                tokio::time::sleep(BATCH_PAUSE).await;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "retention failed; will try again");
+                break;
+            }
+        }
+    }
+    if total.events > 0 {
+        tracing::info!(
+            events = total.events,
+            delivery_logs = total.delivery_logs,
+            attempts = total.attempts,
+            "retention deleted expired rows"
+        );
     }
 }
 

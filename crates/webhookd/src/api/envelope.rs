@@ -54,13 +54,21 @@ impl PageParams {
 pub struct Pagination {
     pub current_page: i64,
     pub per_page: i64,
+    /// Exact, or for delivery logs past 10,000 matches an estimate (see `total_estimated`).
     pub total: i64,
     pub last_page: i64,
+    /// `true` when `total` (and so `last_page`) is an estimate: more than 10,000 logs match.
+    pub total_estimated: bool,
 }
 
 impl Pagination {
     pub fn new(current_page: i64, per_page: i64, total: i64) -> Self {
         let last_page = ((total + per_page - 1) / per_page).max(1);
-        Self { current_page, per_page, total, last_page }
+        Self { current_page, per_page, total, last_page, total_estimated: false }
+    }
+
+    /// The same, with an estimated total.
+    pub fn estimated(self, estimated: bool) -> Self {
+        Self { total_estimated: estimated, ..self }
     }
 }

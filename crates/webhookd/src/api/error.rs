@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::validation::FieldErrors;
+use crate::domain::PayloadState;
 use crate::store::{Fault, StoreError};
 
 /// Which kind of resource a 404 is about: it decides the error code.
@@ -21,6 +22,8 @@ pub enum Missing {
     Log,
     /// No operational webhook is set (`NOT_FOUND`, with the way to set one).
     OperationalWebhook,
+    /// No event of the organization has this call id (`NOT_FOUND`).
+    Call,
     Resource,
 }
 
@@ -46,6 +49,10 @@ pub enum ApiError {
     Validation(FieldErrors),
     #[error("log cannot be retried")]
     LogNotRetriable,
+    /// `LOG_NOT_RETRIABLE` because the log's payload expired or was erased: the envelope says
+    /// which in `reason`.
+    #[error("log cannot be retried: its payload is gone")]
+    PayloadGone(PayloadState),
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
     /// The database is unreachable or busy past its timeout: nothing was done; try again.
@@ -69,6 +76,10 @@ pub struct ErrorBody {
     /// Per-field messages; only for `VALIDATION_FAILED`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<BTreeMap<String, Vec<String>>>,
+    /// Why, where a code has several causes: `payload_expired` or `payload_erased` for a
+    /// `LOG_NOT_RETRIABLE` log whose payload is gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 impl ApiError {
@@ -105,6 +116,7 @@ impl ApiError {
                         "No operational webhook is set; set one with PUT \
                          /api/v1/organization/operational-webhook",
                     ),
+                    Missing::Call => ("NOT_FOUND", "No event with this call id"),
                     Missing::Resource => ("NOT_FOUND", "Resource not found"),
                 };
                 (StatusCode::NOT_FOUND, code, message.to_string())
@@ -135,7 +147,7 @@ impl ApiError {
                 "VALIDATION_FAILED",
                 "The given data was invalid.".into(),
             ),
-            LogNotRetriable => (
+            LogNotRetriable | PayloadGone(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "LOG_NOT_RETRIABLE",
                 "Log cannot be retried".into(),
@@ -220,12 +232,16 @@ impl IntoResponse for ApiError {
         }
         let retry_after = self.retry_after_secs();
         let fault = self.fault();
+        let reason = match &self {
+            ApiError::PayloadGone(state) => state.reason(),
+            _ => None,
+        };
         let errors = match self {
             ApiError::Validation(errors) => Some(errors.into_map()),
             _ => None,
         };
-        let mut response =
-            (status, Json(ErrorBody { success: false, message, code, errors })).into_response();
+        let body = ErrorBody { success: false, message, code, errors, reason };
+        let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }

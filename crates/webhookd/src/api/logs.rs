@@ -18,7 +18,7 @@ use crate::domain::clock::{format_ms, parse_timestamp};
 use crate::domain::event::ID_MAX as FILTER_MAX;
 use crate::domain::text;
 use crate::domain::validation::FieldErrors;
-use crate::domain::{LogStatus, SendType};
+use crate::domain::{LogStatus, PayloadState, SendType};
 use crate::store::{Attempt, DeliveryLog, LogFilter, LogListing, LogPage};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -58,11 +58,17 @@ pub struct LogView {
     /// Response code of the latest attempt.
     http_status: Option<i64>,
     /// The event's `data`, as delivered. In a listing, `null` when larger than 16 KiB (read the
-    /// log itself for it); see `request_payload_bytes`.
+    /// log itself for it); see `request_payload_bytes`. `null` once the payload is gone
+    /// (`payload_state`).
     #[schema(value_type = Object)]
     request_payload: Box<RawValue>,
-    /// Size of the payload in bytes.
+    /// Size of the payload in bytes (0 once it is gone).
     request_payload_bytes: i64,
+    /// `present`, `expired` (`--payload-retention` passed) or `erased` (`DELETE
+    /// /calls/{call_id}`). Without a payload, `request_payload`, `response_body` and
+    /// `response_headers` are `null` here and in every attempt.
+    #[schema(value_type = String)]
+    payload_state: PayloadState,
     /// Response body of the latest attempt (at most 16 KiB).
     response_body: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -88,8 +94,10 @@ pub fn raw_json(text: String) -> Box<RawValue> {
 
 impl From<DeliveryLog> for LogView {
     fn from(log: DeliveryLog) -> Self {
-        let payload =
-            log.payload.map_or_else(|| "null".into(), |p| String::from_utf8(p).unwrap_or_default());
+        let payload = log
+            .payload
+            .filter(|_| log.payload_state.is_present())
+            .map_or_else(|| "null".into(), |p| String::from_utf8(p).unwrap_or_default());
         Self {
             id: log.id,
             webhook_id: log.webhook_id,
@@ -99,6 +107,7 @@ impl From<DeliveryLog> for LogView {
             http_status: log.http_status,
             request_payload: raw_json(payload),
             request_payload_bytes: log.payload_bytes,
+            payload_state: log.payload_state,
             response_body: log.response_body,
             response_headers: log.response_headers.map(raw_json),
             duration_ms: log.duration_ms,
@@ -170,7 +179,7 @@ impl LogList {
     pub fn new(listing: LogListing, page: LogPage) -> Self {
         let pagination = match (page, listing.total) {
             (LogPage::Number { page, per_page }, Some(total)) => {
-                Some(Pagination::new(page, per_page, total))
+                Some(Pagination::new(page, per_page, total).estimated(listing.total_estimated))
             }
             _ => None,
         };

@@ -5,6 +5,7 @@
 pub(crate) mod agents;
 mod auth;
 pub(crate) mod bland;
+pub(crate) mod calls;
 mod envelope;
 pub mod error;
 mod event_types;
@@ -110,6 +111,7 @@ impl AppState {
         (name = "events", description = "Event ingestion"),
         (name = "logs", description = "Delivery logs and their attempts"),
         (name = "redelivery", description = "Talkover's retry and bulk recovery"),
+        (name = "calls", description = "A call's data: erasure"),
         (name = "bland", description = "Bland's post-call webhook endpoints, with Bland's envelope"),
         (name = "portal", description = "Links to the customer portal of one agent"),
         (name = "organization", description = "The caller's organization"),
@@ -143,6 +145,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(event_types::router())
         .merge(logs::router())
         .merge(redelivery::router())
+        .merge(calls::router())
         .merge(portal::router());
     let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
@@ -303,6 +306,7 @@ fn panic_response() -> Response {
         message: "Internal server error".into(),
         code: "INTERNAL_SERVER_ERROR",
         errors: None,
+        reason: None,
     };
     (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
 }

@@ -188,6 +188,9 @@ async fn retry_operational_log(
 ) -> Result<(StatusCode, Json<Envelope<RetryQueued>>), ApiError> {
     let found = state.store.log_of(org_id, LogScope::Operational, path.log_id).await?;
     let (log, _) = found.ok_or(ApiError::NotFound(Missing::Log))?;
+    if !log.payload_state.is_present() {
+        return Err(ApiError::PayloadGone(log.payload_state));
+    }
     let window_ms = i64::try_from(state.config.retry_window.as_millis()).unwrap_or(i64::MAX);
     let retriable = matches!(log.status, LogStatus::Failed | LogStatus::Skipped)
         && log.created_at >= now_ms().saturating_sub(window_ms);

@@ -48,7 +48,7 @@ pub struct RetryQueued {
     responses(
         (status = 202, body = Envelope<RetryQueued>),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody, description = "`LOG_NOT_RETRIABLE`: the log succeeded, is still pending, is older than the retry window, or the webhook is disabled"),
+        (status = 422, body = ErrorBody, description = "`LOG_NOT_RETRIABLE`: the log succeeded, is still pending, is older than the retry window, or the webhook is disabled; or its payload is gone (`reason`: `payload_expired` or `payload_erased`)"),
     ))]
 async fn retry_log(
     State(state): State<AppState>,
@@ -71,6 +71,9 @@ pub async fn retry(
     let log = log
         .filter(|log| log.webhook_id == Some(webhook.id))
         .ok_or(ApiError::NotFound(Missing::Log))?;
+    if !log.payload_state.is_present() {
+        return Err(ApiError::PayloadGone(log.payload_state));
+    }
     let window_ms = i64::try_from(state.config.retry_window.as_millis()).unwrap_or(i64::MAX);
     let retriable = matches!(log.status, LogStatus::Failed | LogStatus::Skipped)
         && log.created_at >= now_ms().saturating_sub(window_ms)
@@ -117,6 +120,9 @@ pub struct RecoverResult {
     pub dry_run: bool,
     /// `completed`, or `running` for a recovery continuing in the background.
     pub status: String,
+    /// Logs of the window left alone because their payload expired or was erased (counted
+    /// when the recovery starts).
+    pub without_payload: i64,
     /// For a background recovery: read its progress at `.../recover/{recovery_id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_id: Option<Uuid>,
@@ -184,10 +190,11 @@ pub async fn recover_window(
 ) -> Result<RecoverResult, ApiError> {
     let webhook = find_webhook(state, org_id, path).await?;
     let window = parse_window(input)?;
-    let count = state.store.recover_count(&webhook, window).await?;
+    let (count, without_payload) = state.store.recover_count(&webhook, window).await?;
     if input.dry_run.unwrap_or(false) {
         return Ok(RecoverResult {
             count,
+            without_payload,
             dry_run: true,
             status: "completed".into(),
             recovery_id: None,
@@ -200,6 +207,7 @@ pub async fn recover_window(
         let recovery = state.store.create_recovery(&webhook, window, count).await?;
         return Ok(RecoverResult {
             count,
+            without_payload,
             dry_run: false,
             status: "running".into(),
             recovery_id: Some(recovery.id),
@@ -217,6 +225,7 @@ pub async fn recover_window(
     }
     Ok(RecoverResult {
         count: queued,
+        without_payload,
         dry_run: false,
         status: "completed".into(),
         recovery_id: None,

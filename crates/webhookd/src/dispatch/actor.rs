@@ -210,11 +210,16 @@ impl Actor {
 
     async fn start(
         &mut self,
-        ticket: Ticket,
+        mut ticket: Ticket,
         started: super::limiter::Started,
         probe: bool,
         now: UnixMs,
     ) {
+        // The last look before the send: an erasure or expiry announced since the ticket was
+        // made (by this node before its answer, by others through `NOTIFY`).
+        if let Some(state) = self.store.announcer().payload_gone(ticket.log.event_id) {
+            ticket.log.payload_state = state;
+        }
         let lane = ticket.lane();
         let Some(settings) = self.settings(lane).cloned() else { return };
         self.next_attempt += 1;

@@ -31,7 +31,8 @@ impl Job {
     }
 }
 
-/// The job for `ticket` in a lane with `settings`, or why it is closed without an attempt.
+/// The job for `ticket` in a lane with `settings`, or why it is closed without an attempt (its
+/// webhook is gone or disabled, its payload expired or was erased).
 pub fn build(
     ticket: Ticket,
     settings: &LaneSettings,
@@ -44,6 +45,10 @@ pub fn build(
         let record = SkipRecord { log_id: ticket.log.id, status, error: error.to_string() };
         Err((ticket, record))
     };
+    // Never sent without its payload: expired or erased since it was claimed or handed over.
+    if let Some(error) = ticket.log.payload_state.error() {
+        return skip(ticket, LogStatus::Failed, error);
+    }
     let send_type = ticket.send_type();
     let log = &ticket.log;
     let (outgoing, max_retries) = match settings {

@@ -87,3 +87,55 @@ impl SendType {
         Self::ALL.into_iter().find(|send_type| send_type.as_str() == s)
     }
 }
+
+/// Whether an event's payload is still stored (SPEC §8, `payload_state`). Without it, the event's
+/// `data`, its logs' `request_payload` and their attempts' response bodies and headers are gone;
+/// ids, statuses, codes, times, durations, errors and URLs stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadState {
+    #[default]
+    Present,
+    /// `--payload-retention` passed.
+    Expired,
+    /// Erased on request (`DELETE /api/v1/calls/{call_id}`).
+    Erased,
+}
+
+impl PayloadState {
+    pub const ALL: [PayloadState; 3] = [Self::Present, Self::Expired, Self::Erased];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Present => "present",
+            Self::Expired => "expired",
+            Self::Erased => "erased",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    pub fn is_present(self) -> bool {
+        self == Self::Present
+    }
+
+    /// The error a pending log ends with when its payload goes, and why it cannot be sent again
+    /// (`reason` of `LOG_NOT_RETRIABLE`). `None` while the payload is present.
+    pub fn error(self) -> Option<&'static str> {
+        match self {
+            Self::Present => None,
+            Self::Expired => Some("payload expired"),
+            Self::Erased => Some("payload erased"),
+        }
+    }
+
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            Self::Present => None,
+            Self::Expired => Some("payload_expired"),
+            Self::Erased => Some("payload_erased"),
+        }
+    }
+}

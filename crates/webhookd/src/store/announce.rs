@@ -6,17 +6,22 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{Db, Store};
 use crate::domain::clock::UnixMs;
+use crate::domain::PayloadState;
 
 /// The `NOTIFY` channel nodes listen on.
 pub(super) const CHANNEL: &str = "webhookd_work";
 /// A `NOTIFY` payload must stay under 8000 bytes; past this many items a rescan is asked instead.
 const ITEMS_PER_NOTIFY: usize = 80;
+/// How long a node remembers that an event's payload is gone: longer than any ticket waits in
+/// memory (a claim's lease is minutes; a hand-off is sent or released long before).
+const GONE_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Announcement {
@@ -28,6 +33,9 @@ pub enum Announcement {
     OrgChanged { org: Uuid },
     /// Look for due work in every lane.
     Rescan,
+    /// The payload of `event` was erased or expired: a ticket of it held in memory must not be
+    /// sent. Never folded into a rescan: it travels in `NOTIFY`s of its own.
+    PayloadGone { event: Uuid, state: PayloadState },
 }
 
 /// What has been announced since the dispatcher last looked.
@@ -54,6 +62,7 @@ impl Pending {
                 self.orgs_changed.insert(org);
             }
             Announcement::Rescan => self.rescan = true,
+            Announcement::PayloadGone { .. } => {}
         }
     }
 
@@ -70,6 +79,8 @@ impl Pending {
 pub struct Announcer {
     pending: Mutex<Pending>,
     notify: Notify,
+    /// Events whose payload went, and when this node heard of it.
+    gone: Mutex<HashMap<Uuid, (PayloadState, Instant)>>,
 }
 
 impl Announcer {
@@ -79,6 +90,10 @@ impl Announcer {
             let mut pending =
                 self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for item in items {
+                if let Announcement::PayloadGone { event, state } = item {
+                    self.remember_gone(event, state);
+                    continue;
+                }
                 pending.add(item);
                 any = true;
             }
@@ -86,6 +101,25 @@ impl Announcer {
         if any {
             self.notify.notify_one();
         }
+    }
+
+    fn remember_gone(&self, event: Uuid, state: PayloadState) {
+        let mut gone = self.gone.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if gone.len() >= 1024 && gone.len().is_power_of_two() {
+            gone.retain(|_, (_, at)| now.duration_since(*at) < GONE_MEMORY);
+        }
+        let entry = gone.entry(event).or_insert((state, now));
+        // An erasure outranks an expiry.
+        if state == PayloadState::Erased {
+            *entry = (state, now);
+        }
+    }
+
+    /// Whether this node heard that `event`'s payload is gone (and how).
+    pub fn payload_gone(&self, event: Uuid) -> Option<PayloadState> {
+        let gone = self.gone.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        gone.get(&event).map(|(state, _)| *state)
     }
 
     /// Everything announced since the last call.
@@ -108,13 +142,21 @@ impl Store {
             return;
         }
         if let Db::Postgres(pool) = &self.db {
-            let payload = if items.len() > ITEMS_PER_NOTIFY {
-                "r".to_string()
-            } else {
-                items.iter().map(encode).collect::<Vec<_>>().join(",")
-            };
-            if let Err(error) = super::postgres::notify(pool, CHANNEL, &payload).await {
-                tracing::warn!(%error, "cannot announce work to other nodes; their rescan will find it");
+            let (gone, work): (Vec<_>, Vec<_>) =
+                items.iter().partition(|item| matches!(item, Announcement::PayloadGone { .. }));
+            let mut payloads: Vec<String> = gone
+                .chunks(ITEMS_PER_NOTIFY)
+                .map(|chunk| chunk.iter().copied().map(encode).collect::<Vec<_>>().join(","))
+                .collect();
+            if work.len() > ITEMS_PER_NOTIFY {
+                payloads.push("r".to_string());
+            } else if !work.is_empty() {
+                payloads.push(work.iter().copied().map(encode).collect::<Vec<_>>().join(","));
+            }
+            for payload in payloads {
+                if let Err(error) = super::postgres::notify(pool, CHANNEL, &payload).await {
+                    tracing::warn!(%error, "cannot announce work to other nodes; their rescan will find it");
+                }
             }
         }
         self.announcer.publish(items);
@@ -134,6 +176,10 @@ fn encode(item: &Announcement) -> String {
         Announcement::Changed { webhook } => format!("c:{}", webhook.simple()),
         Announcement::OrgChanged { org } => format!("o:{}", org.simple()),
         Announcement::Rescan => "r".into(),
+        Announcement::PayloadGone { event, state } => {
+            let kind = if *state == PayloadState::Erased { "x" } else { "y" };
+            format!("{kind}:{}", event.simple())
+        }
     }
 }
 
@@ -154,6 +200,14 @@ pub(super) fn decode(payload: &str) -> Vec<Announcement> {
                     .map_or(Announcement::Rescan, |webhook| Announcement::Changed { webhook }),
                 Some(&"o") => {
                     uuid(1).map_or(Announcement::Rescan, |org| Announcement::OrgChanged { org })
+                }
+                Some(&kind @ ("x" | "y")) => {
+                    let state =
+                        if kind == "x" { PayloadState::Erased } else { PayloadState::Expired };
+                    uuid(1).map_or(Announcement::Rescan, |event| Announcement::PayloadGone {
+                        event,
+                        state,
+                    })
                 }
                 _ => Announcement::Rescan,
             }
@@ -176,6 +230,8 @@ mod tests {
             Announcement::Changed { webhook: Uuid::now_v7() },
             Announcement::OrgChanged { org: Uuid::now_v7() },
             Announcement::Rescan,
+            Announcement::PayloadGone { event: Uuid::now_v7(), state: PayloadState::Erased },
+            Announcement::PayloadGone { event: Uuid::now_v7(), state: PayloadState::Expired },
         ];
         let payload = items.iter().map(encode).collect::<Vec<_>>().join(",");
         assert!(payload.len() < 8000 / ITEMS_PER_NOTIFY * 3);
@@ -193,6 +249,25 @@ mod tests {
         ]);
         let pending = announcer.take();
         assert_eq!(pending.work[&lane], (org, 20));
+        assert!(announcer.take().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod gone_tests {
+    use super::*;
+
+    #[test]
+    fn a_gone_payload_is_remembered_and_an_erasure_outranks_an_expiry() {
+        let announcer = Announcer::default();
+        let event = Uuid::now_v7();
+        assert_eq!(announcer.payload_gone(event), None);
+        announcer.publish([Announcement::PayloadGone { event, state: PayloadState::Expired }]);
+        assert_eq!(announcer.payload_gone(event), Some(PayloadState::Expired));
+        announcer.publish([Announcement::PayloadGone { event, state: PayloadState::Erased }]);
+        announcer.publish([Announcement::PayloadGone { event, state: PayloadState::Expired }]);
+        assert_eq!(announcer.payload_gone(event), Some(PayloadState::Erased));
+        // Not work for the dispatcher.
         assert!(announcer.take().is_empty());
     }
 }

@@ -4,7 +4,7 @@
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 
-use crate::domain::{LogStatus, SendType};
+use crate::domain::{LogStatus, PayloadState, SendType};
 
 macro_rules! text_enum {
     ($ty:ty) => {
@@ -49,3 +49,4 @@ macro_rules! text_enum {
 
 text_enum!(LogStatus);
 text_enum!(SendType);
+text_enum!(PayloadState);

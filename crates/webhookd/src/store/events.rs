@@ -445,5 +445,6 @@ fn queued(log: &NewLog, event: &NewEvent, postgres: bool) -> QueuedLog {
         lease_until: if postgres { log.next_attempt_at } else { None },
         traceparent: event.traceparent.clone(),
         payload: Payload(event.payload.clone()),
+        payload_state: crate::domain::PayloadState::Present,
     }
 }

@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::models::Attempt;
 use super::{offset, on_reader, on_snapshot, Store, StoreError};
-use crate::domain::clock::UnixMs;
-use crate::domain::{LogStatus, SendType};
+use crate::domain::clock::{UnixMs, SECOND_MS};
+use crate::domain::{LogStatus, PayloadState, SendType};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryLog {
@@ -39,6 +39,8 @@ pub struct DeliveryLog {
     /// [`LISTED_PAYLOAD_MAX`] (read the log itself for it).
     pub payload: Option<Vec<u8>>,
     pub payload_bytes: i64,
+    /// Whether the event's payload (and the response bodies and headers) is still stored.
+    pub payload_state: PayloadState,
 }
 
 impl DeliveryLog {
@@ -80,11 +82,16 @@ pub enum LogPage {
     After { cursor: Option<Uuid>, per_page: i64 },
 }
 
+/// Matching logs are counted exactly up to this many; beyond it the total is estimated.
+pub const EXACT_TOTAL_MAX: i64 = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct LogListing {
     pub logs: Vec<DeliveryLog>,
     /// Only for numbered pages.
     pub total: Option<i64>,
+    /// The total is an estimate: more than [`EXACT_TOTAL_MAX`] logs match.
+    pub total_estimated: bool,
     /// The cursor of the next page, when there is one.
     pub next_cursor: Option<Uuid>,
 }
@@ -96,7 +103,7 @@ macro_rules! log_columns {
         l.status, l.first_send_type, l.attempt_count, l.retries, l.http_status, l.response_body,
         l.response_headers, l.duration_ms, l.delivered_at, l.error, l.last_attempt_id,
         l.last_attempt_at, l.last_send_type, l.original_log_id, l.next_attempt_at, l.created_at,
-        l.updated_at, CAST(LENGTH(e.payload) AS BIGINT) AS payload_bytes"
+        l.updated_at, CAST(LENGTH(e.payload) AS BIGINT) AS payload_bytes, e.payload_state"
     };
 }
 
@@ -171,13 +178,46 @@ fn conditions(org_id: Uuid, scope: LogScope, filter: &LogFilter) -> (String, Vec
     if let Some(call_id) = &filter.call_id {
         add("l.call_id =", Arg::Text(call_id.clone()));
     }
+    // Log ids are UUIDv7: their first 48 bits are the creation time in ms, so a time range is
+    // also an id range, which the `(…, id)` indexes seek to. The log's id and `created_at` are
+    // taken apart by a moment, hence a second of slack; `created_at` stays the exact condition.
     if let Some(since) = filter.since {
+        add("l.id >=", Arg::Uuid(id_at(since.saturating_sub(SECOND_MS))));
         add("l.created_at >=", Arg::Int(since));
     }
     if let Some(until) = filter.until {
+        add("l.id <", Arg::Uuid(id_at(until.saturating_add(SECOND_MS))));
         add("l.created_at <=", Arg::Int(until));
     }
     (sql, args)
+}
+
+/// The smallest UUIDv7 of millisecond `ms` (clamped to the 48 bits a UUIDv7 has for it).
+fn id_at(ms: UnixMs) -> Uuid {
+    let ms = u64::try_from(ms).unwrap_or(0).min((1 << 48) - 1);
+    let mut bytes = [0_u8; 16];
+    bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    Uuid::from_bytes(bytes)
+}
+
+/// The millisecond a UUIDv7 was made at.
+fn ms_of(id: Uuid) -> i64 {
+    let bytes = id.as_bytes();
+    let mut ms = [0_u8; 8];
+    ms[2..].copy_from_slice(&bytes[..6]);
+    i64::try_from(u64::from_be_bytes(ms)).unwrap_or(i64::MAX)
+}
+
+/// The total of a listing that has more than [`EXACT_TOTAL_MAX`] logs: the matching logs seem to
+/// arrive at the rate of their newest [`EXACT_TOTAL_MAX`] + 1 (from `newest` to `kth`, the
+/// (`EXACT_TOTAL_MAX` + 1)th newest), so the whole span from `oldest` holds that many times
+/// more. Never less than what was counted.
+fn estimate_total(newest: Uuid, kth: Uuid, oldest: Uuid) -> i64 {
+    let counted = EXACT_TOTAL_MAX + 1;
+    let recent = (ms_of(newest) - ms_of(kth)).max(1);
+    let whole = (ms_of(newest) - ms_of(oldest)).max(recent);
+    let estimate = i128::from(counted) * i128::from(whole) / i128::from(recent);
+    i64::try_from(estimate).unwrap_or(i64::MAX).max(counted)
 }
 
 impl Store {
@@ -201,7 +241,20 @@ impl Store {
         page: LogPage,
     ) -> Result<LogListing, StoreError> {
         let (mut where_sql, mut args) = conditions(org_id, scope, filter);
-        let count_sql = format!("SELECT COUNT(*) FROM delivery_logs l WHERE {where_sql}");
+        // Counting stops past the exact limit: a count costs at most that many index entries.
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM delivery_logs l WHERE {where_sql} LIMIT {})
+             AS capped",
+            EXACT_TOTAL_MAX + 1
+        );
+        // Beyond it: the newest, the (limit + 1)th newest and the oldest matching id.
+        let edge_sql = |order: &str, offset: i64| {
+            format!(
+                "SELECT l.id FROM delivery_logs l WHERE {where_sql}
+                 ORDER BY l.id {order} LIMIT 1 OFFSET {offset}"
+            )
+        };
+        let edges = [edge_sql("DESC", 0), edge_sql("DESC", EXACT_TOTAL_MAX), edge_sql("ASC", 0)];
         let count_args = args.clone();
         let per_page = match page {
             LogPage::Number { per_page, .. } | LogPage::After { per_page, .. } => per_page,
@@ -221,18 +274,32 @@ impl Store {
             args.push(Arg::Int(offset(page, per_page)));
             sql.push_str(&format!(" OFFSET ${}", args.len()));
         }
-        let (mut logs, total): (Vec<DeliveryLog>, Option<i64>) = on_snapshot!(self, |tx| {
-            let logs = bind_all!(sqlx::query_as(&sql), &args).fetch_all(&mut *tx).await?;
-            let total = match page {
-                LogPage::Number { .. } => Some(
-                    bind_all!(sqlx::query_scalar(&count_sql), &count_args)
-                        .fetch_one(&mut *tx)
-                        .await?,
-                ),
-                LogPage::After { .. } => None,
-            };
-            (logs, total)
-        });
+        let (mut logs, total, total_estimated): (Vec<DeliveryLog>, Option<i64>, bool) =
+            on_snapshot!(self, |tx| {
+                let logs = bind_all!(sqlx::query_as(&sql), &args).fetch_all(&mut *tx).await?;
+                let mut estimated = false;
+                let total = match page {
+                    LogPage::Number { .. } => {
+                        let mut total: i64 = bind_all!(sqlx::query_scalar(&count_sql), &count_args)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if total > EXACT_TOTAL_MAX {
+                            let mut ids = Vec::with_capacity(edges.len());
+                            for edge in &edges {
+                                let id: Uuid = bind_all!(sqlx::query_scalar(edge), &count_args)
+                                    .fetch_one(&mut *tx)
+                                    .await?;
+                                ids.push(id);
+                            }
+                            total = estimate_total(ids[0], ids[1], ids[2]);
+                            estimated = true;
+                        }
+                        Some(total)
+                    }
+                    LogPage::After { .. } => None,
+                };
+                (logs, total, estimated)
+            });
         let per_page = usize::try_from(per_page).unwrap_or(usize::MAX);
         let next_cursor = if logs.len() > per_page {
             logs.truncate(per_page);
@@ -240,7 +307,7 @@ impl Store {
         } else {
             None
         };
-        Ok(LogListing { logs, total, next_cursor })
+        Ok(LogListing { logs, total, total_estimated, next_cursor })
     }
 
     /// One of a webhook's logs with its attempts, oldest first.
@@ -293,5 +360,28 @@ impl Store {
         });
         attempts.extend(log.latest_attempt());
         Ok(attempts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_is_the_smallest_id_of_its_millisecond() {
+        let id = Uuid::now_v7();
+        let ms = ms_of(id);
+        assert!(id_at(ms) <= id && id < id_at(ms + 1));
+        assert_eq!(ms_of(id_at(1_700_000_000_123)), 1_700_000_000_123);
+        assert_eq!(id_at(-5), Uuid::nil());
+    }
+
+    #[test]
+    fn a_large_total_is_extrapolated_from_the_rate_of_the_newest_logs() {
+        let at = |ms: i64| id_at(ms);
+        // 10,001 logs in the last 10 s of a 100 s span: about ten times as many.
+        assert_eq!(estimate_total(at(100_000), at(90_000), at(0)), 100_010);
+        // All in one millisecond: no rate to go by, never below what was counted.
+        assert_eq!(estimate_total(at(5), at(5), at(5)), EXACT_TOTAL_MAX + 1);
     }
 }

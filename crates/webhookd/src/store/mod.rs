@@ -22,6 +22,7 @@ mod models;
 mod operational;
 mod orgs;
 mod outbox;
+mod payload_removal;
 mod payloads;
 mod postgres;
 mod queue;
@@ -54,6 +55,7 @@ pub use logs::{DeliveryLog, LogFilter, LogListing, LogPage, LogScope, LISTED_PAY
 pub use models::{Agent, Attempt, Organization, Payload, QueuedLog, Webhook, WebhookSecrets};
 pub use operational::OperationalWebhook;
 pub use orgs::{ApiKeyInfo, CreatedOrg};
+pub use payload_removal::{ErasedCall, Expired, PAYLOAD_BATCH};
 pub use record::{AttemptRecord, Recorded, SkipRecord};
 pub use recover::{Recovery, Window, RECOVER_PAGE};
 pub use redelivery::PostCallEvent;
@@ -248,6 +250,22 @@ impl Store {
 
     pub async fn close(&self) {
         self.db.close().await
+    }
+
+    /// After an erasure, SQLite's write-ahead log may still hold the pages as they were before:
+    /// copy it into the database file (whose freed content `secure_delete` zeroed) and truncate
+    /// it. Best effort: a reader in the middle of a long read leaves the log for the next
+    /// checkpoint (logged).
+    async fn scrub_after_erasure(&self) {
+        if let Db::Sqlite { write, .. } = &self.db {
+            let done: Result<(i64, i64, i64), sqlx::Error> =
+                sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(write).await;
+            match done {
+                Ok((0, _, _)) => {}
+                Ok(_) => tracing::warn!("erasure: the write-ahead log could not be truncated yet"),
+                Err(error) => tracing::warn!(%error, "erasure: write-ahead log checkpoint failed"),
+            }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use crate::domain::webhook::{
     Authorization, CustomHeaders, EventTypes, HttpMethod, MaxConcurrency, MaxRetries, Name,
     Ordering, RateLimit, Timeout, WebhookSettings, WebhookUrl,
 };
-use crate::domain::SendType;
+use crate::domain::{PayloadState, SendType};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Organization {
@@ -193,6 +193,8 @@ pub struct QueuedLog {
     /// Filled after the claim, shared by every log of the event (`payloads.rs`).
     #[sqlx(skip)]
     pub payload: Payload,
+    /// Whether the payload is still stored; a log without one is never sent.
+    pub payload_state: PayloadState,
 }
 
 /// An event's `data` bytes, shared without copying.
@@ -222,7 +224,7 @@ pub(super) const QUEUED_COLUMNS: &str = "l.id, l.org_id, l.agent_id, l.webhook_i
     l.event_id, l.event_type, l.call_id, l.url, l.attempt_count, l.retries, l.first_send_type,
     l.created_at, l.order_key IS NOT NULL AS ordered,
     CASE WHEN l.claimed_at IS NULL THEN NULL ELSE l.next_attempt_at END AS lease_until,
-    e.traceparent";
+    e.traceparent, e.payload_state";
 
 /// One HTTP attempt of a log, as sent and as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]

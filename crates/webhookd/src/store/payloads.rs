@@ -36,6 +36,15 @@ impl Default for PayloadCache {
     }
 }
 
+impl PayloadCache {
+    /// Forgets these events' payloads (they expired or were erased).
+    pub(super) fn forget(&self, events: &[Uuid]) {
+        for event in events {
+            self.cache.invalidate(event);
+        }
+    }
+}
+
 impl Store {
     /// Gives each log its event's payload: one shared buffer per event, read once.
     pub(super) async fn fill_payloads(
@@ -43,6 +52,15 @@ impl Store {
         mut logs: Vec<&mut QueuedLog>,
     ) -> Result<(), StoreError> {
         let cache = &self.payloads.cache;
+        // A payload that expired or was erased is neither read nor kept: the log is not sent.
+        logs.retain(|log| {
+            let gone = !log.payload_state.is_present()
+                || self.announcer().payload_gone(log.event_id).is_some();
+            if gone {
+                cache.invalidate(&log.event_id);
+            }
+            !gone
+        });
         let mut missing: Vec<Uuid> =
             logs.iter().map(|log| log.event_id).filter(|id| !cache.contains_key(id)).collect();
         missing.sort_unstable();

@@ -238,12 +238,18 @@ impl UpdateLogs for sqlx::Transaction<'_, sqlx::Postgres> {
             attempts.iter().map(f).collect()
         };
         sqlx::query(
-            "UPDATE delivery_logs AS l SET status = v.status, attempt_count = l.attempt_count + 1,
+            "UPDATE delivery_logs AS l SET attempt_count = l.attempt_count + 1,
                 retries = l.retries + v.retry, http_status = v.http_status,
-                response_body = v.response_body, response_headers = v.response_headers,
-                duration_ms = v.duration_ms, error = v.error,
-                delivered_at = CASE WHEN v.status = 'success' THEN v.finished_at ELSE l.delivered_at END,
-                next_attempt_at = v.next_attempt_at, claimed_at = NULL, updated_at = $11,
+                duration_ms = v.duration_ms, claimed_at = NULL, updated_at = $11,
+                status = CASE WHEN l.payload_state = 'present' THEN v.status ELSE l.status END,
+                response_body = CASE WHEN l.payload_state = 'present' THEN v.response_body END,
+                response_headers =
+                    CASE WHEN l.payload_state = 'present' THEN v.response_headers END,
+                error = CASE WHEN l.payload_state = 'present' THEN v.error ELSE l.error END,
+                delivered_at = CASE WHEN v.status = 'success' AND l.payload_state = 'present'
+                                    THEN v.finished_at ELSE l.delivered_at END,
+                next_attempt_at =
+                    CASE WHEN l.payload_state = 'present' THEN v.next_attempt_at END,
                 last_attempt_id = v.attempt_id, last_attempt_at = v.sent_at,
                 last_send_type = v.send_type
              FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::text[],

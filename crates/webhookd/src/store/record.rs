@@ -90,7 +90,9 @@ impl HealthRow {
 
 impl Store {
     /// Writes a batch of results and skips in one transaction. Results for logs deleted
-    /// meanwhile (their webhook was deleted) change nothing.
+    /// meanwhile (their webhook was deleted) change nothing. A log whose payload went meanwhile
+    /// (`payload_state` of its row) counts the attempt but keeps its status, error and due time
+    /// and stores no response body or headers: an erasure is never undone by a late result.
     pub async fn record(
         &self,
         attempts: &[AttemptRecord],
@@ -121,14 +123,19 @@ impl Store {
             let retried: Vec<Uuid> =
                 attempts.iter().filter(|a| a.attempt.number > 1).map(|a| a.log_id).collect();
             for chunk in retried.chunks(super::queue::INSERT_CHUNK) {
+                // Locked (PostgreSQL) so that an erasure in progress is waited for and its
+                // cleared row is what moves; an erasure that comes later clears this row too.
                 with_ids(
                     "INSERT INTO attempts (id, log_id, number, send_type, sent_at, response_code,
                         duration_ms, response_body, response_headers, error)
                      SELECT last_attempt_id, id, attempt_count, last_send_type, last_attempt_at,
-                        http_status, duration_ms, response_body, response_headers, error
+                        http_status, duration_ms,
+                        CASE WHEN payload_state = 'present' THEN response_body END,
+                        CASE WHEN payload_state = 'present' THEN response_headers END, error
                      FROM delivery_logs WHERE attempt_count > 0 AND id IN ",
                     chunk.iter().copied(),
                 )
+                .push(lock)
                 .build()
                 .execute(&mut *tx)
                 .await?;

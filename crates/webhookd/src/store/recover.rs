@@ -10,17 +10,33 @@ use super::{on_reader, on_writer, Backend, Store, StoreError, Webhook};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::SendType;
 
-/// The logs a recovery re-queues: failed or skipped, created in the window, with no success or
-/// pending log for the same event and webhook, and no later failed/skipped one in the window
-/// (one new log per event).
-const CANDIDATES: &str = "FROM delivery_logs l
-    WHERE l.webhook_id = $1 AND l.status IN ('failed', 'skipped')
+/// The conditions (on log `l`, bound `$1` webhook, `$2`/`$3` window) of the candidates below.
+macro_rules! candidate_conditions {
+    () => {
+        "l.webhook_id = $1 AND l.status IN ('failed', 'skipped')
       AND l.created_at >= $2 AND l.created_at <= $3
       AND NOT EXISTS (
           SELECT 1 FROM delivery_logs o
           WHERE o.event_id = l.event_id AND o.webhook_id = l.webhook_id AND o.id <> l.id
             AND (o.status IN ('success', 'pending')
-                 OR (o.id > l.id AND o.created_at <= $3)))";
+                 OR (o.id > l.id AND o.created_at <= $3)))"
+    };
+}
+
+/// The logs a recovery re-queues: failed or skipped, created in the window, with no success or
+/// pending log for the same event and webhook, and no later failed/skipped one in the window
+/// (one new log per event), whose payload is still stored.
+const CANDIDATES: &str = concat!(
+    "FROM delivery_logs l WHERE ",
+    candidate_conditions!(),
+    " AND EXISTS (SELECT 1 FROM events e WHERE e.id = l.event_id AND e.payload_state = 'present')"
+);
+
+/// The same logs whatever their payload, with their event `e`.
+const CANDIDATES_ANY_PAYLOAD: &str = concat!(
+    "FROM delivery_logs l JOIN events e ON e.id = l.event_id WHERE ",
+    candidate_conditions!()
+);
 
 /// Logs queued per transaction.
 pub const RECOVER_PAGE: i64 = 500;
@@ -60,14 +76,20 @@ const RECOVERY_COLUMNS: &str =
     "id, org_id, webhook_id, since, until, status, total, queued, cursor, created_at, updated_at";
 
 impl Store {
-    /// How many logs a recovery of `window` would queue now.
+    /// How many logs a recovery of `window` would queue now, and how many more it leaves alone
+    /// because their payload expired or was erased.
     pub async fn recover_count(
         &self,
         webhook: &Webhook,
         window: Window,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<(i64, i64), StoreError> {
+        let sql = format!(
+            "SELECT COUNT(*) - COALESCE(SUM(CASE WHEN e.payload_state = 'present' THEN 0 ELSE 1 END), 0),
+                COALESCE(SUM(CASE WHEN e.payload_state = 'present' THEN 0 ELSE 1 END), 0)
+             {CANDIDATES_ANY_PAYLOAD}"
+        );
         on_reader!(self, |pool| {
-            Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) {CANDIDATES}"))
+            Ok(sqlx::query_as(&sql)
                 .bind(webhook.id)
                 .bind(window.since)
                 .bind(window.until)

@@ -19,6 +19,7 @@ pub struct PostCallEvent {
     pub id: Uuid,
     pub agent_id: Uuid,
     pub has_logs: bool,
+    pub payload_state: crate::domain::PayloadState,
 }
 
 impl Store {
@@ -90,7 +91,7 @@ impl Store {
     ) -> Result<Vec<PostCallEvent>, StoreError> {
         on_reader!(self, |pool| {
             Ok(sqlx::query_as(
-                "SELECT e.id, e.agent_id,
+                "SELECT e.id, e.agent_id, e.payload_state,
                     EXISTS (SELECT 1 FROM delivery_logs l WHERE l.event_id = e.id) AS has_logs
                  FROM events e
                  WHERE e.org_id = $1 AND e.call_id = $2 AND e.event_type = $3

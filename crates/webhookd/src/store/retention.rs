@@ -21,6 +21,10 @@ impl Store {
     /// Deletes up to [`RETENTION_BATCH`] events created before `cutoff` — never one that still has
     /// a pending log — with their logs and attempts.
     pub async fn delete_expired_batch(&self, cutoff: UnixMs) -> Result<Deleted, StoreError> {
+        let lock = match self.backend() {
+            super::Backend::Postgres => super::postgres::FOR_UPDATE,
+            super::Backend::Sqlite => "",
+        };
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let ids: Vec<(Uuid,)> = sqlx::query_as(
@@ -37,6 +41,15 @@ impl Store {
                 return Ok(Deleted::default());
             }
             let in_list = |prefix: &str| with_ids(prefix, ids.iter().map(|(id,)| *id));
+            // The logs first, as an erasure locks them (`payload_removal.rs`): one lock order,
+            // so the two never deadlock over the same events.
+            if !lock.is_empty() {
+                in_list("SELECT id FROM delivery_logs WHERE event_id IN ")
+                    .push(lock)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+            }
             // A log's latest attempt lives in its row; the earlier ones in `attempts`.
             let latest: i64 = in_list(
                 "SELECT COUNT(*) FROM delivery_logs WHERE last_attempt_id IS NOT NULL AND event_id IN ",

@@ -17,6 +17,7 @@ pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 const READ_CONNECTIONS: u32 = 4;
 
 /// A write pool of one connection and a read pool. WAL lets readers run beside the writer;
+/// `secure_delete` zeroes what deletes and updates free (docs/SECURITY.md, "Erasure");
 /// `synchronous = NORMAL` keeps every committed transaction across a process crash (only an OS
 /// crash or power loss can lose the last commits), which is the at-least-once promise.
 pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), StoreError> {
@@ -26,6 +27,9 @@ pub(super) async fn connect(url: &str) -> Result<(SqlitePool, SqlitePool), Store
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         .pragma("temp_store", "memory")
+        // Erased and expired payloads must leave the file, not linger in free space (SPEC §8):
+        // freed content is overwritten with zeros, in b-tree and freelist pages alike.
+        .pragma("secure_delete", "on")
         .pragma("cache_size", "-8000");
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let mut write = SqlitePoolOptions::new();
@@ -178,13 +182,23 @@ impl UpdateLogs for sqlx::Transaction<'_, sqlx::Sqlite> {
                     .push_bind(attempt.send_type);
             });
             update.push(
-                ") UPDATE delivery_logs SET status = v.status, attempt_count = attempt_count + 1,
+                ") UPDATE delivery_logs SET attempt_count = attempt_count + 1,
                     retries = retries + v.retry, http_status = v.http_status,
-                    response_body = v.response_body, response_headers = v.response_headers,
-                    duration_ms = v.duration_ms, error = v.error,
-                    delivered_at = CASE WHEN v.status = 'success' THEN v.finished_at
-                                        ELSE delivery_logs.delivered_at END,
-                    next_attempt_at = v.next_attempt_at, claimed_at = NULL, updated_at = ",
+                    duration_ms = v.duration_ms, claimed_at = NULL,
+                    status = CASE WHEN delivery_logs.payload_state = 'present' THEN v.status
+                                  ELSE delivery_logs.status END,
+                    response_body = CASE WHEN delivery_logs.payload_state = 'present'
+                                         THEN v.response_body END,
+                    response_headers = CASE WHEN delivery_logs.payload_state = 'present'
+                                            THEN v.response_headers END,
+                    error = CASE WHEN delivery_logs.payload_state = 'present' THEN v.error
+                                 ELSE delivery_logs.error END,
+                    delivered_at = CASE WHEN v.status = 'success'
+                                         AND delivery_logs.payload_state = 'present'
+                                        THEN v.finished_at ELSE delivery_logs.delivered_at END,
+                    next_attempt_at = CASE WHEN delivery_logs.payload_state = 'present'
+                                           THEN v.next_attempt_at END,
+                    updated_at = ",
             );
             update.push_bind(now);
             update.push(

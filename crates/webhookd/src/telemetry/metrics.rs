@@ -65,6 +65,11 @@ fn describe() {
         "API request duration by route"
     );
     describe_counter!("webhookd_retention_deleted_total", "Rows deleted by retention, by table");
+    describe_counter!(
+        "webhookd_payloads_expired_total",
+        "Event payloads removed by payload retention"
+    );
+    describe_counter!("webhookd_payloads_erased_total", "Event payloads removed by call erasures");
     describe_gauge!("webhookd_http_connections_open", "API connections open on this node");
     describe_counter!(
         "webhookd_http_connections_timed_out_total",
@@ -162,6 +167,16 @@ fn method_label(method: &http::Method) -> &'static str {
 
 pub fn retention_deleted(table: &'static str, rows: u64) {
     counter!("webhookd_retention_deleted_total", "table" => table).increment(rows);
+}
+
+/// Events whose payload `--payload-retention` removed.
+pub fn payloads_expired(events: u64) {
+    counter!("webhookd_payloads_expired_total").increment(events);
+}
+
+/// Events whose payload an erasure removed.
+pub fn payloads_erased(events: u64) {
+    counter!("webhookd_payloads_erased_total").increment(events);
 }
 
 pub fn http_connection_opened() {

@@ -14,6 +14,7 @@ use super::session::Session;
 use super::sign_in::see_other;
 use super::views::{render, Chrome};
 use crate::api::bland::resend_calls;
+use crate::api::calls::erase_call;
 use crate::api::redelivery::retry as talkover_retry;
 use crate::api::secrets::{rotate, SecretView};
 use crate::api::webhooks::test::{send_test, TestResult};
@@ -143,6 +144,65 @@ pub async fn retry(
     let queued = talkover_retry(&state, form.session.org_id(), &path).await?;
     let new_log = LogPath { log_id: queued.log_id, ..path };
     Ok(see_other(&format!("{}?done=retried", log_href(&new_log))))
+}
+
+#[derive(Template)]
+#[template(path = "confirm_erase.html")]
+struct ConfirmErasePage {
+    chrome: Chrome,
+    /// The log's page.
+    back: String,
+    call_id: String,
+}
+
+/// The call of the log at `path`, if a session may erase it. Erasure reaches every agent's
+/// events of the call, so a portal session may erase only a call all of whose events are its
+/// agent's.
+async fn erasable_call(
+    state: &AppState,
+    session: &super::session::Session,
+    path: &LogPath,
+) -> Result<(Agent, crate::store::Webhook, CallId), UiError> {
+    let (agent, webhook) = find(state, session, &path.webhook()).await?;
+    let log = state.store.log(session.org_id(), path.log_id).await?;
+    let log = log.filter(|log| log.webhook_id == Some(webhook.id)).ok_or(UiError::NotFound)?;
+    let Some(call_id) = log.call_id else {
+        return Err(UiError::Api(crate::api::error::ApiError::Conflict(
+            "This log has no call id: there is no call to erase.".into(),
+        )));
+    };
+    if let Some(scope) = session.agent_scope() {
+        let agents = state.store.call_agents(session.org_id(), &call_id).await?;
+        if agents.iter().any(|agent| *agent != scope) {
+            return Err(UiError::Api(crate::api::error::ApiError::Conflict(
+                "This call has events of other agents too; ask the platform to erase it.".into(),
+            )));
+        }
+    }
+    let call = CallId::parse(&call_id).map_err(|_| UiError::NotFound)?;
+    Ok((agent, webhook, call))
+}
+
+/// The confirmation step of "Erase call data".
+pub async fn confirm_erase(
+    State(state): State<AppState>,
+    session: super::session::Session,
+    UiPath(path): UiPath<LogPath>,
+) -> Result<Response, UiError> {
+    let (agent, webhook, call) = erasable_call(&state, &session, &path).await?;
+    let chrome = chrome_for(&session, &agent, &webhook);
+    render(&ConfirmErasePage { chrome, back: log_href(&path), call_id: call.as_str().to_string() })
+}
+
+/// Erases the call of this log (`DELETE /api/v1/calls/{call_id}`); back to the log.
+pub async fn erase(
+    State(state): State<AppState>,
+    UiPath(path): UiPath<LogPath>,
+    form: CsrfForm,
+) -> Result<Response, UiError> {
+    let (_, _, call) = erasable_call(&state, &form.session, &path).await?;
+    erase_call(&state, form.session.org_id(), &call).await?;
+    Ok(see_other(&format!("{}?done=erased", log_href(&path))))
 }
 
 pub struct ResentLog {

@@ -102,6 +102,15 @@ impl UiError {
                     .into(),
                 Vec::new(),
             ),
+            UiError::Api(ApiError::PayloadGone(state)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Log cannot be retried",
+                format!(
+                    "Its payload is gone ({}): there is nothing left to send.",
+                    state.error().unwrap_or("payload removed")
+                ),
+                Vec::new(),
+            ),
             UiError::Api(ApiError::Conflict(message)) => {
                 (StatusCode::CONFLICT, "Not done", message, Vec::new())
             }

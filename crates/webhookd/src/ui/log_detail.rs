@@ -22,7 +22,7 @@ use crate::api::AppState;
 use crate::dispatch::sender::{request_headers, Outgoing};
 use crate::domain::catalog::POST_CALL_EVENT;
 use crate::domain::clock::{UnixMs, SECOND_MS};
-use crate::domain::LogStatus;
+use crate::domain::{LogStatus, PayloadState};
 use crate::store::{Attempt, DeliveryLog, Webhook};
 
 #[derive(Debug, serde::Deserialize)]
@@ -35,6 +35,10 @@ fn done_message(done: &str) -> Option<&'static str> {
         "retried" => Some(
             "Retry queued: this is the new log, sent with the webhook's current URL, headers, \
              timeout and secret. The original log is unchanged.",
+        ),
+        "erased" => Some(
+            "Call data erased: the payloads of every event of this call, and the response bodies \
+             and headers of all their logs, are gone. Nothing of the call will be sent again.",
         ),
         _ => None,
     }
@@ -69,9 +73,13 @@ pub struct LogView {
     pub next_attempt_at: String,
     pub original_log_id: Option<Uuid>,
     pub payload: String,
+    /// `payload expired` or `payload erased` when the payload is gone, else empty.
+    pub payload_gone: &'static str,
     pub pending: bool,
     pub retriable: bool,
     pub resendable: bool,
+    /// The log has a call whose data is not erased yet.
+    pub erasable: bool,
 }
 
 #[derive(Template)]
@@ -159,9 +167,14 @@ pub async fn show(
         next_attempt_at: optional_time(log.next_attempt_at),
         original_log_id: log.original_log_id,
         payload: text(log.payload.as_deref().unwrap_or_default()),
+        payload_gone: log.payload_state.error().unwrap_or_default(),
         pending: status == Some(LogStatus::Pending),
-        retriable: matches!(status, Some(LogStatus::Failed | LogStatus::Skipped)),
-        resendable: log.event_type == POST_CALL_EVENT && log.call_id.is_some(),
+        retriable: matches!(status, Some(LogStatus::Failed | LogStatus::Skipped))
+            && log.payload_state.is_present(),
+        resendable: log.event_type == POST_CALL_EVENT
+            && log.call_id.is_some()
+            && log.payload_state.is_present(),
+        erasable: log.call_id.is_some() && log.payload_state != PayloadState::Erased,
     };
     let attempts = attempts.into_iter().map(|a| attempt_view(&webhook, &log, a)).collect();
     let chrome = chrome_for(&session, &agent, &webhook)

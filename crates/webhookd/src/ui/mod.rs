@@ -65,6 +65,10 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{webhook}/logs/{{log_id}}"), get(log_detail::show))
         .route(&format!("{webhook}/logs/{{log_id}}/retry"), post(actions::retry))
         .route(&format!("{webhook}/logs/{{log_id}}/resend"), post(actions::resend))
+        .route(
+            &format!("{webhook}/logs/{{log_id}}/erase"),
+            get(actions::confirm_erase).post(actions::erase),
+        )
         .fallback(|| async { UiError::NotFound })
         .method_not_allowed_fallback(|| async { UiError::NotFound })
         .layer(middleware::from_fn(headers::security_headers))

@@ -76,7 +76,7 @@ async fn agent_listing_pages_with_talkover_pagination(backend: Backend) {
     assert_eq!(page["data"]["agents"].as_array().unwrap().len(), 2);
     assert_eq!(
         page["data"]["pagination"],
-        json!({"current_page": 2, "per_page": 2, "total": 5, "last_page": 3})
+        json!({"current_page": 2, "per_page": 2, "total": 5, "last_page": 3, "total_estimated": false})
     );
     let (_, beyond) = app.call(Method::GET, "/api/v1/agents?page=9&per_page=2", None).await;
     assert_eq!(beyond["data"]["agents"], json!([]));

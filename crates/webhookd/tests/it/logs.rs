@@ -50,7 +50,7 @@ async fn logs_list_newest_first_with_filters_and_both_kinds_of_pages(backend: Ba
     assert_eq!(ids, newest_first);
     assert_eq!(
         page["data"]["pagination"],
-        json!({"current_page": 1, "per_page": 25, "total": 5, "last_page": 1})
+        json!({"current_page": 1, "per_page": 25, "total": 5, "last_page": 1, "total_estimated": false})
     );
     let log = &page["data"]["logs"][0];
     for field in [

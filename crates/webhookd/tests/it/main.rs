@@ -19,6 +19,7 @@ mod delivery;
 mod errors;
 mod faults;
 mod hardening;
+mod history;
 mod ingestion;
 mod keys;
 mod logs;

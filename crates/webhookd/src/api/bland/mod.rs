@@ -28,7 +28,7 @@ use crate::dispatch::ExplicitResult;
 use crate::domain::clock::format_ms;
 use crate::domain::event::CallId;
 use crate::domain::webhook::WebhookUrl;
-use crate::domain::SendType;
+use crate::domain::{PayloadState, SendType};
 use crate::store::{Attempt, DeliveryLog};
 use envelope::{envelope, BlandJson, BlandOrg};
 
@@ -89,9 +89,12 @@ impl From<Attempt> for BlandAttempt {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BlandLog {
     pub call_id: Option<String>,
-    /// The JSON that was sent.
+    /// The JSON that was sent; `null` once it is gone (`payload_state`).
     #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
+    /// `present`, `expired` or `erased`.
+    #[schema(value_type = String)]
+    pub payload_state: PayloadState,
     pub url: String,
     /// The organization.
     pub user_id: Uuid,
@@ -105,7 +108,11 @@ async fn bland_log(state: &AppState, log: DeliveryLog) -> Result<BlandLog, ApiEr
     let attempts = state.store.attempts_of(&log).await?;
     Ok(BlandLog {
         call_id: log.call_id,
-        payload: raw_json(String::from_utf8(log.payload.unwrap_or_default()).unwrap_or_default()),
+        payload: match log.payload.filter(|_| log.payload_state.is_present()) {
+            Some(payload) => raw_json(String::from_utf8(payload).unwrap_or_default()),
+            None => raw_json("null".into()),
+        },
+        payload_state: log.payload_state,
         url: log.url,
         user_id: log.org_id,
         created_at: format_ms(log.created_at),
@@ -202,6 +209,12 @@ pub async fn resend_calls(
     let webhooks = state.store.webhooks_by_id(&webhook_ids).await?;
     let mut log_ids = Vec::with_capacity(found.len());
     for (call_id, log) in found {
+        if let Some(reason) = log.payload_state.error() {
+            errors.push(BlandError::invalid(format!(
+                "The post-call webhook of call {call_id} cannot be resent: {reason}"
+            )));
+            continue;
+        }
         let disabled =
             log.webhook_id.and_then(|id| webhooks.get(&id)).filter(|w| !w.settings.enabled);
         match disabled {
@@ -269,6 +282,12 @@ async fn create(
         ));
         if events.iter().any(|event| event.has_logs) {
             errors.push(already);
+            continue;
+        }
+        if let Some(reason) = event.payload_state.error() {
+            errors.push(BlandError::invalid(format!(
+                "The post-call webhook of call {call_id} cannot be created: {reason}"
+            )));
             continue;
         }
         let created = state

@@ -34,6 +34,7 @@ fn ticket(lane: Uuid, org: Uuid) -> Ticket {
             traceparent: None,
             ordered: false,
             payload: Payload::default(),
+            payload_state: crate::domain::PayloadState::Present,
         },
         None,
     )

@@ -19,6 +19,7 @@ backend_tests!(
     retry_queues_a_new_log_sent_to_the_webhooks_current_url,
     resend_sends_the_calls_post_call_log_again_to_the_same_url,
     recover_counts_first_then_queues_what_the_api_would,
+    erase_call_data_asks_first_then_erases_as_the_api_does,
 );
 
 async fn api_webhook(app: &TestApp, agent: &str, webhook: &str) -> Value {
@@ -342,4 +343,38 @@ async fn recover_counts_first_then_queues_what_the_api_would(backend: Backend) {
         browser.submit(&format!("{base}/recover"), &[("since", ""), ("intent", "count")]).await;
     assert_eq!(invalid.status, 422);
     invalid.assert_contains("since is required");
+}
+
+async fn erase_call_data_asks_first_then_erases_as_the_api_does(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let (agent, webhook, log) = failed_delivery(&app, &receiver).await;
+    let browser = signed_in(&app).await;
+    let page_path = format!("/ui/agents/{agent}/webhooks/{webhook}/logs/{log}");
+    let page = browser.get(&page_path).await;
+    page.assert_contains("Erase call data");
+    // The button leads to a confirmation; nothing is erased by looking at it.
+    let confirm = browser.get(&format!("{page_path}/erase")).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    confirm.assert_contains("c_9");
+    confirm.assert_contains("cannot be undone");
+    let (_, read) = app
+        .call(Method::GET, &format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}"), None)
+        .await;
+    assert_eq!(read["data"]["payload_state"], "present");
+    // Without the CSRF token, nothing happens.
+    let forged = browser.post(&format!("{page_path}/erase"), &[]).await;
+    assert_eq!(forged.status, 403);
+
+    let done = browser.submit(&format!("{page_path}/erase"), &[]).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let page = browser.get(done.location()).await;
+    page.assert_contains("Call data erased");
+    page.assert_contains("payload erased");
+    assert!(!page.body.contains("Erase call data"), "an erased call offers no second erasure");
+    let (_, read) = app
+        .call(Method::GET, &format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}"), None)
+        .await;
+    assert_eq!(read["data"]["payload_state"], "erased");
+    assert_eq!(read["data"]["request_payload"], Value::Null);
 }
