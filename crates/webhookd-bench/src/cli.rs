@@ -57,6 +57,14 @@ pub struct Args {
     /// discards them, to compare tracing on and off.
     #[arg(long)]
     pub otlp: bool,
+    /// Start webhookd with an event catalog whose `call.completed` schema (JSON Schema 2020-12)
+    /// every measured event is checked against: the cost of validation at ingest.
+    #[arg(long)]
+    pub schema: bool,
+    /// Give every measured webhook a content filter of five clauses that every event matches:
+    /// the cost of filters at ingest.
+    #[arg(long)]
+    pub filters: bool,
     /// After the summary, print one line holding a JSON object.
     #[arg(long)]
     pub json: bool,

@@ -63,6 +63,10 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     if args.fail_ratio > 0.0 {
         serve.extend(["--retry-schedule".into(), FAST_RETRY_SCHEDULE.into()]);
     }
+    let catalog = args.schema.then(write_catalog).transpose()?;
+    if let Some(catalog) = &catalog {
+        serve.extend(["--event-catalog".into(), catalog.path().display().to_string()]);
+    }
     let otlp = if args.otlp { Some(otlp_sink::start().await?) } else { None };
     if let Some((sink, _)) = &otlp {
         serve.extend(["--otlp-endpoint".into(), format!("http://{sink}")]);
@@ -71,12 +75,15 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let api_node = Webhookd::start(&binary, &with_flag(&serve, role)).await?;
     let api = api_node.addr.ok_or_else(|| anyhow!("webhookd did not log its API address"))?;
     let client = setup::client()?;
-    let agent = setup::create_agent(&client, api, &api_key, receiver, args.webhooks).await?;
+    let filter = args.filters.then(setup::five_clause_filter);
+    let agent =
+        setup::create_agent(&client, api, &api_key, receiver, args.webhooks, filter.as_ref())
+            .await?;
     let mut tenants = Vec::new();
     if args.black_holes > 0 {
         for _ in 0..args.black_hole_tenants {
             let key = setup::create_org(&binary, &database.url).await?;
-            let agent = setup::create_agent(&client, api, &key, receiver, 0).await?;
+            let agent = setup::create_agent(&client, api, &key, receiver, 0, None).await?;
             tenants.push((key, agent));
         }
     }
@@ -177,6 +184,29 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
 }
 
 /// The serve arguments plus one role flag (none when `flag` is empty).
+/// A catalog file (`--schema`) whose `call.completed` schema describes the bench's events,
+/// `{"i": INDEX, "pad": "xxx…"}`, with the constraints a platform's schema would have: types,
+/// bounds, a pattern, required fields, no others.
+fn write_catalog() -> anyhow::Result<tempfile::NamedTempFile> {
+    let catalog = serde_json::json!([{
+        "name": "call.completed",
+        "description": "A call ended and its post-call analysis is ready.",
+        "schema": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "i": {"type": "integer", "minimum": 0},
+                "pad": {"type": "string", "pattern": "^x*$", "maxLength": 1_048_576}
+            },
+            "required": ["i", "pad"],
+            "additionalProperties": false
+        }
+    }]);
+    let mut file = tempfile::Builder::new().suffix(".json").tempfile()?;
+    std::io::Write::write_all(&mut file, catalog.to_string().as_bytes())?;
+    Ok(file)
+}
+
 fn with_flag(serve: &[String], flag: &str) -> Vec<String> {
     let mut args = serve.to_vec();
     if !flag.is_empty() {

@@ -36,6 +36,17 @@ pub async fn create_org(binary: &Path, database_url: &str) -> anyhow::Result<Str
         .ok_or_else(|| anyhow!("`webhookd org create` printed no api_key"))
 }
 
+/// A content filter of five clauses (`--filters`) that every bench event matches.
+pub fn five_clause_filter() -> serde_json::Value {
+    json!({
+        "i": {"$gte": 0},
+        "pad": {"$exists": true},
+        "$or": [{"i": {"$lt": 0}}, {"pad": {"$contains": "x"}}],
+        "$not": {"i": -1},
+        "$and": [{"i": {"$lt": 1_000_000_000_000_i64}}]
+    })
+}
+
 /// Creates the agent and its webhooks (`/hook/0` … `/hook/N-1`); returns the agent id.
 pub async fn create_agent(
     client: &reqwest::Client,
@@ -43,18 +54,22 @@ pub async fn create_agent(
     api_key: &str,
     receiver: SocketAddr,
     webhooks: u64,
+    filter: Option<&serde_json::Value>,
 ) -> anyhow::Result<String> {
     let base = format!("http://{api}/api/v1");
     let agent = post(client, &format!("{base}/agents"), api_key, &json!({"name": "bench"})).await?;
     let agent_id = id_of(&agent)?;
     for k in 0..webhooks {
-        let body = json!({
+        let mut body = json!({
             "name": format!("bench-{k}"),
             "webhook_url": format!("http://{receiver}/hook/{k}"),
             "events": ["call.completed"],
             "max_retries": 10,
             "timeout": 30,
         });
+        if let Some(filter) = filter {
+            body["filter"] = filter.clone();
+        }
         post(client, &format!("{base}/agents/{agent_id}/webhooks"), api_key, &body).await?;
     }
     Ok(agent_id)
