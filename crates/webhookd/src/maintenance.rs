@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::clock::now_ms;
-use crate::store::{Deleted, Expired, Store, PAYLOAD_BATCH, RETENTION_BATCH};
+use crate::store::{Deleted, Expired, Store, StoreError, PAYLOAD_BATCH, RETENTION_BATCH};
 use crate::telemetry::metrics;
 
 /// How often the gauges are refreshed.
@@ -43,30 +43,46 @@ pub async fn run_retention(store: Store, retention: Retention, stop: Cancellatio
     }
 }
 
-/// Payloads of events created before `cutoff`, batch by batch.
-async fn expire_payloads(store: &Store, cutoff: i64, stop: &CancellationToken) {
-    let mut total = Expired::default();
+/// Calls `batch` until one comes back short of `full` rows (or `stop`), pausing between batches
+/// so no pass holds the writer long; `count` takes each batch's result into the pass's totals and
+/// says how many rows it covered. `what` names the pass in the line an error leaves; the next
+/// round tries again.
+async fn in_batches<T, Batch>(
+    stop: &CancellationToken,
+    full: u64,
+    what: &str,
+    mut batch: impl FnMut() -> Batch,
+    mut count: impl FnMut(&T) -> u64,
+) where
+    Batch: std::future::Future<Output = Result<T, StoreError>>,
+{
     loop {
-        match store.expire_payloads_batch(cutoff).await {
-            Ok(expired) => {
-                total.events += expired.events;
-                total.ended += expired.ended;
-                metrics::payloads_expired(expired.events);
-                if expired.events < PAYLOAD_BATCH.unsigned_abs() || stop.is_cancelled() {
-                    break;
-                }
-                tokio::time::sleep(BATCH_PAUSE).await;
-            }
+        match batch().await {
+            Ok(done) if count(&done) < full || stop.is_cancelled() => return,
+            Ok(_) => tokio::time::sleep(BATCH_PAUSE).await,
             Err(error) => {
-                tracing::error!(error = %error, "payload expiry failed; will try again");
-                break;
+                tracing::error!(error = %error, "{what} failed; will try again");
+                return;
             }
         }
     }
+}
+
+/// Payloads of events created before `cutoff`, batch by batch.
+async fn expire_payloads(store: &Store, cutoff: i64, stop: &CancellationToken) {
+    let mut total = Expired::default();
+    let batch = || store.expire_payloads_batch(cutoff);
+    in_batches(stop, PAYLOAD_BATCH.unsigned_abs(), "payload expiry", batch, |expired: &Expired| {
+        total.events += expired.events;
+        total.ended += expired.ended;
+        metrics::payloads_expired(expired.events);
+        expired.events
+    })
+    .await;
     if total.events > 0 {
         tracing::info!(
             events = total.events,
-            pending_logs_ended = total.ended,
+            with_pending_logs_ended = total.ended,
             "payload retention removed expired payloads"
         );
     }
@@ -75,26 +91,17 @@ async fn expire_payloads(store: &Store, cutoff: i64, stop: &CancellationToken) {
 /// Events created before `cutoff` with their logs and attempts, batch by batch.
 async fn delete_expired(store: &Store, cutoff: i64, stop: &CancellationToken) {
     let mut total = Deleted::default();
-    loop {
-        match store.delete_expired_batch(cutoff).await {
-            Ok(deleted) => {
-                total.events += deleted.events;
-                total.delivery_logs += deleted.delivery_logs;
-                total.attempts += deleted.attempts;
-                metrics::retention_deleted("events", deleted.events);
-                metrics::retention_deleted("delivery_logs", deleted.delivery_logs);
-                metrics::retention_deleted("attempts", deleted.attempts);
-                if deleted.events < RETENTION_BATCH.unsigned_abs() || stop.is_cancelled() {
-                    break;
-                }
-                tokio::time::sleep(BATCH_PAUSE).await;
-            }
-            Err(error) => {
-                tracing::error!(error = %error, "retention failed; will try again");
-                break;
-            }
-        }
-    }
+    let batch = || store.delete_expired_batch(cutoff);
+    in_batches(stop, RETENTION_BATCH.unsigned_abs(), "retention", batch, |deleted: &Deleted| {
+        total.events += deleted.events;
+        total.delivery_logs += deleted.delivery_logs;
+        total.attempts += deleted.attempts;
+        metrics::retention_deleted("events", deleted.events);
+        metrics::retention_deleted("delivery_logs", deleted.delivery_logs);
+        metrics::retention_deleted("attempts", deleted.attempts);
+        deleted.events
+    })
+    .await;
     if total.events > 0 {
         tracing::info!(
             events = total.events,

@@ -105,8 +105,7 @@ impl AuthCache {
     pub fn check_rate(&self, key_hash: &[u8]) -> Result<(), u64> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         limiter.check_key(&key_hash.to_vec()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+            super::limits::retry_after_secs(not_until.wait_time_from(DefaultClock::default().now()))
         })
     }
 }

@@ -82,7 +82,7 @@ impl KeyLookups {
             self.per_address.get_with(address, || Arc::new(RateLimiter::direct(self.quota)));
         let Err(not_until) = limiter.check() else { return Turn::Free };
         let wait = not_until.wait_time_from(DefaultClock::default().now());
-        let retry_after_secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let retry_after_secs = super::limits::retry_after_secs(wait);
         // Fair: the semaphore queues in order, and the lane's pace is kept by one holder at a time.
         let lane = self.slow_lane.acquire().await.expect("the slow lane is never closed");
         self.slow_lane_rate.until_ready().await;

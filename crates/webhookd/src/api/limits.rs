@@ -32,6 +32,11 @@ pub async fn refuse_oversized_body(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+/// A wait as a `Retry-After`: whole seconds, rounded up, at least 1.
+pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// Every 429 says when to come back, in whole seconds and never `0` (which invites an immediate
 /// retry): the rate limits compute it, and an answer that lacks it (Bland's envelope) gets 1.
 pub async fn retry_after_at_least_a_second(request: Request, next: Next) -> Response {

@@ -13,7 +13,7 @@ mod events;
 pub mod extract;
 mod health;
 pub(crate) mod key_lookups;
-mod limits;
+pub(crate) mod limits;
 pub(crate) mod logs;
 mod operational;
 mod organization;
@@ -157,7 +157,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 /// Responses any authenticated operation can give, added to each so the document describes every
-/// answer: 401 without a valid key, 429 past the rate limit, 500 on a server fault.
+/// answer: 401 without a valid key, 429 past the rate limit, 503 while the database is
+/// unavailable, 507 (writes) while it is out of space, 500 on a server fault.
 fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let error = |description: &str| {
@@ -171,10 +172,17 @@ fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
     };
     for (path, item) in openapi.paths.paths.iter_mut() {
         let authenticated = path.starts_with("/api/") || path.starts_with("/v1/");
-        let operations =
-            [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
-        for operation in operations.into_iter().flatten() {
+        let reads = [&mut item.get].map(|operation| (operation, false));
+        let writes = [&mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
+            .map(|operation| (operation, true));
+        let operations = reads.into_iter().chain(writes);
+        for (operation, writes) in operations.filter_map(|(op, w)| op.as_mut().map(|op| (op, w))) {
             let responses = &mut operation.responses.responses;
+            if authenticated && writes {
+                responses.entry("507".into()).or_insert_with(|| {
+                    error("`STORAGE_FULL`: the database is out of space; nothing was stored").into()
+                });
+            }
             if authenticated {
                 responses
                     .entry("401".into())
@@ -182,6 +190,10 @@ fn document_common_responses(openapi: &mut utoipa::openapi::OpenApi) {
                 responses
                     .entry("429".into())
                     .or_insert_with(|| error("Rate limit exceeded; see Retry-After").into());
+                responses.entry("503".into()).or_insert_with(|| {
+                    error("`DATABASE_UNAVAILABLE`: nothing was done; try again after Retry-After")
+                        .into()
+                });
             }
             responses
                 .entry("500".into())

@@ -106,6 +106,11 @@ impl Filter {
         Self::parse(&value).map_err(|e| format!("{}: {}", e.path, e.message))
     }
 
+    /// A webhook's `content_filter` column: `NULL` is no filter.
+    pub fn from_column(column: Option<&str>) -> Result<Option<Self>, String> {
+        column.map(Self::from_stored).transpose()
+    }
+
     pub fn to_json(&self) -> String {
         self.source.to_string()
     }

@@ -133,12 +133,7 @@ impl Subscriber {
             timeout: Timeout::from_stored(self.timeout_secs.unwrap_or_default())
                 .map_err(corrupt)?,
             shared_limits: self.rate_limit.is_some() || self.max_concurrency.is_some(),
-            filter: self
-                .content_filter
-                .as_deref()
-                .map(Filter::from_stored)
-                .transpose()
-                .map_err(corrupt)?,
+            filter: Filter::from_column(self.content_filter.as_deref()).map_err(corrupt)?,
         }))
     }
 }

@@ -216,6 +216,15 @@ impl Store {
         }
     }
 
+    /// What a `SELECT` appends to lock the rows the transaction will update: `FOR UPDATE` on
+    /// PostgreSQL (other nodes wait); nothing on SQLite, whose one writer already runs alone.
+    pub(crate) fn row_lock(&self) -> &'static str {
+        match self.backend() {
+            Backend::Postgres => postgres::FOR_UPDATE,
+            Backend::Sqlite => "",
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self.db {
             Db::Sqlite { .. } => Backend::Sqlite,

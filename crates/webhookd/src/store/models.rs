@@ -132,12 +132,7 @@ impl WebhookRow {
                 .transpose()
                 .map_err(corrupt)?,
             ordering: Ordering::parse(&self.ordering).map_err(corrupt)?,
-            filter: self
-                .content_filter
-                .as_deref()
-                .map(Filter::from_stored)
-                .transpose()
-                .map_err(corrupt)?,
+            filter: Filter::from_column(self.content_filter.as_deref()).map_err(corrupt)?,
         };
         let count = |value: i64| u32::try_from(value).map_err(corrupt);
         let circuit = Circuit {

@@ -26,7 +26,7 @@ pub const PAYLOAD_BATCH: i64 = 200;
 pub struct Expired {
     /// Events whose payload went.
     pub events: u64,
-    /// Pending logs ended `failed` (`payload expired`).
+    /// Of those, events that had pending logs, now ended `failed` (`payload expired`).
     pub ended: u64,
 }
 
@@ -39,44 +39,42 @@ pub struct ErasedCall {
 }
 
 /// Removes the payloads of the events `$ids` inside transaction `$tx`, leaving them in `$state`;
-/// `$only`, a condition, narrows which rows change (expiry leaves erased ones alone). Evaluates to the ids of
-/// the events whose pending logs it ended.
+/// `$only`, a condition, narrows which rows change (expiry leaves erased ones alone). Evaluates
+/// to the ids of the events whose pending logs it ended. The state, its error and the time are
+/// webhookd's own values, written into the statements; the ids are bound.
 macro_rules! remove_payloads {
     ($tx:ident, $ids:expr, $state:expr, $only:expr, $now:expr) => {{
         let ids: &[Uuid] = $ids;
         let state: PayloadState = $state;
-        let error = state.error().unwrap_or("payload removed");
-        let only: &str = $only;
+        let (state, error, only, now): (&str, &str, &str, i64) =
+            (state.as_str(), state.error().unwrap_or("payload removed"), $only, $now);
         let mut ended: Vec<Uuid> = Vec::new();
         for chunk in ids.chunks(super::queue::INSERT_CHUNK) {
             let ids = || chunk.iter().copied();
-            let ended_now: Vec<(Uuid,)> = {
-                let mut query =
-                    sqlx::QueryBuilder::new("UPDATE delivery_logs SET status = 'failed', error = ");
-                query
-                    .push_bind(error)
-                    .push(", next_attempt_at = NULL, claimed_at = NULL, updated_at = ")
-                    .push_bind($now)
-                    .push(format!(" WHERE status = 'pending' AND ({only}) AND event_id IN ("));
-                let mut list = query.separated(", ");
-                for id in ids() {
-                    list.push_bind(id);
-                }
-                query.push(") RETURNING event_id");
-                query.build_query_as().fetch_all(&mut *$tx).await?
-            };
+            let ended_now: Vec<(Uuid,)> = with_ids(
+                format!(
+                    "UPDATE delivery_logs SET status = 'failed', error = '{error}',
+                        next_attempt_at = NULL, claimed_at = NULL, updated_at = {now}
+                     WHERE status = 'pending' AND ({only}) AND event_id IN "
+                ),
+                ids(),
+            )
+            .push(" RETURNING event_id")
+            .build_query_as()
+            .fetch_all(&mut *$tx)
+            .await?;
             ended.extend(ended_now.into_iter().map(|(id,)| id));
-            let mut logs = sqlx::QueryBuilder::new("UPDATE delivery_logs SET payload_state = ");
-            logs.push_bind(state.as_str()).push(format!(
-                ", response_body = NULL, response_headers = NULL
-                     WHERE ({only}) AND event_id IN ("
-            ));
-            let mut list = logs.separated(", ");
-            for id in ids() {
-                list.push_bind(id);
-            }
-            logs.push(")");
-            logs.build().execute(&mut *$tx).await?;
+            with_ids(
+                format!(
+                    "UPDATE delivery_logs SET payload_state = '{state}', response_body = NULL,
+                        response_headers = NULL
+                     WHERE ({only}) AND event_id IN "
+                ),
+                ids(),
+            )
+            .build()
+            .execute(&mut *$tx)
+            .await?;
             with_ids(
                 "UPDATE attempts SET response_body = NULL, response_headers = NULL
                  WHERE (response_body IS NOT NULL OR response_headers IS NOT NULL)
@@ -87,18 +85,17 @@ macro_rules! remove_payloads {
             .build()
             .execute(&mut *$tx)
             .await?;
-            let mut events = sqlx::QueryBuilder::new("UPDATE events SET payload = ");
-            events
-                .push_bind(Vec::<u8>::new())
-                .push(", payload_state = ")
-                .push_bind(state.as_str())
-                .push(format!(" WHERE ({only}) AND id IN ("));
-            let mut list = events.separated(", ");
-            for id in ids() {
-                list.push_bind(id);
-            }
-            events.push(")");
-            events.build().execute(&mut *$tx).await?;
+            // `SUBSTR(payload, 1, 0)`: an empty value of the column's own type (BLOB, BYTEA).
+            with_ids(
+                format!(
+                    "UPDATE events SET payload = SUBSTR(payload, 1, 0), payload_state = '{state}'
+                     WHERE ({only}) AND id IN "
+                ),
+                ids(),
+            )
+            .build()
+            .execute(&mut *$tx)
+            .await?;
         }
         ended.sort_unstable();
         ended.dedup();

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::models::Attempt;
 use super::outbox::{facts_of_batch, Outbox};
-use super::{on_writer, with_ids, Backend, Store, StoreError};
+use super::{on_writer, with_ids, Store, StoreError};
 use crate::domain::circuit::{Breaker, Circuit, CircuitState, Transition};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::health::{Health, Observation};
@@ -113,10 +113,7 @@ impl Store {
                 });
             }
         }
-        let lock = match self.backend() {
-            Backend::Postgres => super::postgres::FOR_UPDATE,
-            Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         let (recorded, outbox) = on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             // The earlier latest attempt of logs that had one moves to `attempts`.

@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 use super::queue::{announcements, insert_logs, LogIds, NewLog};
-use super::{on_reader, on_writer, Backend, Store, StoreError, Webhook};
+use super::{on_reader, on_writer, Store, StoreError, Webhook};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::SendType;
 
@@ -113,10 +113,7 @@ impl Store {
             "SELECT l.id, l.agent_id, l.event_id, l.event_type, l.call_id {CANDIDATES}
                AND l.id > $4 ORDER BY l.id LIMIT $5"
         );
-        let lock = match self.backend() {
-            Backend::Postgres => super::postgres::FOR_UPDATE,
-            Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         let lock_webhook = format!("SELECT id FROM webhooks WHERE id = $1{lock}");
         let announce;
         let queued = on_writer!(self, |pool| {

@@ -7,7 +7,7 @@ use super::claims::lease_ms;
 use super::logs::LOG_COLUMNS;
 use super::models::QueuedLog;
 use super::queue::{LogIds, NewLog};
-use super::{on_reader, Backend, DeliveryLog, Store, StoreError, Webhook};
+use super::{on_reader, DeliveryLog, Store, StoreError, Webhook};
 use crate::domain::catalog::{POST_CALL_EVENT, TEST_EVENT};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::webhook::Timeout;
@@ -118,10 +118,7 @@ impl Store {
         let ids = LogIds { org_id, agent_id: event.agent_id, webhook_id: None, event_id: event.id };
         let log = NewLog::pending(ids, POST_CALL_EVENT, Some(call_id), url, send_type, now_ms());
         let log = held(log, Timeout::DEFAULT);
-        let lock = match self.backend() {
-            Backend::Postgres => super::postgres::FOR_UPDATE,
-            Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         let lock_event = format!("SELECT id FROM events WHERE id = $1{lock}");
         let created = super::on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;

@@ -21,10 +21,7 @@ impl Store {
     /// Deletes up to [`RETENTION_BATCH`] events created before `cutoff` — never one that still has
     /// a pending log — with their logs and attempts.
     pub async fn delete_expired_batch(&self, cutoff: UnixMs) -> Result<Deleted, StoreError> {
-        let lock = match self.backend() {
-            super::Backend::Postgres => super::postgres::FOR_UPDATE,
-            super::Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let ids: Vec<(Uuid,)> = sqlx::query_as(

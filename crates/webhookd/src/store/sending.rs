@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::models::{WebhookRow, WEBHOOK_COLUMNS};
 use super::orgs::secrets_from_columns;
-use super::{on_reader, on_writer, with_ids, Backend, Store, StoreError, Webhook, WebhookSecrets};
+use super::{on_reader, on_writer, with_ids, Store, StoreError, Webhook, WebhookSecrets};
 use crate::domain::pacing::{grant, Grant};
 
 impl Store {
@@ -56,10 +56,7 @@ impl Store {
         step_us: i64,
     ) -> Result<Grant, StoreError> {
         // PostgreSQL nodes lock the row for the arithmetic; SQLite has one writer.
-        let lock = match self.backend() {
-            Backend::Postgres => super::postgres::FOR_UPDATE,
-            Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         let select = format!("SELECT rate_tat FROM webhooks WHERE id = $1{lock}");
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;

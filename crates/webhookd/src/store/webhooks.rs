@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::announce::Announcement;
 use super::models::{WebhookRow, WEBHOOK_COLUMNS};
 use super::outbox::{Fact, Outbox};
-use super::{on_reader, on_writer, Backend, Store, StoreError, Webhook, WebhookSecrets};
+use super::{on_reader, on_writer, Store, StoreError, Webhook, WebhookSecrets};
 use crate::domain::circuit::Circuit;
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::filter::Filter;
@@ -163,10 +163,7 @@ impl Store {
              WHERE id = $14 AND org_id = $15
              RETURNING {WEBHOOK_COLUMNS}"
         );
-        let lock = match self.backend() {
-            Backend::Postgres => super::postgres::FOR_UPDATE,
-            Backend::Sqlite => "",
-        };
+        let lock = self.row_lock();
         let was_enabled =
             format!("SELECT enabled FROM webhooks WHERE id = $1 AND org_id = $2{lock}");
         let (updated, outbox) = on_writer!(self, |pool| {

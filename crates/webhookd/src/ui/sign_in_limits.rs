@@ -126,9 +126,7 @@ impl SignInLimits {
 
 impl Limited {
     fn new(wait: Duration, limit: Limit) -> Self {
-        // Whole seconds, rounded up, at least 1.
-        let retry_after_secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-        Self { retry_after_secs, limit }
+        Self { retry_after_secs: crate::api::limits::retry_after_secs(wait), limit }
     }
 }
 

@@ -84,8 +84,11 @@ async fn openapi_document_covers_every_route_with_schemas() {
             );
             assert!(responses.contains_key("500"), "{method} {path} lacks 500");
             if path.starts_with("/api/") {
-                for code in ["401", "429"] {
+                for code in ["401", "429", "503"] {
                     assert!(responses.contains_key(code), "{method} {path} lacks {code}");
+                }
+                if method != "get" {
+                    assert!(responses.contains_key("507"), "{method} {path} lacks 507");
                 }
             }
         }
