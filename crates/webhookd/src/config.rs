@@ -114,6 +114,11 @@ impl Default for Config {
 }
 
 impl Config {
+    /// `--retry-window` in milliseconds, as log times are kept.
+    pub fn retry_window_ms(&self) -> i64 {
+        i64::try_from(self.retry_window.as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// How long payloads are kept: `--payload-retention`, else `--retention`.
     pub fn payload_retention(&self) -> Duration {
         self.payload_retention.unwrap_or(self.retention)

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::domain::validation::FieldErrors;
 use crate::domain::PayloadState;
-use crate::store::{Fault, StoreError};
+use crate::store::{Fault, NotRetriable, StoreError};
 
 /// Which kind of resource a 404 is about: it decides the error code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +214,15 @@ impl From<StoreError> for ApiError {
                 Self::StorageFull
             }
             None => Self::Internal(error.into()),
+        }
+    }
+}
+
+impl From<NotRetriable> for ApiError {
+    fn from(refusal: NotRetriable) -> Self {
+        match refusal {
+            NotRetriable::PayloadGone(state) => Self::PayloadGone(state),
+            NotRetriable::NotEnded | NotRetriable::TooOld => Self::LogNotRetriable,
         }
     }
 }

@@ -21,7 +21,6 @@ use crate::domain::clock::{format_ms, now_ms};
 use crate::domain::operational::Subscription;
 use crate::domain::validation::FieldErrors;
 use crate::domain::webhook::WebhookUrl;
-use crate::domain::LogStatus;
 use crate::store::{LogScope, OperationalWebhook};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -188,16 +187,9 @@ async fn retry_operational_log(
 ) -> Result<(StatusCode, Json<Envelope<RetryQueued>>), ApiError> {
     let found = state.store.log_of(org_id, LogScope::Operational, path.log_id).await?;
     let (log, _) = found.ok_or(ApiError::NotFound(Missing::Log))?;
-    if !log.payload_state.is_present() {
-        return Err(ApiError::PayloadGone(log.payload_state));
-    }
-    let window_ms = i64::try_from(state.config.retry_window.as_millis()).unwrap_or(i64::MAX);
-    let retriable = matches!(log.status, LogStatus::Failed | LogStatus::Skipped)
-        && log.created_at >= now_ms().saturating_sub(window_ms);
+    log.retriable(now_ms(), state.config.retry_window_ms())?;
     let destination = state.store.operational_webhook(org_id).await?;
-    let (true, Some(destination)) = (retriable, destination) else {
-        return Err(ApiError::LogNotRetriable);
-    };
+    let destination = destination.ok_or(ApiError::LogNotRetriable)?;
     let (log_id, queued_at) = state.store.requeue_operational(&log, &destination.url).await?;
     let queued = RetryQueued { log_id, original_log_id: log.id, queued_at: format_ms(queued_at) };
     Ok((StatusCode::ACCEPTED, ok("Webhook retry queued successfully", queued)))

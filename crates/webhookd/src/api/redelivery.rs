@@ -17,7 +17,7 @@ use super::webhooks::{find_webhook, WebhookPath};
 use super::AppState;
 use crate::domain::clock::{format_ms, now_ms, parse_timestamp, SECOND_MS};
 use crate::domain::validation::FieldErrors;
-use crate::domain::{LogStatus, SendType};
+use crate::domain::SendType;
 use crate::store::{Recovery, Window, RECOVER_PAGE};
 
 /// Recoveries up to this many logs are queued before the answer; larger ones run in the
@@ -71,14 +71,8 @@ pub async fn retry(
     let log = log
         .filter(|log| log.webhook_id == Some(webhook.id))
         .ok_or(ApiError::NotFound(Missing::Log))?;
-    if !log.payload_state.is_present() {
-        return Err(ApiError::PayloadGone(log.payload_state));
-    }
-    let window_ms = i64::try_from(state.config.retry_window.as_millis()).unwrap_or(i64::MAX);
-    let retriable = matches!(log.status, LogStatus::Failed | LogStatus::Skipped)
-        && log.created_at >= now_ms().saturating_sub(window_ms)
-        && webhook.settings.enabled;
-    if !retriable {
+    log.retriable(now_ms(), state.config.retry_window_ms())?;
+    if !webhook.settings.enabled {
         return Err(ApiError::LogNotRetriable);
     }
     let (log_id, queued_at) = state.store.requeue(&log, &webhook, SendType::Manual).await?;

@@ -43,7 +43,33 @@ pub struct DeliveryLog {
     pub payload_state: PayloadState,
 }
 
+/// Why a log may not be sent again by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRetriable {
+    /// Its payload expired or was erased: there is nothing left to send.
+    PayloadGone(PayloadState),
+    /// It succeeded or is still pending: only a log that ended without success is retried.
+    NotEnded,
+    /// It was created before the retry window (`--retry-window`).
+    TooOld,
+}
+
 impl DeliveryLog {
+    /// The one rule for a retry by hand (API, operational logs, dashboard): a failed or skipped
+    /// log, with its payload, created within `window_ms` of `now`.
+    pub fn retriable(&self, now: UnixMs, window_ms: i64) -> Result<(), NotRetriable> {
+        if !self.payload_state.is_present() {
+            return Err(NotRetriable::PayloadGone(self.payload_state));
+        }
+        if !matches!(self.status, LogStatus::Failed | LogStatus::Skipped) {
+            return Err(NotRetriable::NotEnded);
+        }
+        if self.created_at < now.saturating_sub(window_ms) {
+            return Err(NotRetriable::TooOld);
+        }
+        Ok(())
+    }
+
     /// The log's latest attempt, which its row holds.
     pub fn latest_attempt(&self) -> Option<Attempt> {
         Some(Attempt {

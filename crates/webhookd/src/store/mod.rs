@@ -51,7 +51,9 @@ pub use error::{Fault, StoreError};
 pub use events::{CreatedLog, HandedLog, Handoff, IngestRequest, Ingested, IngestedEvent};
 pub use health::{LastError, WebhookHealth, PENDING_CAP};
 pub use log_pages::{Keyset, LogPageFilter, LogSlice, StatusCodeFilter};
-pub use logs::{DeliveryLog, LogFilter, LogListing, LogPage, LogScope, LISTED_PAYLOAD_MAX};
+pub use logs::{
+    DeliveryLog, LogFilter, LogListing, LogPage, LogScope, NotRetriable, LISTED_PAYLOAD_MAX,
+};
 pub use models::{Agent, Attempt, Organization, Payload, QueuedLog, Webhook, WebhookSecrets};
 pub use operational::OperationalWebhook;
 pub use orgs::{ApiKeyInfo, CreatedOrg};

@@ -86,9 +86,13 @@ macro_rules! remove_payloads {
             .execute(&mut *$tx)
             .await?;
             // `SUBSTR(payload, 1, 0)`: an empty value of the column's own type (BLOB, BYTEA).
+            // SQLite answers NULL for a payload that is already empty (an erasure repeated),
+            // and the column is NOT NULL: the empty payload then stays as it is.
             with_ids(
                 format!(
-                    "UPDATE events SET payload = SUBSTR(payload, 1, 0), payload_state = '{state}'
+                    "UPDATE events
+                     SET payload = COALESCE(SUBSTR(payload, 1, 0), payload),
+                         payload_state = '{state}'
                      WHERE ({only}) AND id IN "
                 ),
                 ids(),

@@ -21,7 +21,7 @@ use super::views::{header_pairs, optional_time, render, text, time, Label};
 use crate::api::AppState;
 use crate::dispatch::sender::{request_headers, Outgoing};
 use crate::domain::catalog::POST_CALL_EVENT;
-use crate::domain::clock::{UnixMs, SECOND_MS};
+use crate::domain::clock::{now_ms, UnixMs, SECOND_MS};
 use crate::domain::{LogStatus, PayloadState};
 use crate::store::{Attempt, DeliveryLog, Webhook};
 
@@ -153,7 +153,6 @@ pub async fn show(
     let (agent, webhook) = find(&state, &session, &path.webhook()).await?;
     let found = state.store.log_with_attempts(session.org_id(), webhook.id, path.log_id).await?;
     let (log, attempts) = found.ok_or(UiError::NotFound)?;
-    let status = LogStatus::parse(log.status.label());
     let view = LogView {
         id: log.id,
         event: log.event_type.clone(),
@@ -168,9 +167,10 @@ pub async fn show(
         original_log_id: log.original_log_id,
         payload: text(log.payload.as_deref().unwrap_or_default()),
         payload_gone: log.payload_state.error().unwrap_or_default(),
-        pending: status == Some(LogStatus::Pending),
-        retriable: matches!(status, Some(LogStatus::Failed | LogStatus::Skipped))
-            && log.payload_state.is_present(),
+        pending: log.status == LogStatus::Pending,
+        // The same refusals as the API's retry, so the button shows only where it works.
+        retriable: log.retriable(now_ms(), state.config.retry_window_ms()).is_ok()
+            && webhook.settings.enabled,
         resendable: log.event_type == POST_CALL_EVENT
             && log.call_id.is_some()
             && log.payload_state.is_present(),

@@ -90,10 +90,7 @@ pub async fn submit(
     let checked = state.auth.check_key(&state.store, &key_hash, Some(client.ip())).await?;
     if let KeyCheck::Throttled { retry_after_secs } = checked {
         let error = "Too many sign-in attempts with unknown keys from here; wait a moment.";
-        let mut response =
-            page(&state, &headers, StatusCode::TOO_MANY_REQUESTS, Some(error), None)?;
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
-        return Ok(response);
+        return refused(&state, &headers, error, retry_after_secs);
     }
     let Some((key_id, org_id)) = state.store.api_key_by_hash(&key_hash).await? else {
         if let Err(limited) = state.sign_in_limits.failed(client.ip(), key) {
@@ -149,8 +146,18 @@ fn too_many_failures(
          starting with whk_.",
         limited.retry_after_secs
     );
-    let mut response = page(state, headers, StatusCode::TOO_MANY_REQUESTS, Some(&error), None)?;
-    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(limited.retry_after_secs));
+    refused(state, headers, &error, limited.retry_after_secs)
+}
+
+/// The sign-in page answering 429 with `error`, and when to try again.
+fn refused(
+    state: &AppState,
+    headers: &HeaderMap,
+    error: &str,
+    retry_after_secs: u64,
+) -> Result<Response, UiError> {
+    let mut response = page(state, headers, StatusCode::TOO_MANY_REQUESTS, Some(error), None)?;
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
     Ok(response)
 }
 

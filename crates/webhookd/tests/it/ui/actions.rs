@@ -301,7 +301,7 @@ async fn resend_sends_the_calls_post_call_log_again_to_the_same_url(backend: Bac
     page.assert_contains("c_9");
     page.assert_contains(&receiver.url("/old"));
     page.assert_contains("resend");
-    let received = receiver.wait_for(2, Duration::from_secs(5)).await;
+    let received = receiver.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(received[1].path, "/old", "Bland's resend goes where the log went before");
     let logged = app.wait_for_log(&agent, &webhook, &log, "success").await;
     assert_eq!(logged["attempts"].as_array().unwrap().last().unwrap()["send_type"], "resend");
