@@ -125,11 +125,9 @@ impl std::fmt::Display for KeySource {
 /// the database turns out to be sealed with another key, `open_sealed_store` removes it again.
 /// An in-memory database gets a key of its own lifetime.
 fn sqlite_key_file(url: &str) -> anyhow::Result<(String, KeySource)> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() || path.contains(":memory:") {
+    let Some(path) = sqlite_file(url) else {
         return Ok((Sealer::generate_key(), KeySource::Generated));
-    }
+    };
     let key_path = std::path::PathBuf::from(format!("{path}.key"));
     if let Ok(key) = std::fs::read_to_string(&key_path) {
         return Ok((key.trim().to_string(), KeySource::File(key_path)));
@@ -144,6 +142,41 @@ fn sqlite_key_file(url: &str) -> anyhow::Result<(String, KeySource)> {
         .with_context(|| format!("cannot create the key file {}", key_path.display()))?;
     std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes())?;
     Ok((key, KeySource::NewFile(key_path)))
+}
+
+/// The file of an embedded SQLite database URL; `None` for an in-memory one.
+fn sqlite_file(url: &str) -> Option<&str> {
+    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    (!path.is_empty() && !path.contains(":memory:")).then_some(path)
+}
+
+/// The lock that makes one `serve` per SQLite file true: `<database file>.lock`, held until the
+/// process ends (the OS lets go of it on any exit, kill -9 included). A second node on the same
+/// file would release the first one's claims at its start and send them again, so it is refused
+/// before it opens the database. PostgreSQL and in-memory databases need none.
+fn lock_sqlite_file(url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(path) = sqlite_file(url).filter(|_| !is_postgres(url)) else {
+        return Ok(None);
+    };
+    let lock_path = format!("{path}.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot create the lock file {lock_path}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "database {path} is in use by another webhookd serve (it holds {lock_path}); stop \
+             that process first, or give this one its own --database-url (several nodes need \
+             PostgreSQL)"
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(anyhow::Error::new(error).context(format!("cannot lock {lock_path}")))
+        }
+    }
 }
 
 /// Payload bytes (KiB) a node's dispatcher holds in memory straight from ingestion. Beyond this,
@@ -381,6 +414,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Before the database: bad settings or a bad catalog stop here, having changed nothing.
     config.check().map_err(anyhow::Error::msg)?;
     let catalog = load_catalog(&config)?;
+    let _one_node_per_file = lock_sqlite_file(&config.database_url)?;
     let store = open_sealed_store(&config.database_url, config.secret_key.as_deref()).await?;
     if let Some(created) = store.bootstrap_org("default").await? {
         println!(

@@ -100,7 +100,7 @@ impl Actor {
                 _ = tokio::time::sleep(wake) => {}
                 _ = tick.tick() => {
                     ticks += 1;
-                    self.housekeeping(ticks % RESCAN_EVERY_TICKS == 0);
+                    self.housekeeping(ticks.is_multiple_of(RESCAN_EVERY_TICKS));
                 }
             }
         }

@@ -188,3 +188,26 @@ fn first_serve_prints_an_api_key_once_and_sigterm_exits_zero() {
     assert!(second.terminate().success());
     assert_eq!(second.stdout.take().unwrap().lines().count(), 0, "no second key is printed");
 }
+
+#[test]
+fn a_second_serve_on_one_sqlite_file_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = sqlite_url(&dir);
+    let mut first = ServeProcess::start(&database, &[]);
+
+    let output = webhookd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("in use by another webhookd serve"), "{stderr}");
+    assert!(stderr.contains("cli.db.lock") && stderr.contains("PostgreSQL"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no organization was created: {:?}", output.stdout);
+
+    // A killed node leaves its lock file behind, but not the lock: the next one starts.
+    first.kill();
+    let mut second = ServeProcess::start(&database, &[]);
+    assert!(second.terminate().success());
+}

@@ -1,5 +1,6 @@
 //! Test harness: the real app on port 0 with its own database (a temp SQLite file, or a private
-//! schema in the PostgreSQL database named by `WEBHOOKD_TEST_POSTGRES_URL`).
+//! schema in the PostgreSQL database named by `WEBHOOKD_TEST_POSTGRES_URL`, else in one this
+//! test process makes on the machine's PostgreSQL).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -42,24 +43,79 @@ macro_rules! backend_tests {
     )*};
 }
 
-/// The base PostgreSQL URL, or `None` (with a notice) when PostgreSQL tests are not enabled.
+/// The machine's own PostgreSQL, used when [`POSTGRES_URL_VAR`] is unset and it answers.
+const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+/// Databases this harness makes on the machine's PostgreSQL: `webhookd_test_<pid>`.
+const RUN_DATABASE_PREFIX: &str = "webhookd_test_";
+
+/// The base PostgreSQL URL: [`POSTGRES_URL_VAR`], else a database of this test process's own on
+/// the machine's PostgreSQL when one answers on 127.0.0.1:5432 (so a plain `cargo test` tests
+/// both backends), else `None` with a notice (a panic under CI).
 pub fn postgres_base_url() -> Option<String> {
-    match std::env::var(POSTGRES_URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        // Under CI a PostgreSQL test never skips: a run that tested one backend must not pass.
-        _ if std::env::var_os("CI").is_some_and(|ci| !ci.is_empty() && ci != "false") => {
-            panic!("CI is set but {POSTGRES_URL_VAR} is not: set it to a PostgreSQL database URL")
-        }
-        _ => {
-            // Written to the stderr handle itself: libtest captures `eprintln!` of a passing
-            // test, and a skip must show in the test output.
+    static FOUND: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if let Some(url) = FOUND.get_or_init(find_postgres) {
+        return Some(url.clone());
+    }
+    // Under CI a PostgreSQL test never skips: a run that tested one backend must not pass.
+    if std::env::var_os("CI").is_some_and(|ci| !ci.is_empty() && ci != "false") {
+        panic!("CI is set but {POSTGRES_URL_VAR} is not: set it to a PostgreSQL database URL");
+    }
+    // Written to the stderr handle itself: libtest captures `eprintln!` of a passing test, and
+    // a skip must show in the test output.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: PostgreSQL test (no PostgreSQL on 127.0.0.1:5432; set {POSTGRES_URL_VAR})"
+    );
+    None
+}
+
+fn find_postgres() -> Option<String> {
+    if let Ok(url) = std::env::var(POSTGRES_URL_VAR) {
+        return (!url.is_empty()).then_some(url);
+    }
+    let local = SocketAddr::from(([127, 0, 0, 1], 5432));
+    std::net::TcpStream::connect_timeout(&local, Duration::from_secs(1)).ok()?;
+    // A runtime of its own on a thread of its own: the caller may already be inside one.
+    let made = std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(make_run_database())
+    });
+    match made.join().expect("the database maker panicked") {
+        Ok(url) => Some(url),
+        Err(error) => {
             let _ = writeln!(
                 std::io::stderr(),
-                "skipped: PostgreSQL test (set {POSTGRES_URL_VAR} to run it)"
+                "the local PostgreSQL did not take a test database: {error}"
             );
             None
         }
     }
+}
+
+/// Creates `webhookd_test_<pid>` for this process, after dropping those of processes that have
+/// ended (a test run cannot clean up after itself: libtest has no end-of-run hook).
+async fn make_run_database() -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let admin = sqlx::PgPool::connect(&format!("{LOCAL_POSTGRES}/postgres")).await?;
+    let existing: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("{RUN_DATABASE_PREFIX}%"))
+            .fetch_all(&admin)
+            .await?;
+    for (name,) in existing {
+        let pid = name.trim_start_matches(RUN_DATABASE_PREFIX);
+        let ended =
+            pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if ended {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await?;
+        }
+    }
+    let name = format!("{RUN_DATABASE_PREFIX}{}", std::process::id());
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    admin.close().await;
+    Ok(format!("{LOCAL_POSTGRES}/{name}"))
 }
 
 /// A database for one test. SQLite: a file in a temp dir removed on drop. PostgreSQL: a fresh
