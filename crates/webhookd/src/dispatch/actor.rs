@@ -23,6 +23,9 @@ use crate::domain::clock::{now_ms, now_us, UnixMs};
 use crate::store::{lease_ms, LaneClaim, QueuedLog, Store};
 use crate::telemetry::metrics;
 
+/// How long cut attempts may take to stop after the grace period (they stop at their next poll).
+const CUT_ATTEMPTS_STOP: Duration = Duration::from_secs(1);
+
 /// Housekeeping: gauges, forgetting idle lanes, and on PostgreSQL the rescans that find work
 /// other nodes announced while this one was not listening (or left behind by a dead node).
 const TICK: Duration = Duration::from_secs(5);
@@ -380,19 +383,22 @@ impl Actor {
     }
 
     /// After a stop: held tickets go back, attempts in flight get the grace period to finish and
-    /// be recorded, and whatever is still held then is given back.
+    /// be recorded; those still sending then are cut, and whatever is still held is given back.
+    /// No attempt outlives its claim, so a clean shutdown never sends a log twice at once.
     async fn drain(mut self) {
         let held: Vec<Ticket> = self.scheduler.take_all_tickets();
         self.release(held, now_ms());
         let deadline = tokio::time::Instant::now() + self.config.shutdown_grace;
-        while self.scheduler.in_flight() != (0, 0) {
-            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
-                Ok(Some(message)) => self.handle(message).await,
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::warn!("attempts still in flight after the shutdown grace period");
-                    break;
-                }
+        if !self.until_nothing_in_flight(deadline).await {
+            tracing::warn!(
+                "attempts still in flight after the shutdown grace period: cutting them"
+            );
+            self.attempts.cut.cancel();
+            // A cut attempt gives its slot back as it stops, at once: none is still sending when
+            // the claims are released below.
+            let stopped = tokio::time::Instant::now() + CUT_ATTEMPTS_STOP;
+            if !self.until_nothing_in_flight(stopped).await {
+                tracing::warn!("cut attempts did not stop; their claims are released anyway");
             }
         }
         self.recorder.finish().await;
@@ -408,5 +414,16 @@ impl Actor {
                 tracing::warn!(error = %error, "cannot release claims; their leases will expire");
             }
         }
+    }
+
+    /// Handles messages until no attempt is in flight (`true`), or `deadline` passes (`false`).
+    async fn until_nothing_in_flight(&mut self, deadline: tokio::time::Instant) -> bool {
+        while self.scheduler.in_flight() != (0, 0) {
+            match tokio::time::timeout_at(deadline, self.inbox.recv()).await {
+                Ok(Some(message)) => self.handle(message).await,
+                Ok(None) | Err(_) => return false,
+            }
+        }
+        true
     }
 }

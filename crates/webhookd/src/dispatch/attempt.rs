@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -74,6 +75,9 @@ pub(super) struct Context {
     pub inbox: mpsc::UnboundedSender<Message>,
     /// Makes attempt spans when traces are exported.
     pub tracer: Option<Tracer>,
+    /// Cancelled when the shutdown grace is over: a send still waiting then is cut, because
+    /// its claim is about to be released and another node will send the log again.
+    pub cut: CancellationToken,
 }
 
 /// Starts `job`'s attempt; it reports a stall after `stall_after`.
@@ -85,13 +89,24 @@ pub(super) fn spawn(mut job: Job, context: Context, stall_after: Duration) {
             let trace = start_trace(&job, context.tracer.as_ref());
             job.outgoing.traceparent = Some(trace.traceparent.clone());
             let begun = Instant::now();
-            let send = context.sender.send(&job.outgoing);
-            tokio::pin!(send);
+            let send = async {
+                let send = context.sender.send(&job.outgoing);
+                tokio::pin!(send);
+                tokio::select! {
+                    sent = &mut send => sent,
+                    _ = tokio::time::sleep(stall_after) => {
+                        guard.stalled();
+                        send.await
+                    }
+                }
+            };
             let sent = tokio::select! {
-                sent = &mut send => sent,
-                _ = tokio::time::sleep(stall_after) => {
-                    guard.stalled();
-                    send.await
+                sent = send => sent,
+                () = context.cut.cancelled() => {
+                    // Like a crash for this one request: the receiver may have it already,
+                    // and it is sent again once its released claim is taken.
+                    tracing::warn!("attempt cut at the end of the shutdown grace period");
+                    return;
                 }
             };
             guard.finished(Signal::of(sent.status), begun.elapsed());

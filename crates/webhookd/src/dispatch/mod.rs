@@ -173,6 +173,7 @@ impl Dispatcher {
                 policy: Arc::new(config.policy.clone()),
                 inbox: inbox_tx.clone(),
                 tracer: config.tracer.clone(),
+                cut: CancellationToken::new(),
             },
             recorder,
             config,
