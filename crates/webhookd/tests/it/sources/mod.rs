@@ -165,3 +165,17 @@ pub async fn create_agent(base: &str, key: &str) -> String {
         .unwrap();
     created["data"]["id"].as_str().unwrap().to_string()
 }
+
+#[test]
+fn a_bad_source_stops_serve_with_one_line_that_shows_the_shape_and_hides_the_password() {
+    let output = crate::process::webhookd()
+        .args(["serve", "--database", "sqlite::memory:"])
+        .args(["--source", "amqp://guest:secret@127.0.0.1:5672/%2f"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--source") && stderr.contains("?queue="), "{stderr}");
+    assert!(!stderr.contains("secret"), "{stderr}");
+}
