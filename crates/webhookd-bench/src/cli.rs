@@ -65,6 +65,17 @@ pub struct Args {
     /// the cost of filters at ingest.
     #[arg(long)]
     pub filters: bool,
+    /// Publish the events to a message bus that webhookd consumes (`serve --source`) instead of
+    /// posting them to the API: a JetStream stream or a RabbitMQ queue of the run's own.
+    /// Latency then runs from each publish.
+    #[arg(long, value_enum)]
+    pub source: Option<crate::bus::Bus>,
+    /// The NATS server of `--source nats`.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// The RabbitMQ server (and vhost) of `--source amqp`.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
     /// After the summary, print one line holding a JSON object.
     #[arg(long)]
     pub json: bool,
@@ -102,6 +113,10 @@ impl Args {
             && !self.database.starts_with("postgresql://")
         {
             bail!("--database must be `sqlite` or a postgres:// URL, got {:?}", self.database);
+        }
+        if self.source.is_some() && (self.backlog || self.black_holes > 0 || self.slow_backlog > 0)
+        {
+            bail!("--source measures ingestion from the bus alone: leave out --backlog and the scenarios");
         }
         Ok(())
     }

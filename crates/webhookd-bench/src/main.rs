@@ -3,6 +3,7 @@
 //! and reports delivery throughput (also as a fraction of that ceiling), latency percentiles and
 //! webhookd's memory and CPU use.
 
+mod bus;
 mod cli;
 mod database;
 mod load;

@@ -25,6 +25,8 @@ const SHARDS: usize = 64;
 struct Delivery {
     first_ok: Option<Instant>,
     failed_once: bool,
+    /// The event's `data.i`: the bench's own index of it, known before webhookd names the event.
+    index: Option<u64>,
 }
 
 type Shard = HashMap<(u128, u32), Delivery>;
@@ -54,6 +56,8 @@ pub struct Store {
 pub struct Arrival {
     pub event_id: u128,
     pub at: Instant,
+    /// The event's `data.i`, when its body began with it.
+    pub index: Option<u64>,
 }
 
 impl Store {
@@ -74,11 +78,12 @@ impl Store {
     }
 
     /// Decides the answer to one delivery attempt and records it.
-    fn record(&self, event_id: u128, hook: u32, now: Instant) -> StatusCode {
+    fn record(&self, event_id: u128, hook: u32, now: Instant, index: Option<u64>) -> StatusCode {
         // Low bits pick the shard; fail selection uses the high bits of the same mix.
         let shard = &self.shards[(mix(event_id, hook) as usize) % SHARDS];
         let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let delivery = shard.entry((event_id, hook)).or_default();
+        delivery.index = delivery.index.or(index);
         if delivery.first_ok.is_some() {
             self.duplicates.fetch_add(1, Relaxed);
             StatusCode::OK
@@ -100,7 +105,7 @@ impl Store {
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             arrivals.extend(shard.iter().filter_map(|(&(event_id, _hook), d)| {
-                d.first_ok.map(|at| Arrival { event_id, at })
+                d.first_ok.map(|at| Arrival { event_id, at, index: d.index })
             }));
         }
         arrivals
@@ -147,6 +152,9 @@ async fn handle(store: &Store, req: Request<Incoming>) -> Response<Empty<Bytes>>
     let path = req.uri().path();
     let status = if path == "/raw" {
         store.raw.fetch_add(1, Relaxed);
+        // Read the body to its end so the connection can be reused (keep-alive); discard it.
+        let mut body = req.into_body();
+        while let Some(Ok(_)) = body.frame().await {}
         StatusCode::OK
     } else if path.starts_with("/slow/") {
         let mut body = req.into_body();
@@ -161,21 +169,31 @@ async fn handle(store: &Store, req: Request<Incoming>) -> Response<Empty<Bytes>>
             .get("webhook-id")
             .and_then(|v| uuid::Uuid::try_parse_ascii(v.as_bytes()).ok())
             .map(|id| id.as_u128());
+        let mut body = req.into_body();
+        // `{"i":INDEX,…`: the first frame holds the index (events published to a bus are
+        // matched to their publish by it).
+        let first = body.frame().await.and_then(Result::ok).and_then(|f| f.into_data().ok());
+        let index = first.as_deref().and_then(index_of);
+        while let Some(Ok(_)) = body.frame().await {}
         match (event_id, hook) {
-            (Some(event_id), Some(hook)) => store.record(event_id, hook, now),
+            (Some(event_id), Some(hook)) => store.record(event_id, hook, now, index),
             _ => {
                 store.malformed.fetch_add(1, Relaxed);
                 StatusCode::BAD_REQUEST
             }
         }
     };
-    // Read the body to its end so the connection can be reused (keep-alive); discard it.
-    let mut body = req.into_body();
-    while let Some(Ok(_)) = body.frame().await {}
     if !store.delay.is_zero() {
         tokio::time::sleep(store.delay).await;
     }
     let mut response = Response::new(Empty::new());
     *response.status_mut() = status;
     response
+}
+
+/// The `i` of a body that begins `{"i":INDEX`.
+fn index_of(body: &[u8]) -> Option<u64> {
+    let rest = body.strip_prefix(b"{\"i\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }

@@ -11,6 +11,8 @@ use crate::receiver::Arrival;
 /// Everything the summary and the JSON line show.
 pub struct Report {
     pub backend: &'static str,
+    /// `--source`: the bus the events were published to (`None`: the API).
+    pub source: Option<&'static str>,
     pub events: u64,
     pub webhooks: u64,
     pub expected: u64,
@@ -110,6 +112,10 @@ impl Report {
             rate => format!("offered {rate} events/s"),
         };
         let mode = if self.backlog { ", backlog" } else { "" };
+        let mode = match self.source {
+            Some(bus) => format!("{mode}, published to {bus}"),
+            None => mode.to_string(),
+        };
         let mode = match self.otlp {
             Some(_) => format!("{mode}, tracing exported"),
             None => mode.to_string(),
@@ -140,14 +146,22 @@ impl Report {
             self.ratio() * 100.0
         );
         let l = self.latency;
+        let (from, after) = match self.source {
+            Some(_) => ("the publish", "after store "),
+            None => ("the ingest request", "after 202 ms"),
+        };
         println!(
-            "  latency ms   p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  (from the ingest request)",
+            "  latency ms   p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}  (from {from})",
             l.p50, l.p90, l.p99, l.max
         );
         let a = self.after_ack;
         println!(
-            "  after 202 ms p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
-            a.p50, a.p90, a.p99, a.max
+            "  {after} p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}{}",
+            a.p50,
+            a.p90,
+            a.p99,
+            a.max,
+            if self.source.is_some() { "  (from the broker's publish ack)" } else { "" }
         );
         if self.black_holes > 0 || self.slow_backlog > 0 {
             println!(
@@ -171,6 +185,7 @@ impl Report {
     pub fn to_json(&self) -> Value {
         json!({
             "backend": self.backend,
+            "source": self.source,
             "events": self.events,
             "webhooks": self.webhooks,
             "expected": self.expected,
@@ -231,9 +246,9 @@ mod tests {
         let sent = HashMap::from([(1u128, t0), (2u128, t0)]);
         let at = |ms| t0 + std::time::Duration::from_millis(ms);
         let arrivals = vec![
-            Arrival { event_id: 1, at: at(10) },
-            Arrival { event_id: 2, at: at(30) },
-            Arrival { event_id: 99, at: at(500) }, // not ours: ignored
+            Arrival { event_id: 1, at: at(10), index: None },
+            Arrival { event_id: 2, at: at(30), index: None },
+            Arrival { event_id: 99, at: at(500), index: None }, // not ours: ignored
         ];
         let latency = Latency::of(&arrivals, &sent);
         assert_eq!((latency.p50, latency.max), (10.0, 30.0));

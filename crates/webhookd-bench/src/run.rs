@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 
+use crate::bus::{self, Bus, Publisher};
 use crate::cli::Args;
 use crate::database::Database;
-use crate::load::{self, Plan};
+use crate::load::{self, Ingested, Plan};
 use crate::receiver::{self, Store};
 use crate::report::{Latency, OtlpExports, Report};
 use crate::scenario::Scenario;
@@ -67,6 +68,15 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     if let Some(catalog) = &catalog {
         serve.extend(["--event-catalog".into(), catalog.path().display().to_string()]);
     }
+    let bus = match args.source {
+        Some(bus) => {
+            let url = if bus == Bus::Nats { &args.nats_url } else { &args.amqp_url };
+            let (publisher, source, metric) = Publisher::prepare(bus, url).await?;
+            serve.extend(["--source".into(), source]);
+            Some((publisher, metric))
+        }
+        None => None,
+    };
     let otlp = if args.otlp { Some(otlp_sink::start().await?) } else { None };
     if let Some((sink, _)) = &otlp {
         serve.extend(["--otlp-endpoint".into(), format!("http://{sink}")]);
@@ -98,16 +108,32 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     progress(&format!("ingesting {} events on {}", args.events, database.backend));
-    let plan = Plan {
-        url: format!("http://{api}/api/v1/agents/{agent}/events"),
-        api_key,
-        events: args.events,
-        batch_size: args.batch_size(),
-        rate: args.rate,
-        concurrency: usize::try_from(args.ingest_concurrency).unwrap_or(1),
-        payload_bytes,
+    let ingested = match &bus {
+        None => {
+            let plan = Plan {
+                url: format!("http://{api}/api/v1/agents/{agent}/events"),
+                api_key,
+                events: args.events,
+                batch_size: args.batch_size(),
+                rate: args.rate,
+                concurrency: usize::try_from(args.ingest_concurrency).unwrap_or(1),
+                payload_bytes,
+            };
+            load::ingest(&client, plan).await?
+        }
+        Some((publisher, metric)) => {
+            let published =
+                publisher.publish(&agent, args.events, args.rate, payload_bytes).await?;
+            let deadline = published.first_send + Duration::from_secs(args.timeout_secs);
+            let last_ack = bus::wait_ingested(&client, api, metric, args.events, deadline).await?;
+            Ingested {
+                sent: published.sent,
+                acked: published.acked,
+                first_send: published.first_send,
+                last_ack,
+            }
+        }
     };
-    let ingested = load::ingest(&client, plan).await?;
 
     // Backlog: everything is stored; now a worker-only node drains it from a cold start.
     let (mut node, mut usage, drain_start) = if args.backlog {
@@ -128,7 +154,14 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         progress(&format!("warning: {error:#}"));
     }
 
-    let arrivals = store.arrivals();
+    let mut arrivals = store.arrivals();
+    if let Some((publisher, _)) = &bus {
+        // Published events are known by their index until webhookd names them.
+        for arrival in &mut arrivals {
+            arrival.event_id = arrival.index.map_or(u128::MAX, u128::from);
+        }
+        publisher.remove().await;
+    }
     let last_arrival = arrivals.iter().map(|a| a.at).max();
     let delivered = store.delivered.load(Relaxed);
     let per_sec_since = |start: Instant| match last_arrival {
@@ -138,6 +171,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let ingest_secs = ingested.last_ack.duration_since(ingested.first_send).as_secs_f64();
     let report = Report {
         backend: database.backend,
+        source: args.source.map(|bus| if bus == Bus::Nats { "NATS JetStream" } else { "RabbitMQ" }),
         events: args.events,
         webhooks: args.webhooks,
         expected,

@@ -295,6 +295,7 @@ impl App {
                 tasks.adopt("listener", listener);
             }
         }
+        let sources = crate::source::SourceStates::default();
         let mut local_addr = None;
         if config.run_api {
             let listener = TcpListener::bind(config.listen)
@@ -304,11 +305,13 @@ impl App {
             local_addr = Some(bound);
             let mut config = config.clone();
             config.public_url.get_or_insert_with(|| format!("http://{bound}"));
-            let mut state = AppState::new(store.clone(), &config, dispatcher.clone(), ingestor);
-            state.catalog = catalog;
+            let mut state =
+                AppState::new(store.clone(), &config, dispatcher.clone(), ingestor.clone());
+            state.catalog = catalog.clone();
             state.workers = config.run_worker.then(|| dispatcher.running_flag());
             state.healthy = healthy.clone();
             state.tracer = tracer;
+            state.sources = sources.clone();
             let own = [config.public_url.clone().unwrap_or_default(), format!("http://{bound}")];
             state.destinations = Arc::new(Destinations::new(
                 config.allow_private_targets,
@@ -321,6 +324,25 @@ impl App {
                 server::serve(listener, router, limits, stop).await;
                 Ok(())
             });
+        }
+        if config.run_worker && !config.sources.is_empty() {
+            // A message's per-call `webhook_url` is held to the API's rule, this node's own
+            // addresses included.
+            let mut own = vec![config.public_url.clone().unwrap_or_default()];
+            own.extend(local_addr.map(|addr| format!("http://{addr}")));
+            let destinations = Arc::new(Destinations::new(
+                config.allow_private_targets,
+                own.iter().map(String::as_str),
+            ));
+            let intake = crate::source::Intake::new(ingestor, store.clone(), catalog, destinations);
+            let handles = crate::source::start(
+                &config.sources,
+                config.source_max_unacked,
+                &intake,
+                &sources,
+                &shutdown,
+            );
+            handles.into_iter().for_each(|handle| tasks.adopt("event source", handle));
         }
         Ok(App { local_addr, shutdown, tasks, store, healthy, tracing })
     }

@@ -227,6 +227,17 @@ pub struct ServeArgs {
     /// default; attempts carry a W3C traceparent either way.
     #[arg(long, env = "WEBHOOKD_OTLP_ENDPOINT", value_parser = config::parse_otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
+    /// Consume events from a message bus, e.g.
+    /// nats://127.0.0.1:4222/CALLS?subject=calls.>&consumer=webhookd (a JetStream durable pull
+    /// consumer, created if missing) or amqp://guest:guest@127.0.0.1:5672/%2f?queue=calls (a
+    /// RabbitMQ queue). Repeatable; each message is an ingestion body plus `agent_id`.
+    #[arg(long = "source", env = "WEBHOOKD_SOURCE", value_name = "URL", value_delimiter = ',')]
+    pub sources: Vec<String>,
+    /// Messages of one source delivered to this node and not yet acknowledged, at most: a
+    /// flood waits in the broker.
+    #[arg(long, env = "WEBHOOKD_SOURCE_MAX_UNACKED", default_value_t = crate::source::DEFAULT_MAX_UNACKED as u32,
+        value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub source_max_unacked: u32,
     #[command(flatten)]
     pub connections: ConnectionArgs,
 }
@@ -263,8 +274,17 @@ fn parse_schedule(value: &str) -> Result<Schedule, String> {
 }
 
 impl ServeArgs {
-    pub fn into_config(self) -> Config {
-        Config {
+    /// The settings of `serve`; a `--source` that does not parse is refused here, in one line
+    /// that names the shape to give (and never its password).
+    pub fn into_config(self) -> Result<Config, String> {
+        let sources = self
+            .sources
+            .iter()
+            .map(|source| {
+                crate::source::SourceUrl::parse(source).map_err(|e| format!("--source {e}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Config {
             listen: self.listen,
             database_url: self.database.database,
             secret_key: self.database.secret_key,
@@ -288,7 +308,9 @@ impl ServeArgs {
             body_timeout: self.connections.body_timeout,
             max_connections: self.connections.max_connections.map(|n| n as usize),
             otlp_endpoint: self.otlp_endpoint,
-        }
+            sources,
+            source_max_unacked: self.source_max_unacked as usize,
+        })
     }
 }
 
@@ -340,6 +362,8 @@ pub const FILE_SETTINGS: &[&str] = &[
     "circuit_threshold",
     "circuit_cooldown",
     "otlp_endpoint",
+    "source",
+    "source_max_unacked",
 ];
 
 /// Applies `--config FILE` (or `WEBHOOKD_CONFIG`): each setting becomes the `WEBHOOKD_*` variable

@@ -79,6 +79,10 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// Where spans are exported (an OTLP/HTTP traces URL); `None`: no export (the default).
     pub otlp_endpoint: Option<String>,
+    /// Message buses this node consumes events from (SPEC §11); only with the workers.
+    pub sources: Vec<crate::source::SourceUrl>,
+    /// Messages of one source delivered to this node and not yet acknowledged, at most.
+    pub source_max_unacked: usize,
 }
 
 impl Default for Config {
@@ -109,6 +113,8 @@ impl Default for Config {
             body_timeout: parse_duration(DEFAULT_BODY_TIMEOUT).expect("default parses"),
             max_connections: None,
             otlp_endpoint: None,
+            sources: Vec::new(),
+            source_max_unacked: crate::source::DEFAULT_MAX_UNACKED,
         }
     }
 }
@@ -126,6 +132,11 @@ impl Config {
 
     /// Settings that are valid alone but not together; the message names the bound.
     pub fn check(&self) -> Result<(), String> {
+        if !self.sources.is_empty() && !self.run_worker {
+            return Err("--source needs the delivery workers: remove --no-worker on the nodes \
+                        that consume, or --source on this one"
+                .into());
+        }
         if let Some(payload) = self.payload_retention {
             if payload > self.retention {
                 return Err(format!(

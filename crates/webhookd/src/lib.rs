@@ -12,6 +12,7 @@ pub mod listen;
 pub mod maintenance;
 pub mod server;
 pub mod signing;
+pub mod source;
 pub mod store;
 pub mod telemetry;
 pub mod ui;
@@ -21,7 +22,7 @@ use cli::{Cli, Command};
 /// Runs one parsed command line to completion.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => app::serve(args.into_config()).await,
+        Command::Serve(args) => app::serve(args.into_config().map_err(anyhow::Error::msg)?).await,
         Command::Migrate(args) => app::migrate(&args.database).await,
         Command::Listen(args) => listen::run(args.port, args.secret).await,
         Command::Org { command } => admin::org(command).await,

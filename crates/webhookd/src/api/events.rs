@@ -168,6 +168,22 @@ fn parse_event(
     }
 }
 
+/// One event of a message bus (SPEC §11): the single-ingestion body (any other member, such as
+/// its `agent_id`, ignored), parsed and checked exactly as the API does, with `fallback_key` (the
+/// broker's message id) as its idempotency key when the body names none.
+pub(crate) fn parse_source_event(
+    body: &[u8],
+    fallback_key: Option<&str>,
+    catalog: &EventCatalog,
+    destinations: &Destinations,
+) -> Result<NewEvent, ApiError> {
+    let mut input: EventInput = parse_json(body)?;
+    if input.idempotency_key.is_none() {
+        input.idempotency_key = fallback_key.map(str::to_string);
+    }
+    Ok(parse_event(input, catalog, destinations)?)
+}
+
 /// The Standard Webhooks header webhookd sets to the event id on every delivery.
 const WEBHOOK_ID: &str = "webhook-id";
 

@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use crate::source::SourceHealth;
 use crate::store::{Fault, StoreError};
 
 /// Readiness answers within this, whatever the database does: an orchestrator's probe must not
@@ -28,12 +29,17 @@ pub struct Health {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// This node's event sources (`--source`) and the state of each: `connecting`,
+    /// `consuming` or `reconnecting` (with the last `error`). A source that is down does not
+    /// make the node unready: the API still ingests, and the broker keeps the messages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<SourceHealth>,
 }
 
 /// Liveness: the process is up and serving.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", reason: None })
+    Json(Health { status: "ok", reason: None, sources: Vec::new() })
 }
 
 /// Readiness: the database answers, the schema is current, and this node's delivery workers (if
@@ -44,7 +50,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let unavailable = |reason: String| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health { status: "unavailable", reason: Some(reason) }),
+            Json(Health {
+                status: "unavailable",
+                reason: Some(reason),
+                sources: state.sources.snapshot(),
+            }),
         )
     };
     let availability = state.store.availability();
@@ -69,7 +79,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     match answer {
         Ok(true) if workers_down => unavailable("delivery workers are not running".into()),
         Ok(true) if task_stopped => unavailable("a background task stopped; see the log".into()),
-        Ok(true) => (StatusCode::OK, Json(Health { status: "ready", reason: None })),
+        Ok(true) => (
+            StatusCode::OK,
+            Json(Health { status: "ready", reason: None, sources: state.sources.snapshot() }),
+        ),
         Ok(false) => unavailable("database migrations are not applied".into()),
         Err(error) => {
             tracing::warn!(error = %error, "readiness check failed");

@@ -9,7 +9,7 @@ pub(crate) mod calls;
 mod envelope;
 pub mod error;
 mod event_types;
-mod events;
+pub(crate) mod events;
 pub mod extract;
 mod health;
 pub(crate) mod key_lookups;
@@ -77,6 +77,8 @@ pub struct AppState {
     pub destinations: Arc<Destinations>,
     /// Failed dashboard sign-ins per client address and per key prefix.
     pub sign_in_limits: Arc<SignInLimits>,
+    /// The node's event sources and their state (readiness names them).
+    pub sources: crate::source::SourceStates,
 }
 
 impl AppState {
@@ -96,6 +98,7 @@ impl AppState {
                 config.public_url.as_deref(),
             )),
             sign_in_limits: Arc::new(SignInLimits::default()),
+            sources: crate::source::SourceStates::default(),
         }
     }
 }

@@ -72,6 +72,15 @@ impl Store {
         })
     }
 
+    /// The organization of an agent that events may be ingested into (never an internal one): a
+    /// message of an event source names only its agent.
+    pub async fn agent_org(&self, agent_id: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let query = "SELECT org_id FROM agents WHERE id = $1 AND NOT internal";
+        on_reader!(self, |pool| {
+            Ok(sqlx::query_scalar(query).bind(agent_id).fetch_optional(pool).await?)
+        })
+    }
+
     pub async fn rename_agent(
         &self,
         org_id: Uuid,

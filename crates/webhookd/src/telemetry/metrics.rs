@@ -33,6 +33,14 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!("webhookd_events_ingested_total", "Events accepted by ingestion");
     describe_counter!(
+        "webhookd_source_messages_total",
+        "Messages of event sources by outcome (ingested, duplicate, rejected)"
+    );
+    describe_gauge!(
+        "webhookd_source_pending",
+        "Messages of an event source waiting in its broker (JetStream pending, AMQP queue depth)"
+    );
+    describe_counter!(
         "webhookd_attempts_total",
         "Delivery attempts by outcome and response status class"
     );
@@ -87,6 +95,18 @@ fn describe() {
 
 pub fn events_ingested(count: usize) {
     counter!("webhookd_events_ingested_total").increment(count as u64);
+}
+
+/// One message of an event source settled: `ingested`, `duplicate` or `rejected`. `source` is
+/// the source's name (`nats:STREAM/CONSUMER`, `amqp:QUEUE`), a handful per node.
+pub fn source_message(source: &str, outcome: &'static str) {
+    counter!("webhookd_source_messages_total", "source" => source.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Messages of a source waiting in its broker, as the broker tells it (the lag).
+pub fn source_pending(source: &str, pending: u64) {
+    gauge!("webhookd_source_pending", "source" => source.to_string()).set(pending as f64);
 }
 
 /// One finished attempt: its outcome, status class (`2xx`…, or `none` without a response), and

@@ -4,17 +4,15 @@
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
 
 use crate::backend_tests;
 use crate::harness::{postgres_base_url, send, Backend, TestApp, TestDb, TEST_SECRET_KEY};
 use crate::process::ServeProcess;
+use crate::proxy::Proxy;
 use crate::receiver::Receiver;
 
 backend_tests!(one_failing_member_of_a_group_commit_fails_alone);
@@ -242,50 +240,6 @@ async fn poison_events(db: &TestDb, call_id: &str) {
             .unwrap();
             pool.close().await;
         }
-    }
-}
-
-/// A TCP proxy in front of PostgreSQL that the test can cut (every connection dropped, new ones
-/// refused) and restore: an outage of the database as webhookd sees it, without stopping the
-/// server other tests use.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    cut: Arc<Mutex<bool>>,
-    connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(Mutex::new(false));
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let (cut_, connections_) = (cut.clone(), connections.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if *cut_.lock().await {
-                    continue; // dropped: the connection is closed at once
-                }
-                let upstream = upstream.clone();
-                connections_.lock().await.push(tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                }));
-            }
-        });
-        Proxy { addr, cut, connections }
-    }
-
-    async fn cut(&self) {
-        *self.cut.lock().await = true;
-        for connection in self.connections.lock().await.drain(..) {
-            connection.abort();
-        }
-    }
-
-    async fn restore(&self) {
-        *self.cut.lock().await = false;
     }
 }
 

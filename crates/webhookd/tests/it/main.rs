@@ -7,6 +7,7 @@ mod collector;
 mod harness;
 mod hostile;
 mod process;
+mod proxy;
 mod receiver;
 
 mod agents;
@@ -32,6 +33,7 @@ mod redelivery;
 mod scheduling;
 mod sealing_key;
 mod security;
+mod sources;
 mod store;
 mod traces;
 mod ui;
