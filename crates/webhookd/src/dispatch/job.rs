@@ -59,6 +59,7 @@ pub fn build(
             }
             let settings = &webhook.settings;
             let outgoing = Outgoing {
+                webhook_id: Some(webhook.id),
                 method: settings.http_method,
                 url: log.url.clone(),
                 message_id: log.event_id.to_string(),
@@ -74,6 +75,7 @@ pub fn build(
         }
         LaneSettings::PerCall(secrets) => {
             let outgoing = Outgoing {
+                webhook_id: None,
                 method: HttpMethod::Post,
                 url: log.url.clone(),
                 message_id: log.event_id.to_string(),

@@ -15,6 +15,7 @@ mod feeder;
 mod job;
 mod lane;
 pub mod limiter;
+mod oauth2;
 mod recorder;
 pub mod recovery;
 mod resolver;

@@ -19,7 +19,9 @@ use crate::api::error::ApiError;
 use crate::api::webhooks::{create as create_webhook, update as update_webhook};
 use crate::api::AppState;
 use crate::domain::validation::FieldErrors;
-use crate::domain::webhook::{AuthorizationInput, Context, CustomHeader, WebhookChanges};
+use crate::domain::webhook::{
+    AuthorizationInput, Context, CustomHeader, OAuth2Input, WebhookChanges,
+};
 use crate::domain::{Authorization, HttpMethod, WebhookSettings};
 use crate::store::Agent;
 
@@ -192,7 +194,7 @@ struct FormPage {
     values: FormValues,
     events: Vec<EventChoice>,
     methods: [&'static str; 3],
-    schemes: [&'static str; 5],
+    schemes: [&'static str; 6],
     header_rows: Vec<(String, String)>,
     errors: Vec<String>,
     /// Problems with the filter, shown next to it.
@@ -258,6 +260,13 @@ fn changes<'a>(
         username: fields.filled("auth_username"),
         password: fields.filled("auth_password"),
         header_name: fields.filled("auth_header_name"),
+        oauth2: OAuth2Input {
+            token_url: fields.filled("oauth2_token_url").map(str::trim),
+            client_id: fields.filled("oauth2_client_id"),
+            client_secret: fields.filled("oauth2_client_secret"),
+            scope: fields.filled("oauth2_scope"),
+            audience: fields.filled("oauth2_audience"),
+        },
     };
     let keep_credentials =
         current_scheme == Some(credentials.scheme) && !credentials.has_credentials();

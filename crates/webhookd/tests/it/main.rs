@@ -8,6 +8,7 @@ mod harness;
 mod hostile;
 mod process;
 mod receiver;
+mod token_server;
 
 mod agents;
 mod auth;
@@ -24,6 +25,7 @@ mod ingestion;
 mod keys;
 mod logs;
 mod loops;
+mod oauth2;
 mod openapi;
 mod operational;
 mod operations;

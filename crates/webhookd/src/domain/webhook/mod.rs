@@ -3,12 +3,14 @@
 
 mod auth;
 mod fields;
+mod oauth2;
 
 pub use auth::{Authorization, AuthorizationInput, API_KEY_HEADER_DEFAULT, CREDENTIAL_MAX};
 pub use fields::{
     header_name, header_value, CustomHeader, CustomHeaders, EventTypes, HttpMethod, MaxConcurrency,
     MaxRetries, Name, Ordering, RateLimit, Timeout, WebhookUrl, NAME_MAX, SECRET_MAX, URL_MAX,
 };
+pub use oauth2::{OAuth2Client, OAuth2Input};
 
 use super::catalog::EventCatalog;
 use super::destination::Destinations;
@@ -144,7 +146,9 @@ impl WebhookSettings {
             Some(base.map(|b| b.ordering).unwrap_or_default()),
         );
         let authorization = match &changes.authorization {
-            Some(input) => Authorization::parse(input, e),
+            Some(input) => {
+                Authorization::parse(input, base.map(|b| &b.authorization), context.destinations, e)
+            }
             None if changes.credentials_without_scheme => {
                 e.add("authorization_scheme", "is required when credentials are given");
                 None
@@ -221,7 +225,7 @@ impl WebhookSettings {
         let headers = self.custom_headers.as_slice();
         let sets_authorization_header =
             headers.iter().any(|h| h.key.eq_ignore_ascii_case("authorization"));
-        let scheme_header = self.authorization.header().map(|(name, _)| name.to_ascii_lowercase());
+        let scheme_header = self.authorization.header_name();
         if let Some(scheme_header) = scheme_header {
             let clash = headers.iter().any(|h| h.key.to_ascii_lowercase() == scheme_header);
             if clash || (sets_authorization_header && scheme_header == "authorization") {
