@@ -20,7 +20,7 @@ use crate::api::webhooks::{create as create_webhook, update as update_webhook};
 use crate::api::AppState;
 use crate::domain::validation::FieldErrors;
 use crate::domain::webhook::{
-    AuthorizationInput, Context, CustomHeader, OAuth2Input, WebhookChanges,
+    AuthorizationInput, Context, CustomHeader, OAuth2Client, OAuth2Input, WebhookChanges,
 };
 use crate::domain::{Authorization, HttpMethod, WebhookSettings};
 use crate::store::Agent;
@@ -39,6 +39,13 @@ pub struct FormValues {
     pub http_method: String,
     pub authorization_scheme: String,
     pub auth_header_name: String,
+    /// The `oauth2` client's fields, blank for other schemes (never its secret).
+    pub oauth2_token_url: String,
+    pub oauth2_client_id: String,
+    pub oauth2_scope: String,
+    pub oauth2_audience: String,
+    /// Whether a client secret is stored: shown as "set" / "not set", the secret never.
+    pub oauth2_secret_set: bool,
     pub headers: Vec<(String, String)>,
     pub rate_limit: String,
     pub max_concurrency: String,
@@ -59,6 +66,11 @@ impl FormValues {
             http_method: "POST".into(),
             authorization_scheme: "none".into(),
             auth_header_name: String::new(),
+            oauth2_token_url: String::new(),
+            oauth2_client_id: String::new(),
+            oauth2_scope: String::new(),
+            oauth2_audience: String::new(),
+            oauth2_secret_set: false,
             headers: Vec::new(),
             rate_limit: String::new(),
             max_concurrency: String::new(),
@@ -72,6 +84,13 @@ impl FormValues {
             Authorization::ApiKey { header, .. } => header.clone(),
             _ => String::new(),
         };
+        let oauth2 = match &settings.authorization {
+            Authorization::OAuth2(client) => Some(client),
+            _ => None,
+        };
+        let oauth2_text = |field: fn(&OAuth2Client) -> Option<&str>| {
+            oauth2.and_then(field).unwrap_or_default().to_string()
+        };
         Self {
             name: settings.name.as_str().into(),
             webhook_url: settings.url.as_str().into(),
@@ -82,6 +101,11 @@ impl FormValues {
             http_method: settings.http_method.as_str().into(),
             authorization_scheme: settings.authorization.scheme().into(),
             auth_header_name,
+            oauth2_token_url: oauth2_text(|c| Some(&c.token_url)),
+            oauth2_client_id: oauth2_text(|c| Some(&c.client_id)),
+            oauth2_scope: oauth2_text(|c| c.scope.as_deref()),
+            oauth2_audience: oauth2_text(|c| c.audience.as_deref()),
+            oauth2_secret_set: oauth2.is_some(),
             headers: settings
                 .custom_headers
                 .as_slice()
@@ -115,6 +139,11 @@ impl FormValues {
             http_method: get("http_method"),
             authorization_scheme: get("authorization_scheme"),
             auth_header_name: get("auth_header_name"),
+            oauth2_token_url: get("oauth2_token_url"),
+            oauth2_client_id: get("oauth2_client_id"),
+            oauth2_scope: get("oauth2_scope"),
+            oauth2_audience: get("oauth2_audience"),
+            oauth2_secret_set: false,
             headers: header_rows(fields).into_iter().map(|h| (h.key, h.value)).collect(),
             rate_limit: get("rate_limit"),
             max_concurrency: get("max_concurrency"),

@@ -21,6 +21,7 @@ backend_tests!(
     one_webhooks_token_never_reaches_another_webhook,
     oauth2_fields_are_validated_by_name_and_the_client_secret_is_never_read_back,
     the_client_secret_is_sealed_at_rest_and_kept_only_for_the_same_token_url,
+    the_dashboard_form_sets_oauth2_shows_the_secret_as_set_and_the_log_page_masks_the_token,
 );
 
 const CRM: Client = Client {
@@ -273,4 +274,52 @@ async fn the_client_secret_is_sealed_at_rest_and_kept_only_for_the_same_token_ur
     let (status, body) = app.call(Method::PUT, &path, Some(same)).await;
     assert_error(status, &body, 422, "VALIDATION_FAILED");
     assert!(body["errors"]["oauth2_client_secret"].is_array(), "{body}");
+}
+
+async fn the_dashboard_form_sets_oauth2_shows_the_secret_as_set_and_the_log_page_masks_the_token(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = Receiver::start().await;
+    let tokens = TokenServer::start(&[CRM, ERP], 3600).await;
+    let agent = app.create_agent().await;
+    let browser = crate::ui::signed_in(&app).await;
+    let blank = browser.get(&format!("/ui/agents/{agent}/webhooks/new")).await;
+    blank.assert_contains("OAuth2 client secret (not set)");
+    let (url, token_url) = (receiver.url("/hook"), tokens.url());
+    let created = browser
+        .submit(
+            &format!("/ui/agents/{agent}/webhooks"),
+            &[
+                ("name", "ERP"),
+                ("webhook_url", &url),
+                ("events", "call.completed"),
+                ("enabled", "true"),
+                ("http_method", "POST"),
+                ("timeout", "30"),
+                ("max_retries", "3"),
+                ("authorization_scheme", "oauth2"),
+                ("oauth2_token_url", &token_url),
+                ("oauth2_client_id", ERP.id),
+                ("oauth2_client_secret", ERP.secret),
+                ("oauth2_scope", ""),
+                ("oauth2_audience", ""),
+                ("ordering", "none"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.body);
+    let (_, list) = app.call(Method::GET, &format!("/api/v1/agents/{agent}/webhooks"), None).await;
+    let webhook = list["data"]["webhooks"][0]["id"].as_str().unwrap().to_string();
+    let edit = browser.get(&format!("/ui/agents/{agent}/webhooks/{webhook}/edit")).await;
+    edit.assert_contains("OAuth2 client secret (set;");
+    edit.assert_contains(ERP.id);
+    assert!(!edit.body.contains(ERP.secret), "the secret is never filled back in");
+
+    let log = deliver_one(&app, &agent, &webhook).await;
+    let log = log["id"].as_str().unwrap();
+    assert_eq!(bearer(&receiver.received()[0]), "Bearer tok-erp-client-1");
+    let page = browser.get(&format!("/ui/agents/{agent}/webhooks/{webhook}/logs/{log}")).await;
+    page.assert_contains("<th>authorization</th><td>(hidden: oauth2 credential)</td>");
+    assert!(!page.body.contains("tok-erp-client"), "the token is never shown");
 }
