@@ -68,6 +68,7 @@ pub fn build(
                 secrets: webhook.secrets.active_at(now).into_iter().map(String::from).collect(),
                 authorization: settings.authorization.clone(),
                 custom_headers: settings.custom_headers.as_slice().to_vec(),
+                tls: settings.tls.clone(),
                 timeout: settings.timeout.duration(),
                 traceparent: None,
             };
@@ -84,6 +85,7 @@ pub fn build(
                 secrets: secrets.active_at(now).into_iter().map(String::from).collect(),
                 authorization: Authorization::None,
                 custom_headers: Vec::new(),
+                tls: Default::default(),
                 timeout: Timeout::DEFAULT.duration(),
                 traceparent: None,
             };

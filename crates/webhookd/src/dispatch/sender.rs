@@ -2,6 +2,7 @@
 //! captures what came back within bounds: the whole attempt ends within its timeout, and at most
 //! 16 KiB of response body and of response headers is kept.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -13,8 +14,25 @@ use super::oauth2::TokenCache;
 use super::retry::{parse_retry_after, AttemptOutcome};
 use crate::domain::clock::now_ms;
 use crate::domain::destination::check_url;
+use crate::domain::webhook::TlsSettings;
 use crate::domain::{Authorization, CustomHeader, HttpMethod};
 use crate::signing;
+
+/// The settings every outbound client shares.
+fn client_builder(allow_private: bool) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder();
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(super::resolver::GuardedResolver));
+    }
+    builder
+        .user_agent(concat!("webhookd/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .connect_timeout(Duration::from_secs(10))
+}
 
 /// Stored response bodies and headers are cut at this many bytes.
 pub const RESPONSE_LIMIT: usize = 16 * 1024;
@@ -35,6 +53,8 @@ pub struct Outgoing {
     pub secrets: Vec<String>,
     pub authorization: Authorization,
     pub custom_headers: Vec<CustomHeader>,
+    /// The webhook's client certificate and trusted CA (mutual TLS), if any.
+    pub tls: TlsSettings,
     pub timeout: Duration,
     /// The W3C `traceparent` of this attempt (`telemetry::traces`), set just before it is sent.
     pub traceparent: Option<String>,
@@ -68,25 +88,47 @@ pub struct Sender {
     client: reqwest::Client,
     allow_private: bool,
     tokens: TokenCache,
+    /// Clients of webhooks with TLS settings, built once per webhook and settings (a rustls
+    /// configuration and a connection pool each), reused by every attempt.
+    tls_clients: moka::sync::Cache<Uuid, Arc<(TlsSettings, reqwest::Client)>>,
 }
 
 impl Sender {
     /// A client with the SSRF guard, unless `allow_private` (then any address is a destination).
     pub fn new(allow_private: bool) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder();
-        if !allow_private {
-            builder = builder.dns_resolver(std::sync::Arc::new(super::resolver::GuardedResolver));
+        let client = client_builder(allow_private).build()?;
+        let tls_clients = moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_idle(Duration::from_secs(3600))
+            .build();
+        Ok(Self { client, allow_private, tokens: TokenCache::default(), tls_clients })
+    }
+
+    /// The client that sends `outgoing`: the shared one, or its webhook's own when the webhook
+    /// has TLS settings (built on first use and after the settings change).
+    fn client_for(&self, outgoing: &Outgoing) -> Result<reqwest::Client, String> {
+        let Some(webhook) = outgoing.webhook_id.filter(|_| !outgoing.tls.is_default()) else {
+            return Ok(self.client.clone());
+        };
+        if let Some(built) = self.tls_clients.get(&webhook).filter(|b| b.0 == outgoing.tls) {
+            return Ok(built.1.clone());
         }
-        let client = builder
-            .user_agent(concat!("webhookd/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(256)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(Self { client, allow_private, tokens: TokenCache::default() })
+        let tls = &outgoing.tls;
+        let mut builder = client_builder(self.allow_private);
+        if let Some(identity) = &tls.client {
+            let pem = format!("{}\n{}", identity.key_pem, identity.cert_pem);
+            let identity = reqwest::Identity::from_pem(pem.as_bytes())
+                .map_err(|e| format!("tls_client_cert: {e}"))?;
+            builder = builder.identity(identity);
+        }
+        if let Some(ca) = &tls.ca {
+            let roots = reqwest::Certificate::from_pem_bundle(ca.pem.as_bytes())
+                .map_err(|e| format!("tls_ca_cert: {e}"))?;
+            builder = roots.into_iter().fold(builder, |b, root| b.add_root_certificate(root));
+        }
+        let client = builder.build().map_err(|e| format!("TLS client: {e}"))?;
+        self.tls_clients.insert(webhook, Arc::new((tls.clone(), client.clone())));
+        Ok(client)
     }
 
     /// Sends `outgoing` once. Never fails: a failure is an attempt with an error.
@@ -136,10 +178,11 @@ impl Sender {
     /// The request with its authorization: an `oauth2` webhook's token is fetched first (or
     /// taken from the cache), and fetched anew once when the endpoint answers 401 to it.
     async fn deliver(&self, outgoing: &Outgoing, sent_at: i64) -> Result<Captured, String> {
+        let http = &self.client_for(outgoing)?;
         let (Authorization::OAuth2(client), Some(webhook)) =
             (&outgoing.authorization, outgoing.webhook_id)
         else {
-            return self.exchange(outgoing, sent_at, None).await.map_err(|e| describe(&e));
+            return self.exchange(http, outgoing, sent_at, None).await.map_err(|e| describe(&e));
         };
         let token = |rejected: Option<String>| async move {
             let rejected = rejected.as_deref();
@@ -149,16 +192,17 @@ impl Sender {
         };
         let first = token(None).await?;
         let captured =
-            self.exchange(outgoing, sent_at, Some(&first)).await.map_err(|e| describe(&e))?;
+            self.exchange(http, outgoing, sent_at, Some(&first)).await.map_err(|e| describe(&e))?;
         if captured.status != StatusCode::UNAUTHORIZED.as_u16() {
             return Ok(captured);
         }
         let second = token(Some(first)).await?;
-        self.exchange(outgoing, sent_at, Some(&second)).await.map_err(|e| describe(&e))
+        self.exchange(http, outgoing, sent_at, Some(&second)).await.map_err(|e| describe(&e))
     }
 
     async fn exchange(
         &self,
+        http: &reqwest::Client,
         outgoing: &Outgoing,
         sent_at: i64,
         bearer: Option<&str>,
@@ -169,8 +213,7 @@ impl Sender {
             HttpMethod::Patch => reqwest::Method::PATCH,
         };
         let headers = request_headers(outgoing, sent_at / 1000, bearer);
-        let response = self
-            .client
+        let response = http
             .request(method, &outgoing.url)
             .headers(headers)
             .body(outgoing.body.clone())

@@ -105,6 +105,7 @@ fn headers_sent(webhook: &Webhook, log: &DeliveryLog, sent_at: UnixMs) -> Vec<(S
         secrets: webhook.secrets.active_at(sent_at).into_iter().map(String::from).collect(),
         authorization: settings.authorization.clone(),
         custom_headers: settings.custom_headers.as_slice().to_vec(),
+        tls: settings.tls.clone(),
         timeout: settings.timeout.duration(),
         // Each attempt's span id is its own and not kept; the header is not shown.
         traceparent: None,

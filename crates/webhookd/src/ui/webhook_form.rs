@@ -20,7 +20,7 @@ use crate::api::webhooks::{create as create_webhook, update as update_webhook};
 use crate::api::AppState;
 use crate::domain::validation::FieldErrors;
 use crate::domain::webhook::{
-    AuthorizationInput, Context, CustomHeader, OAuth2Client, OAuth2Input, WebhookChanges,
+    AuthorizationInput, Context, CustomHeader, OAuth2Client, OAuth2Input, TlsInput, WebhookChanges,
 };
 use crate::domain::{Authorization, HttpMethod, WebhookSettings};
 use crate::store::Agent;
@@ -46,6 +46,11 @@ pub struct FormValues {
     pub oauth2_audience: String,
     /// Whether a client secret is stored: shown as "set" / "not set", the secret never.
     pub oauth2_secret_set: bool,
+    /// The stored client certificate's subject and expiry (blank: none), and whether a CA is
+    /// stored; PEM is never filled back in.
+    pub tls_client_subject: String,
+    pub tls_client_expires_at: String,
+    pub tls_ca_set: bool,
     pub headers: Vec<(String, String)>,
     pub rate_limit: String,
     pub max_concurrency: String,
@@ -71,6 +76,9 @@ impl FormValues {
             oauth2_scope: String::new(),
             oauth2_audience: String::new(),
             oauth2_secret_set: false,
+            tls_client_subject: String::new(),
+            tls_client_expires_at: String::new(),
+            tls_ca_set: false,
             headers: Vec::new(),
             rate_limit: String::new(),
             max_concurrency: String::new(),
@@ -106,6 +114,19 @@ impl FormValues {
             oauth2_scope: oauth2_text(|c| c.scope.as_deref()),
             oauth2_audience: oauth2_text(|c| c.audience.as_deref()),
             oauth2_secret_set: oauth2.is_some(),
+            tls_client_subject: settings
+                .tls
+                .client
+                .as_ref()
+                .map(|c| c.subject.clone())
+                .unwrap_or_default(),
+            tls_client_expires_at: settings
+                .tls
+                .client
+                .as_ref()
+                .map(|c| crate::domain::clock::format_ms(c.expires_at))
+                .unwrap_or_default(),
+            tls_ca_set: settings.tls.ca.is_some(),
             headers: settings
                 .custom_headers
                 .as_slice()
@@ -144,6 +165,9 @@ impl FormValues {
             oauth2_scope: get("oauth2_scope"),
             oauth2_audience: get("oauth2_audience"),
             oauth2_secret_set: false,
+            tls_client_subject: String::new(),
+            tls_client_expires_at: String::new(),
+            tls_ca_set: false,
             headers: header_rows(fields).into_iter().map(|h| (h.key, h.value)).collect(),
             rate_limit: get("rate_limit"),
             max_concurrency: get("max_concurrency"),
@@ -319,6 +343,18 @@ fn changes<'a>(
         max_concurrency: limit("max_concurrency", errors),
         ordering: fields.get("ordering"),
         filter: filter.map(Option::as_ref),
+        // Blank keeps what is stored (PEM is never filled back in); a box removes it.
+        tls: TlsInput {
+            client_cert: match fields.get("tls_client_remove") {
+                Some(_) => Some(None),
+                None => fields.filled("tls_client_cert").map(Some),
+            },
+            client_key: fields.filled("tls_client_key"),
+            ca_cert: match fields.get("tls_ca_remove") {
+                Some(_) => Some(None),
+                None => fields.filled("tls_ca_cert").map(Some),
+            },
+        },
     }
 }
 

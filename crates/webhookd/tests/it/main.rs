@@ -8,6 +8,7 @@ mod harness;
 mod hostile;
 mod process;
 mod receiver;
+mod tls_server;
 mod token_server;
 
 mod agents;
@@ -25,6 +26,7 @@ mod ingestion;
 mod keys;
 mod logs;
 mod loops;
+mod mtls;
 mod oauth2;
 mod openapi;
 mod operational;

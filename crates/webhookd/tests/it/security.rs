@@ -106,6 +106,7 @@ async fn names_resolving_to_private_addresses_fail_the_delivery(backend: Backend
             max_concurrency: None,
             ordering: Ordering::None,
             filter: None,
+            tls: Default::default(),
         };
         let webhook = app
             .store

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
-use crate::domain::webhook::{AuthorizationInput, CustomHeader, OAuth2Input, WebhookChanges};
+use crate::domain::webhook::{
+    AuthorizationInput, CustomHeader, OAuth2Input, TlsInput, WebhookChanges,
+};
 
 /// Webhook fields for create (`name`, `webhook_url`, `events` required) and for partial update
 /// (every field optional; absent fields keep their value).
@@ -57,6 +59,19 @@ pub struct WebhookInput {
     oauth2_scope: Option<String>,
     /// `oauth2`: the `audience` parameter of the token request (optional).
     oauth2_audience: Option<String>,
+    /// Mutual TLS: the client certificate (PEM, its chain after it) presented to endpoints that
+    /// ask for one; given together with `tls_client_key`. `null` removes certificate and key.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    tls_client_cert: Option<Option<String>>,
+    /// Mutual TLS: the private key of `tls_client_cert` (PEM: PKCS#8, PKCS#1 or SEC1); stored
+    /// sealed, never read back.
+    tls_client_key: Option<String>,
+    /// A CA (PEM) trusted for this endpoint besides the public roots (private PKI); `null`
+    /// removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    tls_ca_cert: Option<Option<String>>,
     /// At most 20 extra headers.
     custom_headers: Option<Vec<CustomHeader>>,
     /// Deliveries per second, 1–10000, summed over all nodes; `null` (default): no limit.
@@ -122,6 +137,11 @@ impl WebhookInput {
             max_concurrency: self.max_concurrency,
             ordering: self.ordering.as_deref(),
             filter: self.filter.as_ref().map(Option::as_ref),
+            tls: TlsInput {
+                client_cert: self.tls_client_cert.as_ref().map(Option::as_deref),
+                client_key: self.tls_client_key.as_deref(),
+                ca_cert: self.tls_ca_cert.as_ref().map(Option::as_deref),
+            },
         }
     }
 }

@@ -37,6 +37,11 @@ pub struct WebhookView {
     /// `oauth2`: the requested audience, if any.
     oauth2_audience: Option<String>,
     custom_headers: Vec<CustomHeader>,
+    /// Mutual TLS: the subject of the client certificate presented, if any (the certificate
+    /// and key themselves are never read back).
+    tls_client_cert_subject: Option<String>,
+    /// Mutual TLS: when the client certificate expires.
+    tls_client_cert_expires_at: Option<String>,
     /// Deliveries per second over all nodes; `null`: no limit.
     rate_limit: Option<u32>,
     /// Requests in flight over all nodes; `null`: adaptive.
@@ -82,6 +87,12 @@ impl From<Webhook> for WebhookView {
             oauth2_scope: oauth2.and_then(|c| c.scope.clone()),
             oauth2_audience: oauth2.and_then(|c| c.audience.clone()),
             custom_headers: settings.custom_headers.as_slice().to_vec(),
+            tls_client_cert_subject: settings.tls.client.as_ref().map(|c| c.subject.clone()),
+            tls_client_cert_expires_at: settings
+                .tls
+                .client
+                .as_ref()
+                .map(|c| format_ms(c.expires_at)),
             rate_limit: settings.rate_limit.map(|limit| limit.get()),
             max_concurrency: settings.max_concurrency.map(|cap| cap.get()),
             ordering: settings.ordering.as_str(),

@@ -4,6 +4,7 @@
 mod auth;
 mod fields;
 mod oauth2;
+mod tls;
 
 pub use auth::{Authorization, AuthorizationInput, API_KEY_HEADER_DEFAULT, CREDENTIAL_MAX};
 pub use fields::{
@@ -11,6 +12,7 @@ pub use fields::{
     MaxRetries, Name, Ordering, RateLimit, Timeout, WebhookUrl, NAME_MAX, SECRET_MAX, URL_MAX,
 };
 pub use oauth2::{OAuth2Client, OAuth2Input};
+pub use tls::{ClientIdentity, TlsInput, TlsSettings, TrustedCa};
 
 use super::catalog::EventCatalog;
 use super::destination::Destinations;
@@ -37,6 +39,8 @@ pub struct WebhookSettings {
     pub ordering: Ordering,
     /// Which subscribed events it receives, by their `data`; `None`: all of them.
     pub filter: Option<Filter>,
+    /// A client certificate to present and a CA to trust (mutual TLS, private PKI).
+    pub tls: TlsSettings,
 }
 
 /// The fields of a create or update request as the client sent them; `None` means "not given".
@@ -63,6 +67,7 @@ pub struct WebhookChanges<'a> {
     pub ordering: Option<&'a str>,
     /// `Some(None)`: set to null (no filter).
     pub filter: Option<Option<&'a serde_json::Value>>,
+    pub tls: TlsInput<'a>,
 }
 
 /// Parsed changes: the resulting settings and, when one was given, a new signing secret.
@@ -170,6 +175,8 @@ impl WebhookSettings {
                 }
             },
         };
+        let tls =
+            TlsSettings::apply(&base.map(|b| b.tls.clone()).unwrap_or_default(), &changes.tls, e);
         let (
             Some(name),
             Some(url),
@@ -183,6 +190,7 @@ impl WebhookSettings {
             Some(max_concurrency),
             Some(ordering),
             Some(filter),
+            Some(tls),
         ) = (
             name,
             url,
@@ -196,6 +204,7 @@ impl WebhookSettings {
             max_concurrency,
             ordering,
             filter,
+            tls,
         )
         else {
             return Err(errors);
@@ -214,6 +223,7 @@ impl WebhookSettings {
             max_concurrency,
             ordering,
             filter,
+            tls,
         };
         settings.check_combination(&mut errors);
         errors.finish()?;
