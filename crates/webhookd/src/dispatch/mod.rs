@@ -11,6 +11,7 @@
 
 mod actor;
 mod attempt;
+mod clients;
 mod feeder;
 mod job;
 mod lane;

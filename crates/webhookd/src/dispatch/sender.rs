@@ -2,7 +2,6 @@
 //! captures what came back within bounds: the whole attempt ends within its timeout, and at most
 //! 16 KiB of response body and of response headers is kept.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -10,6 +9,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 use reqwest::StatusCode;
 use uuid::Uuid;
 
+use super::clients::{client_builder, TlsClients};
 use super::oauth2::TokenCache;
 use super::retry::{parse_retry_after, AttemptOutcome};
 use crate::domain::clock::now_ms;
@@ -17,22 +17,6 @@ use crate::domain::destination::check_url;
 use crate::domain::webhook::TlsSettings;
 use crate::domain::{Authorization, CustomHeader, HttpMethod};
 use crate::signing;
-
-/// The settings every outbound client shares.
-fn client_builder(allow_private: bool) -> reqwest::ClientBuilder {
-    let mut builder = reqwest::Client::builder();
-    if !allow_private {
-        builder = builder.dns_resolver(Arc::new(super::resolver::GuardedResolver));
-    }
-    builder
-        .user_agent(concat!("webhookd/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(256)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .connect_timeout(Duration::from_secs(10))
-}
 
 /// Stored response bodies and headers are cut at this many bytes.
 pub const RESPONSE_LIMIT: usize = 16 * 1024;
@@ -88,47 +72,15 @@ pub struct Sender {
     client: reqwest::Client,
     allow_private: bool,
     tokens: TokenCache,
-    /// Clients of webhooks with TLS settings, built once per webhook and settings (a rustls
-    /// configuration and a connection pool each), reused by every attempt.
-    tls_clients: moka::sync::Cache<Uuid, Arc<(TlsSettings, reqwest::Client)>>,
+    tls_clients: TlsClients,
 }
 
 impl Sender {
     /// A client with the SSRF guard, unless `allow_private` (then any address is a destination).
     pub fn new(allow_private: bool) -> anyhow::Result<Self> {
         let client = client_builder(allow_private).build()?;
-        let tls_clients = moka::sync::Cache::builder()
-            .max_capacity(10_000)
-            .time_to_idle(Duration::from_secs(3600))
-            .build();
+        let tls_clients = TlsClients::new(allow_private);
         Ok(Self { client, allow_private, tokens: TokenCache::default(), tls_clients })
-    }
-
-    /// The client that sends `outgoing`: the shared one, or its webhook's own when the webhook
-    /// has TLS settings (built on first use and after the settings change).
-    fn client_for(&self, outgoing: &Outgoing) -> Result<reqwest::Client, String> {
-        let Some(webhook) = outgoing.webhook_id.filter(|_| !outgoing.tls.is_default()) else {
-            return Ok(self.client.clone());
-        };
-        if let Some(built) = self.tls_clients.get(&webhook).filter(|b| b.0 == outgoing.tls) {
-            return Ok(built.1.clone());
-        }
-        let tls = &outgoing.tls;
-        let mut builder = client_builder(self.allow_private);
-        if let Some(identity) = &tls.client {
-            let pem = format!("{}\n{}", identity.key_pem, identity.cert_pem);
-            let identity = reqwest::Identity::from_pem(pem.as_bytes())
-                .map_err(|e| format!("tls_client_cert: {e}"))?;
-            builder = builder.identity(identity);
-        }
-        if let Some(ca) = &tls.ca {
-            let roots = reqwest::Certificate::from_pem_bundle(ca.pem.as_bytes())
-                .map_err(|e| format!("tls_ca_cert: {e}"))?;
-            builder = roots.into_iter().fold(builder, |b, root| b.add_root_certificate(root));
-        }
-        let client = builder.build().map_err(|e| format!("TLS client: {e}"))?;
-        self.tls_clients.insert(webhook, Arc::new((tls.clone(), client.clone())));
-        Ok(client)
     }
 
     /// Sends `outgoing` once. Never fails: a failure is an attempt with an error.
@@ -178,7 +130,11 @@ impl Sender {
     /// The request with its authorization: an `oauth2` webhook's token is fetched first (or
     /// taken from the cache), and fetched anew once when the endpoint answers 401 to it.
     async fn deliver(&self, outgoing: &Outgoing, sent_at: i64) -> Result<Captured, String> {
-        let http = &self.client_for(outgoing)?;
+        // A webhook with TLS settings sends through its own client (`clients.rs`).
+        let http = &match outgoing.webhook_id.filter(|_| !outgoing.tls.is_default()) {
+            None => self.client.clone(),
+            Some(webhook) => self.tls_clients.client(webhook, &outgoing.tls)?,
+        };
         let (Authorization::OAuth2(client), Some(webhook)) =
             (&outgoing.authorization, outgoing.webhook_id)
         else {
