@@ -59,6 +59,7 @@ pub fn build(
             }
             let settings = &webhook.settings;
             let outgoing = Outgoing {
+                webhook_id: Some(webhook.id),
                 method: settings.http_method,
                 url: log.url.clone(),
                 message_id: log.event_id.to_string(),
@@ -67,6 +68,7 @@ pub fn build(
                 secrets: webhook.secrets.active_at(now).into_iter().map(String::from).collect(),
                 authorization: settings.authorization.clone(),
                 custom_headers: settings.custom_headers.as_slice().to_vec(),
+                tls: settings.tls.clone(),
                 timeout: settings.timeout.duration(),
                 traceparent: None,
             };
@@ -74,6 +76,7 @@ pub fn build(
         }
         LaneSettings::PerCall(secrets) => {
             let outgoing = Outgoing {
+                webhook_id: None,
                 method: HttpMethod::Post,
                 url: log.url.clone(),
                 message_id: log.event_id.to_string(),
@@ -82,6 +85,7 @@ pub fn build(
                 secrets: secrets.active_at(now).into_iter().map(String::from).collect(),
                 authorization: Authorization::None,
                 custom_headers: Vec::new(),
+                tls: Default::default(),
                 timeout: Timeout::DEFAULT.duration(),
                 traceparent: None,
             };

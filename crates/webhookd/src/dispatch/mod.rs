@@ -11,10 +11,12 @@
 
 mod actor;
 mod attempt;
+mod clients;
 mod feeder;
 mod job;
 mod lane;
 pub mod limiter;
+mod oauth2;
 mod recorder;
 pub mod recovery;
 mod resolver;

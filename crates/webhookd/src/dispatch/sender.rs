@@ -6,10 +6,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::StatusCode;
+use uuid::Uuid;
 
+use super::clients::{client_builder, TlsClients};
+use super::oauth2::TokenCache;
 use super::retry::{parse_retry_after, AttemptOutcome};
 use crate::domain::clock::now_ms;
 use crate::domain::destination::check_url;
+use crate::domain::webhook::TlsSettings;
 use crate::domain::{Authorization, CustomHeader, HttpMethod};
 use crate::signing;
 
@@ -19,6 +24,8 @@ pub const RESPONSE_LIMIT: usize = 16 * 1024;
 /// Everything one HTTP attempt needs.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
+    /// The webhook sent to; `None` for per-call URLs. Keys what is kept per webhook (tokens).
+    pub webhook_id: Option<Uuid>,
     pub method: HttpMethod,
     pub url: String,
     /// The Standard Webhooks `webhook-id`: the event id, the same on every attempt.
@@ -30,6 +37,8 @@ pub struct Outgoing {
     pub secrets: Vec<String>,
     pub authorization: Authorization,
     pub custom_headers: Vec<CustomHeader>,
+    /// The webhook's client certificate and trusted CA (mutual TLS), if any.
+    pub tls: TlsSettings,
     pub timeout: Duration,
     /// The W3C `traceparent` of this attempt (`telemetry::traces`), set just before it is sent.
     pub traceparent: Option<String>,
@@ -62,25 +71,16 @@ impl Sent {
 pub struct Sender {
     client: reqwest::Client,
     allow_private: bool,
+    tokens: TokenCache,
+    tls_clients: TlsClients,
 }
 
 impl Sender {
     /// A client with the SSRF guard, unless `allow_private` (then any address is a destination).
     pub fn new(allow_private: bool) -> anyhow::Result<Self> {
-        let mut builder = reqwest::Client::builder();
-        if !allow_private {
-            builder = builder.dns_resolver(std::sync::Arc::new(super::resolver::GuardedResolver));
-        }
-        let client = builder
-            .user_agent(concat!("webhookd/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(256)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(Self { client, allow_private })
+        let client = client_builder(allow_private).build()?;
+        let tls_clients = TlsClients::new(allow_private);
+        Ok(Self { client, allow_private, tokens: TokenCache::default(), tls_clients })
     }
 
     /// Sends `outgoing` once. Never fails: a failure is an attempt with an error.
@@ -100,8 +100,7 @@ impl Sender {
                 retry_after: None,
             };
         }
-        let attempt =
-            tokio::time::timeout(outgoing.timeout, self.exchange(outgoing, sent_at)).await;
+        let attempt = tokio::time::timeout(outgoing.timeout, self.deliver(outgoing, sent_at)).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut sent = Sent {
             sent_at,
@@ -116,7 +115,7 @@ impl Sender {
             Err(_) => {
                 sent.error = Some(format!("timed out after {}s", outgoing.timeout.as_secs()));
             }
-            Ok(Err(error)) => sent.error = Some(describe(&error)),
+            Ok(Err(error)) => sent.error = Some(error),
             Ok(Ok(response)) => {
                 sent.status = Some(response.status);
                 sent.retry_after = response.retry_after;
@@ -128,19 +127,49 @@ impl Sender {
         sent
     }
 
+    /// The request with its authorization: an `oauth2` webhook's token is fetched first (or
+    /// taken from the cache), and fetched anew once when the endpoint answers 401 to it.
+    async fn deliver(&self, outgoing: &Outgoing, sent_at: i64) -> Result<Captured, String> {
+        // A webhook with TLS settings sends through its own client (`clients.rs`).
+        let http = &match outgoing.webhook_id.filter(|_| !outgoing.tls.is_default()) {
+            None => self.client.clone(),
+            Some(webhook) => self.tls_clients.client(webhook, &outgoing.tls)?,
+        };
+        let (Authorization::OAuth2(client), Some(webhook)) =
+            (&outgoing.authorization, outgoing.webhook_id)
+        else {
+            return self.exchange(http, outgoing, sent_at, None).await.map_err(|e| describe(&e));
+        };
+        let token = |rejected: Option<String>| async move {
+            let rejected = rejected.as_deref();
+            let got =
+                self.tokens.token(&self.client, self.allow_private, webhook, client, rejected);
+            got.await.map_err(|reason| format!("oauth2 token: {reason}"))
+        };
+        let first = token(None).await?;
+        let captured =
+            self.exchange(http, outgoing, sent_at, Some(&first)).await.map_err(|e| describe(&e))?;
+        if captured.status != StatusCode::UNAUTHORIZED.as_u16() {
+            return Ok(captured);
+        }
+        let second = token(Some(first)).await?;
+        self.exchange(http, outgoing, sent_at, Some(&second)).await.map_err(|e| describe(&e))
+    }
+
     async fn exchange(
         &self,
+        http: &reqwest::Client,
         outgoing: &Outgoing,
         sent_at: i64,
+        bearer: Option<&str>,
     ) -> Result<Captured, reqwest::Error> {
         let method = match outgoing.method {
             HttpMethod::Post => reqwest::Method::POST,
             HttpMethod::Put => reqwest::Method::PUT,
             HttpMethod::Patch => reqwest::Method::PATCH,
         };
-        let headers = request_headers(outgoing, sent_at / 1000);
-        let mut response = self
-            .client
+        let headers = request_headers(outgoing, sent_at / 1000, bearer);
+        let response = http
             .request(method, &outgoing.url)
             .headers(headers)
             .body(outgoing.body.clone())
@@ -153,26 +182,33 @@ impl Sender {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let headers = headers_json(response.headers());
-        let mut body = Vec::new();
-        let mut body_error = None;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    let room = RESPONSE_LIMIT - body.len();
-                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    if body.len() >= RESPONSE_LIMIT {
-                        break; // The rest is not needed; dropping the response closes it.
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    body_error = Some(format!("response body failed: {}", describe(&error)));
-                    break;
-                }
-            }
-        }
+        let (body, body_error) = read_bounded(response, RESPONSE_LIMIT).await;
         let body = String::from_utf8_lossy(&body).into_owned();
         Ok(Captured { status, retry_after, headers, body, body_error })
+    }
+}
+
+/// At most `limit` bytes of `response`'s body, and why the rest could not be read, if it could
+/// not. The rest of a longer body is not read: dropping the response closes it.
+pub(super) async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> (Vec<u8>, Option<String>) {
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= limit {
+                    return (body, None);
+                }
+            }
+            Ok(None) => return (body, None),
+            Err(error) => {
+                return (body, Some(format!("response body failed: {}", describe(&error))));
+            }
+        }
     }
 }
 
@@ -186,7 +222,8 @@ struct Captured {
 
 /// The signed request headers (SPEC §4). Custom headers and the auth header were validated when
 /// the webhook was saved; one that no longer parses is left out rather than failing the attempt.
-pub fn request_headers(outgoing: &Outgoing, timestamp: i64) -> HeaderMap {
+/// `bearer` is the access token of an `oauth2` webhook.
+pub fn request_headers(outgoing: &Outgoing, timestamp: i64, bearer: Option<&str>) -> HeaderMap {
     let secrets: Vec<&str> = outgoing.secrets.iter().map(String::as_str).collect();
     let signature =
         signing::standard_signature(&secrets, &outgoing.message_id, timestamp, &outgoing.body);
@@ -207,6 +244,9 @@ pub fn request_headers(outgoing: &Outgoing, timestamp: i64) -> HeaderMap {
     }
     if let Some((name, value)) = outgoing.authorization.header() {
         put(&name, &value);
+    }
+    if let Some(token) = bearer {
+        put("authorization", &format!("Bearer {token}"));
     }
     put(CONTENT_TYPE.as_str(), "application/json");
     put("webhook-id", &outgoing.message_id);
@@ -241,7 +281,7 @@ fn headers_json(headers: &HeaderMap) -> String {
 }
 
 /// A transport error as one readable line with its causes.
-fn describe(error: &reqwest::Error) -> String {
+pub(super) fn describe(error: &reqwest::Error) -> String {
     let kind = if error.is_connect() {
         "connection failed"
     } else if error.is_timeout() {

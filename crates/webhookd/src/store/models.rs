@@ -9,7 +9,7 @@ use crate::domain::filter::Filter;
 use crate::domain::sealing::Sealer;
 use crate::domain::webhook::{
     Authorization, CustomHeaders, EventTypes, HttpMethod, MaxConcurrency, MaxRetries, Name,
-    Ordering, RateLimit, Timeout, WebhookSettings, WebhookUrl,
+    Ordering, RateLimit, Timeout, TlsSettings, WebhookSettings, WebhookUrl,
 };
 use crate::domain::{PayloadState, SendType};
 
@@ -85,6 +85,7 @@ pub(super) struct WebhookRow {
     max_concurrency: Option<i64>,
     ordering: String,
     content_filter: Option<String>,
+    tls_config: Option<String>,
     circuit_state: String,
     circuit_retry_at: Option<i64>,
     circuit_failures: i64,
@@ -101,7 +102,7 @@ pub(super) struct WebhookRow {
 pub(super) const WEBHOOK_COLUMNS: &str =
     "id, org_id, agent_id, name, url, events, timeout_secs, max_retries, enabled,
     disabled_reason, http_method, auth_config, custom_headers, rate_limit, max_concurrency,
-    ordering, content_filter, circuit_state, circuit_retry_at, circuit_failures, circuit_level, signing_secret,
+    ordering, content_filter, tls_config, circuit_state, circuit_retry_at, circuit_failures, circuit_level, signing_secret,
     previous_signing_secret, previous_secret_expires_at, failing_since, created_at, updated_at";
 
 fn corrupt(detail: impl ToString) -> StoreError {
@@ -115,6 +116,7 @@ impl WebhookRow {
         let open = |stored: &str| sealer.open(stored).map_err(corrupt);
         let authorization: Authorization =
             serde_json::from_str(&open(&self.auth_config)?).map_err(corrupt)?;
+        let tls = self.tls_config.as_deref().map(open).transpose()?;
         let settings = WebhookSettings {
             name: Name::from_stored(self.name),
             url: WebhookUrl::from_stored(self.url),
@@ -133,6 +135,7 @@ impl WebhookRow {
                 .map_err(corrupt)?,
             ordering: Ordering::parse(&self.ordering).map_err(corrupt)?,
             filter: Filter::from_column(self.content_filter.as_deref()).map_err(corrupt)?,
+            tls: TlsSettings::from_stored(tls.as_deref()).map_err(corrupt)?,
         };
         let count = |value: i64| u32::try_from(value).map_err(corrupt);
         let circuit = Circuit {

@@ -8,7 +8,7 @@ use crate::domain::sealing::Sealer;
 
 /// The tables and columns that hold sealed values.
 const SEALED: &[(&str, &[&str])] = &[
-    ("webhooks", &["signing_secret", "previous_signing_secret", "auth_config"]),
+    ("webhooks", &["signing_secret", "previous_signing_secret", "auth_config", "tls_config"]),
     ("organizations", &["signing_secret", "previous_signing_secret"]),
 ];
 

@@ -29,6 +29,7 @@ struct SettingsColumns<'a> {
     rate_limit: Option<i64>,
     max_concurrency: Option<i64>,
     filter: Option<String>,
+    tls: Option<String>,
 }
 
 impl<'a> SettingsColumns<'a> {
@@ -42,6 +43,7 @@ impl<'a> SettingsColumns<'a> {
             rate_limit: settings.rate_limit.map(|limit| i64::from(limit.get())),
             max_concurrency: settings.max_concurrency.map(|cap| i64::from(cap.get())),
             filter: settings.filter.as_ref().map(Filter::to_json),
+            tls: settings.tls.to_stored(),
         }
     }
 }
@@ -74,14 +76,15 @@ impl Store {
         let columns = SettingsColumns::new(&webhook.settings);
         let (sealed_auth, sealed_secret) =
             (self.seal(&columns.authorization), self.seal(&webhook.secrets.current));
+        let sealed_tls = columns.tls.as_deref().map(|tls| self.seal(tls));
         on_writer!(self, |pool| {
             sqlx::query(
                 "INSERT INTO webhooks (id, org_id, agent_id, name, url, events, timeout_secs,
                     max_retries, enabled, http_method, auth_config, custom_headers, rate_limit,
                     max_concurrency, ordering, signing_secret, created_at, updated_at,
-                    content_filter)
+                    content_filter, tls_config)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                    $17, $17, $18)",
+                    $17, $17, $18, $19)",
             )
             .bind(webhook.id)
             .bind(org_id)
@@ -101,6 +104,7 @@ impl Store {
             .bind(&sealed_secret)
             .bind(now)
             .bind(&columns.filter)
+            .bind(&sealed_tls)
             .execute(pool)
             .await?;
         });
@@ -151,12 +155,13 @@ impl Store {
     ) -> Result<Option<Webhook>, StoreError> {
         let columns = SettingsColumns::new(settings);
         let sealed_auth = self.seal(&columns.authorization);
+        let sealed_tls = columns.tls.as_deref().map(|tls| self.seal(tls));
         let now = now_ms();
         let query = format!(
             "UPDATE webhooks SET name = $1, url = $2, events = $3, timeout_secs = $4,
                 max_retries = $5, enabled = $6, http_method = $7, auth_config = $8,
                 custom_headers = $9, updated_at = $10, rate_limit = $11, max_concurrency = $12,
-                ordering = $13, content_filter = $16,
+                ordering = $13, content_filter = $16, tls_config = $17,
                 disabled_reason = CASE WHEN $6 THEN NULL ELSE disabled_reason END,
                 failing_since = CASE WHEN $6 THEN NULL ELSE failing_since END,
                 {CLOSE_CIRCUIT_IF_ENABLED}
@@ -190,6 +195,7 @@ impl Store {
                 .bind(webhook.id)
                 .bind(webhook.org_id)
                 .bind(&columns.filter)
+                .bind(&sealed_tls)
                 .fetch_optional(&mut *tx)
                 .await?;
             let updated = row.map(|row| row.into_webhook(&self.sealer)).transpose()?;

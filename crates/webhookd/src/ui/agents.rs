@@ -72,6 +72,8 @@ pub struct WebhookRow {
     pub url: String,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
+    /// The client certificate expires within 14 days, or has expired.
+    pub certificate_warning: Option<String>,
     pub circuit: &'static str,
     pub circuit_retry_at: String,
     pub success_rate: String,
@@ -91,6 +93,12 @@ impl WebhookRow {
             url: webhook.settings.url.as_str().to_string(),
             enabled: webhook.settings.enabled,
             disabled_reason: webhook.disabled_reason.clone(),
+            certificate_warning: webhook
+                .settings
+                .tls
+                .client
+                .as_ref()
+                .and_then(|identity| identity.expiry_warning(crate::domain::clock::now_ms())),
             circuit: circuit.state.as_str(),
             circuit_retry_at: optional_time(
                 circuit.retry_at.filter(|_| circuit.state != CircuitState::Closed),

@@ -22,7 +22,7 @@ use crate::api::AppState;
 use crate::dispatch::sender::{request_headers, Outgoing};
 use crate::domain::catalog::POST_CALL_EVENT;
 use crate::domain::clock::{now_ms, UnixMs, SECOND_MS};
-use crate::domain::{LogStatus, PayloadState};
+use crate::domain::{Authorization, LogStatus, PayloadState};
 use crate::store::{Attempt, DeliveryLog, Webhook};
 
 #[derive(Debug, serde::Deserialize)]
@@ -96,6 +96,7 @@ struct LogPage {
 fn headers_sent(webhook: &Webhook, log: &DeliveryLog, sent_at: UnixMs) -> Vec<(String, String)> {
     let settings = &webhook.settings;
     let outgoing = Outgoing {
+        webhook_id: Some(webhook.id),
         method: settings.http_method,
         url: log.url.clone(),
         message_id: log.event_id.to_string(),
@@ -104,22 +105,26 @@ fn headers_sent(webhook: &Webhook, log: &DeliveryLog, sent_at: UnixMs) -> Vec<(S
         secrets: webhook.secrets.active_at(sent_at).into_iter().map(String::from).collect(),
         authorization: settings.authorization.clone(),
         custom_headers: settings.custom_headers.as_slice().to_vec(),
+        tls: settings.tls.clone(),
         timeout: settings.timeout.duration(),
         // Each attempt's span id is its own and not kept; the header is not shown.
         traceparent: None,
     };
-    let masked = settings.authorization.header().map(|(name, _)| name.to_ascii_lowercase());
-    let mut headers: Vec<(String, String)> = request_headers(&outgoing, sent_at / SECOND_MS)
-        .iter()
-        .map(|(name, value)| {
-            let value = if masked.as_deref() == Some(name.as_str()) {
-                format!("(hidden: {} credential)", settings.authorization.scheme())
-            } else {
-                String::from_utf8_lossy(value.as_bytes()).into_owned()
-            };
-            (name.as_str().to_string(), value)
-        })
-        .collect();
+    // An `oauth2` token is not kept; a stand-in marks where it went, masked like the others.
+    let bearer = matches!(settings.authorization, Authorization::OAuth2(_)).then_some("token");
+    let masked = settings.authorization.header_name();
+    let mut headers: Vec<(String, String)> =
+        request_headers(&outgoing, sent_at / SECOND_MS, bearer)
+            .iter()
+            .map(|(name, value)| {
+                let value = if masked.as_deref() == Some(name.as_str()) {
+                    format!("(hidden: {} credential)", settings.authorization.scheme())
+                } else {
+                    String::from_utf8_lossy(value.as_bytes()).into_owned()
+                };
+                (name.as_str().to_string(), value)
+            })
+            .collect();
     headers.push(("user-agent".into(), concat!("webhookd/", env!("CARGO_PKG_VERSION")).into()));
     headers
 }

@@ -19,7 +19,9 @@ use crate::api::error::ApiError;
 use crate::api::webhooks::{create as create_webhook, update as update_webhook};
 use crate::api::AppState;
 use crate::domain::validation::FieldErrors;
-use crate::domain::webhook::{AuthorizationInput, Context, CustomHeader, WebhookChanges};
+use crate::domain::webhook::{
+    AuthorizationInput, Context, CustomHeader, OAuth2Client, OAuth2Input, TlsInput, WebhookChanges,
+};
 use crate::domain::{Authorization, HttpMethod, WebhookSettings};
 use crate::store::Agent;
 
@@ -37,6 +39,18 @@ pub struct FormValues {
     pub http_method: String,
     pub authorization_scheme: String,
     pub auth_header_name: String,
+    /// The `oauth2` client's fields, blank for other schemes (never its secret).
+    pub oauth2_token_url: String,
+    pub oauth2_client_id: String,
+    pub oauth2_scope: String,
+    pub oauth2_audience: String,
+    /// Whether a client secret is stored: shown as "set" / "not set", the secret never.
+    pub oauth2_secret_set: bool,
+    /// The stored client certificate's subject and expiry (blank: none), and whether a CA is
+    /// stored; PEM is never filled back in.
+    pub tls_client_subject: String,
+    pub tls_client_expires_at: String,
+    pub tls_ca_set: bool,
     pub headers: Vec<(String, String)>,
     pub rate_limit: String,
     pub max_concurrency: String,
@@ -57,6 +71,14 @@ impl FormValues {
             http_method: "POST".into(),
             authorization_scheme: "none".into(),
             auth_header_name: String::new(),
+            oauth2_token_url: String::new(),
+            oauth2_client_id: String::new(),
+            oauth2_scope: String::new(),
+            oauth2_audience: String::new(),
+            oauth2_secret_set: false,
+            tls_client_subject: String::new(),
+            tls_client_expires_at: String::new(),
+            tls_ca_set: false,
             headers: Vec::new(),
             rate_limit: String::new(),
             max_concurrency: String::new(),
@@ -70,6 +92,13 @@ impl FormValues {
             Authorization::ApiKey { header, .. } => header.clone(),
             _ => String::new(),
         };
+        let oauth2 = match &settings.authorization {
+            Authorization::OAuth2(client) => Some(client),
+            _ => None,
+        };
+        let oauth2_text = |field: fn(&OAuth2Client) -> Option<&str>| {
+            oauth2.and_then(field).unwrap_or_default().to_string()
+        };
         Self {
             name: settings.name.as_str().into(),
             webhook_url: settings.url.as_str().into(),
@@ -80,6 +109,24 @@ impl FormValues {
             http_method: settings.http_method.as_str().into(),
             authorization_scheme: settings.authorization.scheme().into(),
             auth_header_name,
+            oauth2_token_url: oauth2_text(|c| Some(&c.token_url)),
+            oauth2_client_id: oauth2_text(|c| Some(&c.client_id)),
+            oauth2_scope: oauth2_text(|c| c.scope.as_deref()),
+            oauth2_audience: oauth2_text(|c| c.audience.as_deref()),
+            oauth2_secret_set: oauth2.is_some(),
+            tls_client_subject: settings
+                .tls
+                .client
+                .as_ref()
+                .map(|c| c.subject.clone())
+                .unwrap_or_default(),
+            tls_client_expires_at: settings
+                .tls
+                .client
+                .as_ref()
+                .map(|c| crate::domain::clock::format_ms(c.expires_at))
+                .unwrap_or_default(),
+            tls_ca_set: settings.tls.ca.is_some(),
             headers: settings
                 .custom_headers
                 .as_slice()
@@ -113,6 +160,14 @@ impl FormValues {
             http_method: get("http_method"),
             authorization_scheme: get("authorization_scheme"),
             auth_header_name: get("auth_header_name"),
+            oauth2_token_url: get("oauth2_token_url"),
+            oauth2_client_id: get("oauth2_client_id"),
+            oauth2_scope: get("oauth2_scope"),
+            oauth2_audience: get("oauth2_audience"),
+            oauth2_secret_set: false,
+            tls_client_subject: String::new(),
+            tls_client_expires_at: String::new(),
+            tls_ca_set: false,
             headers: header_rows(fields).into_iter().map(|h| (h.key, h.value)).collect(),
             rate_limit: get("rate_limit"),
             max_concurrency: get("max_concurrency"),
@@ -192,7 +247,7 @@ struct FormPage {
     values: FormValues,
     events: Vec<EventChoice>,
     methods: [&'static str; 3],
-    schemes: [&'static str; 5],
+    schemes: [&'static str; 6],
     header_rows: Vec<(String, String)>,
     errors: Vec<String>,
     /// Problems with the filter, shown next to it.
@@ -258,6 +313,13 @@ fn changes<'a>(
         username: fields.filled("auth_username"),
         password: fields.filled("auth_password"),
         header_name: fields.filled("auth_header_name"),
+        oauth2: OAuth2Input {
+            token_url: fields.filled("oauth2_token_url").map(str::trim),
+            client_id: fields.filled("oauth2_client_id"),
+            client_secret: fields.filled("oauth2_client_secret"),
+            scope: fields.filled("oauth2_scope"),
+            audience: fields.filled("oauth2_audience"),
+        },
     };
     let keep_credentials =
         current_scheme == Some(credentials.scheme) && !credentials.has_credentials();
@@ -281,6 +343,18 @@ fn changes<'a>(
         max_concurrency: limit("max_concurrency", errors),
         ordering: fields.get("ordering"),
         filter: filter.map(Option::as_ref),
+        // Blank keeps what is stored (PEM is never filled back in); a box removes it.
+        tls: TlsInput {
+            client_cert: match fields.get("tls_client_remove") {
+                Some(_) => Some(None),
+                None => fields.filled("tls_client_cert").map(Some),
+            },
+            client_key: fields.filled("tls_client_key"),
+            ca_cert: match fields.get("tls_ca_remove") {
+                Some(_) => Some(None),
+                None => fields.filled("tls_ca_cert").map(Some),
+            },
+        },
     }
 }
 

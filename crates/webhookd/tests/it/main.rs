@@ -9,6 +9,8 @@ mod hostile;
 mod process;
 mod proxy;
 mod receiver;
+mod tls_server;
+mod token_server;
 
 mod agents;
 mod auth;
@@ -25,6 +27,8 @@ mod ingestion;
 mod keys;
 mod logs;
 mod loops;
+mod mtls;
+mod oauth2;
 mod openapi;
 mod operational;
 mod operations;

@@ -106,6 +106,7 @@ async fn names_resolving_to_private_addresses_fail_the_delivery(backend: Backend
             max_concurrency: None,
             ordering: Ordering::None,
             filter: None,
+            tls: Default::default(),
         };
         let webhook = app
             .store
@@ -163,7 +164,7 @@ async fn each_api_key_is_rate_limited_with_retry_after(backend: Backend) {
 }
 
 /// The raw stored values of a column, read past webhookd.
-async fn raw_column(app: &TestApp, sql: &str) -> Vec<String> {
+pub(crate) async fn raw_column(app: &TestApp, sql: &str) -> Vec<String> {
     let db = app.db();
     match db.backend {
         Backend::Sqlite => {

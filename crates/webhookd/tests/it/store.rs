@@ -46,6 +46,7 @@ fn settings() -> WebhookSettings {
         max_concurrency: Some(MaxConcurrency::parse(3).unwrap()),
         ordering: Ordering::Call,
         filter: None,
+        tls: Default::default(),
     }
 }
 

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
-use crate::domain::webhook::{AuthorizationInput, CustomHeader, WebhookChanges};
+use crate::domain::webhook::{
+    AuthorizationInput, CustomHeader, OAuth2Input, TlsInput, WebhookChanges,
+};
 
 /// Webhook fields for create (`name`, `webhook_url`, `events` required) and for partial update
 /// (every field optional; absent fields keep their value).
@@ -33,7 +35,9 @@ pub struct WebhookInput {
     enabled: Option<bool>,
     /// `POST` (default), `PUT` or `PATCH`.
     http_method: Option<String>,
-    /// `none` (default), `bearer`, `basic`, `api_key` or `custom`.
+    /// `none` (default), `bearer`, `basic`, `api_key`, `custom` or `oauth2` (the
+    /// client-credentials grant: `oauth2_token_url`, `oauth2_client_id` and
+    /// `oauth2_client_secret` required).
     authorization_scheme: Option<String>,
     /// Token for `bearer`, key for `api_key`, full `Authorization` value for `custom`.
     auth_token: Option<String>,
@@ -43,6 +47,31 @@ pub struct WebhookInput {
     auth_password: Option<String>,
     /// Header carrying the key for `api_key` (default `X-API-Key`).
     auth_header_name: Option<String>,
+    /// `oauth2`: the token endpoint (http(s), the same destination rules as `webhook_url`).
+    #[schema(max_length = 500)]
+    oauth2_token_url: Option<String>,
+    /// `oauth2`: the client id, sent with the secret as HTTP Basic to the token endpoint.
+    oauth2_client_id: Option<String>,
+    /// `oauth2`: the client secret; stored sealed, never read back. On update it may be left
+    /// out while `oauth2_token_url` stays the same.
+    oauth2_client_secret: Option<String>,
+    /// `oauth2`: the `scope` parameter of the token request (optional).
+    oauth2_scope: Option<String>,
+    /// `oauth2`: the `audience` parameter of the token request (optional).
+    oauth2_audience: Option<String>,
+    /// Mutual TLS: the client certificate (PEM, its chain after it) presented to endpoints that
+    /// ask for one; given together with `tls_client_key`. `null` removes certificate and key.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    tls_client_cert: Option<Option<String>>,
+    /// Mutual TLS: the private key of `tls_client_cert` (PEM: PKCS#8, PKCS#1 or SEC1); stored
+    /// sealed, never read back.
+    tls_client_key: Option<String>,
+    /// A CA (PEM) trusted for this endpoint besides the public roots (private PKI); `null`
+    /// removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    tls_ca_cert: Option<Option<String>>,
     /// At most 20 extra headers.
     custom_headers: Option<Vec<CustomHeader>>,
     /// Deliveries per second, 1–10000, summed over all nodes; `null` (default): no limit.
@@ -82,6 +111,13 @@ impl WebhookInput {
             username: self.auth_username.as_deref(),
             password: self.auth_password.as_deref(),
             header_name: self.auth_header_name.as_deref(),
+            oauth2: OAuth2Input {
+                token_url: self.oauth2_token_url.as_deref(),
+                client_id: self.oauth2_client_id.as_deref(),
+                client_secret: self.oauth2_client_secret.as_deref(),
+                scope: self.oauth2_scope.as_deref(),
+                audience: self.oauth2_audience.as_deref(),
+            },
         };
         let credentials_without_scheme =
             self.authorization_scheme.is_none() && credentials.has_credentials();
@@ -101,6 +137,11 @@ impl WebhookInput {
             max_concurrency: self.max_concurrency,
             ordering: self.ordering.as_deref(),
             filter: self.filter.as_ref().map(Option::as_ref),
+            tls: TlsInput {
+                client_cert: self.tls_client_cert.as_ref().map(Option::as_deref),
+                client_key: self.tls_client_key.as_deref(),
+                ca_cert: self.tls_ca_cert.as_ref().map(Option::as_deref),
+            },
         }
     }
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::clock::format_ms;
 use crate::domain::webhook::CustomHeader;
+use crate::domain::Authorization;
 use crate::store::Webhook;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -27,7 +28,20 @@ pub struct WebhookView {
     disabled_reason: Option<String>,
     http_method: &'static str,
     authorization_scheme: &'static str,
+    /// `oauth2`: the token endpoint; else null. (The client secret is never read back.)
+    oauth2_token_url: Option<String>,
+    /// `oauth2`: the client id; else null.
+    oauth2_client_id: Option<String>,
+    /// `oauth2`: the requested scope, if any.
+    oauth2_scope: Option<String>,
+    /// `oauth2`: the requested audience, if any.
+    oauth2_audience: Option<String>,
     custom_headers: Vec<CustomHeader>,
+    /// Mutual TLS: the subject of the client certificate presented, if any (the certificate
+    /// and key themselves are never read back).
+    tls_client_cert_subject: Option<String>,
+    /// Mutual TLS: when the client certificate expires.
+    tls_client_cert_expires_at: Option<String>,
     /// Deliveries per second over all nodes; `null`: no limit.
     rate_limit: Option<u32>,
     /// Requests in flight over all nodes; `null`: adaptive.
@@ -50,6 +64,10 @@ impl From<Webhook> for WebhookView {
     fn from(webhook: Webhook) -> Self {
         let settings = webhook.settings;
         let circuit = webhook.circuit;
+        let oauth2 = match &settings.authorization {
+            Authorization::OAuth2(client) => Some(client),
+            _ => None,
+        };
         Self {
             id: webhook.id,
             agent_id: webhook.agent_id,
@@ -64,7 +82,17 @@ impl From<Webhook> for WebhookView {
             disabled_reason: webhook.disabled_reason,
             http_method: settings.http_method.as_str(),
             authorization_scheme: settings.authorization.scheme(),
+            oauth2_token_url: oauth2.map(|c| c.token_url.clone()),
+            oauth2_client_id: oauth2.map(|c| c.client_id.clone()),
+            oauth2_scope: oauth2.and_then(|c| c.scope.clone()),
+            oauth2_audience: oauth2.and_then(|c| c.audience.clone()),
             custom_headers: settings.custom_headers.as_slice().to_vec(),
+            tls_client_cert_subject: settings.tls.client.as_ref().map(|c| c.subject.clone()),
+            tls_client_cert_expires_at: settings
+                .tls
+                .client
+                .as_ref()
+                .map(|c| format_ms(c.expires_at)),
             rate_limit: settings.rate_limit.map(|limit| limit.get()),
             max_concurrency: settings.max_concurrency.map(|cap| cap.get()),
             ordering: settings.ordering.as_str(),

@@ -6,6 +6,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::fields::{header_name, header_value};
+use super::oauth2::{OAuth2Client, OAuth2Input};
+use crate::domain::destination::Destinations;
 use crate::domain::validation::FieldErrors;
 
 pub const CREDENTIAL_MAX: usize = 1_000;
@@ -33,6 +35,9 @@ pub enum Authorization {
     Custom {
         value: String,
     },
+    /// `Authorization: Bearer <token>`, the token fetched with the client-credentials grant.
+    #[serde(rename = "oauth2")]
+    OAuth2(OAuth2Client),
 }
 
 /// The request fields that carry an authorization scheme and its credentials.
@@ -43,6 +48,7 @@ pub struct AuthorizationInput<'a> {
     pub username: Option<&'a str>,
     pub password: Option<&'a str>,
     pub header_name: Option<&'a str>,
+    pub oauth2: OAuth2Input<'a>,
 }
 
 impl AuthorizationInput<'_> {
@@ -51,11 +57,13 @@ impl AuthorizationInput<'_> {
             || self.username.is_some()
             || self.password.is_some()
             || self.header_name.is_some()
+            || self.oauth2.is_given()
     }
 }
 
 impl Authorization {
-    pub const SCHEMES: [&'static str; 5] = ["none", "bearer", "basic", "api_key", "custom"];
+    pub const SCHEMES: [&'static str; 6] =
+        ["none", "bearer", "basic", "api_key", "custom", "oauth2"];
 
     pub fn scheme(&self) -> &'static str {
         match self {
@@ -64,11 +72,19 @@ impl Authorization {
             Self::Basic { .. } => "basic",
             Self::ApiKey { .. } => "api_key",
             Self::Custom { .. } => "custom",
+            Self::OAuth2(_) => "oauth2",
         }
     }
 
-    /// A scheme with its credentials; problems are recorded per request field.
-    pub fn parse(input: &AuthorizationInput<'_>, errors: &mut FieldErrors) -> Option<Self> {
+    /// A scheme with its credentials; problems are recorded per request field. `current` is the
+    /// webhook's authorization before this change: an `oauth2` change without a new client
+    /// secret keeps the stored one.
+    pub fn parse(
+        input: &AuthorizationInput<'_>,
+        current: Option<&Authorization>,
+        destinations: &Destinations,
+        errors: &mut FieldErrors,
+    ) -> Option<Self> {
         let mut required = |field: &str, value: Option<&str>| -> Option<String> {
             let checked = match value {
                 None => Err(format!("is required when authorization_scheme is {}", input.scheme)),
@@ -95,6 +111,13 @@ impl Authorization {
                 let header = errors.check("auth_header_name", header_name(header));
                 Some(Self::ApiKey { header: header?, key: key? })
             }
+            "oauth2" => {
+                let current = match current {
+                    Some(Self::OAuth2(client)) => Some(client),
+                    _ => None,
+                };
+                OAuth2Client::parse(&input.oauth2, current, destinations, errors).map(Self::OAuth2)
+            }
             _ => {
                 let schemes = Self::SCHEMES.join(", ");
                 errors.add("authorization_scheme", format!("must be one of {schemes}"));
@@ -103,10 +126,20 @@ impl Authorization {
         }
     }
 
-    /// The header this scheme adds to every request, if any.
+    /// The name of the header this scheme sets, lowercase, if any.
+    pub fn header_name(&self) -> Option<String> {
+        match self {
+            Self::ApiKey { header, .. } => Some(header.to_ascii_lowercase()),
+            Self::None => None,
+            _ => Some("authorization".into()),
+        }
+    }
+
+    /// The header this scheme adds to every request, if its value is known before the request
+    /// (`oauth2`'s token is fetched when it is sent, `dispatch::oauth2`).
     pub fn header(&self) -> Option<(String, String)> {
         match self {
-            Self::None => None,
+            Self::None | Self::OAuth2(_) => None,
             Self::Bearer { token } => Some(("authorization".into(), format!("Bearer {token}"))),
             Self::Basic { username, password } => {
                 let encoded = STANDARD.encode(format!("{username}:{password}"));
@@ -126,7 +159,7 @@ mod tests {
     fn authorization_schemes_need_their_credentials() {
         let mut errors = FieldErrors::default();
         let input = AuthorizationInput { scheme: "bearer", ..Default::default() };
-        assert_eq!(Authorization::parse(&input, &mut errors), None);
+        assert_eq!(Authorization::parse(&input, None, &Destinations::STRICT, &mut errors), None);
         assert!(errors.into_map().contains_key("auth_token"));
 
         let mut errors = FieldErrors::default();
@@ -136,18 +169,19 @@ mod tests {
             password: Some("p"),
             ..Default::default()
         };
-        let basic = Authorization::parse(&input, &mut errors).unwrap();
+        let basic = Authorization::parse(&input, None, &Destinations::STRICT, &mut errors).unwrap();
         assert_eq!(basic.header().unwrap().1, "Basic dTpw");
 
         let mut errors = FieldErrors::default();
         let input =
             AuthorizationInput { scheme: "api_key", token: Some("k"), ..Default::default() };
-        let api_key = Authorization::parse(&input, &mut errors).unwrap();
+        let api_key =
+            Authorization::parse(&input, None, &Destinations::STRICT, &mut errors).unwrap();
         assert_eq!(api_key.header().unwrap(), ("X-API-Key".into(), "k".into()));
 
         let mut errors = FieldErrors::default();
         let input = AuthorizationInput { scheme: "magic", ..Default::default() };
-        assert_eq!(Authorization::parse(&input, &mut errors), None);
+        assert_eq!(Authorization::parse(&input, None, &Destinations::STRICT, &mut errors), None);
         assert!(errors.into_map().contains_key("authorization_scheme"));
     }
 }

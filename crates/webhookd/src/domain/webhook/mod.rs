@@ -3,12 +3,16 @@
 
 mod auth;
 mod fields;
+mod oauth2;
+mod tls;
 
 pub use auth::{Authorization, AuthorizationInput, API_KEY_HEADER_DEFAULT, CREDENTIAL_MAX};
 pub use fields::{
     header_name, header_value, CustomHeader, CustomHeaders, EventTypes, HttpMethod, MaxConcurrency,
     MaxRetries, Name, Ordering, RateLimit, Timeout, WebhookUrl, NAME_MAX, SECRET_MAX, URL_MAX,
 };
+pub use oauth2::{OAuth2Client, OAuth2Input};
+pub use tls::{ClientIdentity, TlsInput, TlsSettings, TrustedCa};
 
 use super::catalog::EventCatalog;
 use super::destination::Destinations;
@@ -35,6 +39,8 @@ pub struct WebhookSettings {
     pub ordering: Ordering,
     /// Which subscribed events it receives, by their `data`; `None`: all of them.
     pub filter: Option<Filter>,
+    /// A client certificate to present and a CA to trust (mutual TLS, private PKI).
+    pub tls: TlsSettings,
 }
 
 /// The fields of a create or update request as the client sent them; `None` means "not given".
@@ -61,6 +67,7 @@ pub struct WebhookChanges<'a> {
     pub ordering: Option<&'a str>,
     /// `Some(None)`: set to null (no filter).
     pub filter: Option<Option<&'a serde_json::Value>>,
+    pub tls: TlsInput<'a>,
 }
 
 /// Parsed changes: the resulting settings and, when one was given, a new signing secret.
@@ -144,7 +151,9 @@ impl WebhookSettings {
             Some(base.map(|b| b.ordering).unwrap_or_default()),
         );
         let authorization = match &changes.authorization {
-            Some(input) => Authorization::parse(input, e),
+            Some(input) => {
+                Authorization::parse(input, base.map(|b| &b.authorization), context.destinations, e)
+            }
             None if changes.credentials_without_scheme => {
                 e.add("authorization_scheme", "is required when credentials are given");
                 None
@@ -166,6 +175,8 @@ impl WebhookSettings {
                 }
             },
         };
+        let tls =
+            TlsSettings::apply(&base.map(|b| b.tls.clone()).unwrap_or_default(), &changes.tls, e);
         let (
             Some(name),
             Some(url),
@@ -179,6 +190,7 @@ impl WebhookSettings {
             Some(max_concurrency),
             Some(ordering),
             Some(filter),
+            Some(tls),
         ) = (
             name,
             url,
@@ -192,6 +204,7 @@ impl WebhookSettings {
             max_concurrency,
             ordering,
             filter,
+            tls,
         )
         else {
             return Err(errors);
@@ -210,6 +223,7 @@ impl WebhookSettings {
             max_concurrency,
             ordering,
             filter,
+            tls,
         };
         settings.check_combination(&mut errors);
         errors.finish()?;
@@ -221,7 +235,7 @@ impl WebhookSettings {
         let headers = self.custom_headers.as_slice();
         let sets_authorization_header =
             headers.iter().any(|h| h.key.eq_ignore_ascii_case("authorization"));
-        let scheme_header = self.authorization.header().map(|(name, _)| name.to_ascii_lowercase());
+        let scheme_header = self.authorization.header_name();
         if let Some(scheme_header) = scheme_header {
             let clash = headers.iter().any(|h| h.key.to_ascii_lowercase() == scheme_header);
             if clash || (sets_authorization_header && scheme_header == "authorization") {

@@ -1,0 +1,65 @@
+//! The HTTP clients that send to customer endpoints: the settings they all share, and the
+//! clients of webhooks with mutual TLS settings — built once per webhook and settings (a rustls
+//! configuration and a connection pool each) and reused by every attempt, not per request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::domain::webhook::TlsSettings;
+
+/// The settings every outbound client shares.
+pub(super) fn client_builder(allow_private: bool) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder();
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(super::resolver::GuardedResolver));
+    }
+    builder
+        .user_agent(concat!("webhookd/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .connect_timeout(Duration::from_secs(10))
+}
+
+/// Clients of webhooks with TLS settings, by webhook id.
+#[derive(Clone)]
+pub(super) struct TlsClients {
+    allow_private: bool,
+    built: moka::sync::Cache<Uuid, Arc<(TlsSettings, reqwest::Client)>>,
+}
+
+impl TlsClients {
+    pub fn new(allow_private: bool) -> Self {
+        let built = moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_idle(Duration::from_secs(3600))
+            .build();
+        Self { allow_private, built }
+    }
+
+    /// `webhook`'s client for `tls`: the one built before, unless the settings changed since.
+    pub fn client(&self, webhook: Uuid, tls: &TlsSettings) -> Result<reqwest::Client, String> {
+        if let Some(built) = self.built.get(&webhook).filter(|built| built.0 == *tls) {
+            return Ok(built.1.clone());
+        }
+        let mut builder = client_builder(self.allow_private);
+        if let Some(identity) = &tls.client {
+            let pem = format!("{}\n{}", identity.key_pem, identity.cert_pem);
+            let identity = reqwest::Identity::from_pem(pem.as_bytes())
+                .map_err(|e| format!("tls_client_cert: {e}"))?;
+            builder = builder.identity(identity);
+        }
+        if let Some(ca) = &tls.ca {
+            let roots = reqwest::Certificate::from_pem_bundle(ca.pem.as_bytes())
+                .map_err(|e| format!("tls_ca_cert: {e}"))?;
+            builder = roots.into_iter().fold(builder, |b, root| b.add_root_certificate(root));
+        }
+        let client = builder.build().map_err(|e| format!("TLS client: {e}"))?;
+        self.built.insert(webhook, Arc::new((tls.clone(), client.clone())));
+        Ok(client)
+    }
+}
