@@ -112,7 +112,7 @@ def change_the_url_then_retry_delivers_a_new_log_to_the_current_url(w):
     page = w.page
     page.goto(BASE + w.webhook_path)
     page.get_by_role("link", name="Edit").click()
-    page.get_by_label("URL").fill(w.receiver.url("/ok"))
+    page.get_by_label("URL", exact=True).fill(w.receiver.url("/ok"))
     page.get_by_role("button", name="Save").click()
     expect(page.locator(".notice")).to_contain_text("Webhook updated")
     page.goto(f"{BASE}{w.webhook_path}/logs/{w.failed_log}")
@@ -163,7 +163,7 @@ def create_a_webhook_from_the_form(w):
     page.goto(f"{BASE}/ui/agents/{w.support}")
     page.get_by_role("link", name="New webhook").click()
     page.get_by_label("Name", exact=True).fill("Analytics")
-    page.get_by_label("URL").fill(w.receiver.url("/analytics"))
+    page.get_by_label("URL", exact=True).fill(w.receiver.url("/analytics"))
     page.get_by_label("call.ended").check()
     page.get_by_label("Rate limit (per second, blank: none)").fill("20")
     page.get_by_role("button", name="Create webhook").click()
