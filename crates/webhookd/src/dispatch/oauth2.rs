@@ -22,6 +22,9 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(30);
 const LIFETIME_UNANNOUNCED: Duration = Duration::from_secs(300);
 /// A token response larger than this is refused.
 const RESPONSE_MAX: usize = 64 * 1024;
+/// A token endpoint that does not answer within this fails the attempt as `oauth2 token: …`,
+/// before the attempt's own timeout would record it as a plain timeout.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Tokens per webhook, on this node.
 #[derive(Clone)]
@@ -140,6 +143,7 @@ async fn fetch(
         .basic_auth(user, Some(password))
         .header(ACCEPT, "application/json")
         .form(&form)
+        .timeout(TOKEN_TIMEOUT)
         .send()
         .await
         .map_err(|error| describe(&error))?;

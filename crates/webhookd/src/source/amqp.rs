@@ -18,10 +18,11 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::intake::{Flow, Incoming, Intake};
 use super::state::SourceState;
-use super::{LAG_EVERY, RETRY_DELAY};
+use super::LAG_EVERY;
 
 /// Messages taken together into the group commit, at most.
 const CHUNK: usize = 512;
@@ -51,7 +52,9 @@ pub async fn consume(
         .await
         .context("timed out")
         .and_then(|connected| connected.map_err(anyhow::Error::new))
-        .with_context(|| format!("cannot connect to RabbitMQ at {}", redact(&source.uri)))?;
+        .with_context(|| {
+            format!("cannot connect to RabbitMQ at {}", crate::app::redact(&source.uri))
+        })?;
     let channel = connection.create_channel().await.context("cannot open a channel")?;
     // The queue is the operator's (its durability, its dead-letter exchange): only checked.
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
@@ -67,8 +70,8 @@ pub async fn consume(
         .with_context(|| format!("cannot consume from the queue {}", source.queue))?;
     state.consuming();
     tracing::info!(source = %source.name, "consuming from RabbitMQ");
-    let lag = tokio::spawn(report_lag(source.name.clone(), source.queue.clone(), channel.clone()));
-    let _lag = AbortOnDrop(lag);
+    let lag = report_lag(source.name.clone(), source.queue.clone(), channel.clone());
+    let _lag = AbortOnDropHandle::new(tokio::spawn(lag));
     let mut chunks = consumer.ready_chunks(CHUNK);
     loop {
         let chunk = tokio::select! {
@@ -102,51 +105,34 @@ pub async fn consume(
     }
 }
 
-/// Stores a chunk of deliveries and tells the broker what became of each.
+/// Stores a chunk of deliveries: acknowledged, rejected without requeue (to the queue's
+/// dead-letter exchange, if it has one), or requeued after the delay (AMQP has no delayed
+/// requeue: holding the deliveries is the delay).
 async fn settle(intake: &Intake, source: &str, deliveries: Vec<Delivery>) {
-    let incoming: Vec<Incoming> = deliveries
-        .iter()
-        .map(|delivery| Incoming {
-            body: bytes::Bytes::copy_from_slice(&delivery.data),
-            broker_id: delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|id| id.as_str().to_string())
-                .filter(|id| !id.is_empty()),
-        })
-        .collect();
-    let verdicts = intake.take(source, &incoming).await;
-    let flows: Vec<Flow> = verdicts.iter().map(|verdict| verdict.flow()).collect();
-    settle_as(source, &deliveries, &flows, |flow| flow != Flow::Redeliver).await;
-    if flows.contains(&Flow::Redeliver) {
-        // AMQP has no delayed requeue: holding the messages is the delay.
-        tokio::time::sleep(RETRY_DELAY).await;
-        settle_as(source, &deliveries, &flows, |flow| flow == Flow::Redeliver).await;
-    }
-}
-
-/// Tells the broker the flow of each delivery that `which` selects.
-async fn settle_as(
-    source: &str,
-    deliveries: &[Delivery],
-    flows: &[Flow],
-    which: impl Fn(Flow) -> bool,
-) {
-    for (delivery, &flow) in deliveries.iter().zip(flows).filter(|(_, &flow)| which(flow)) {
-        let sent = match flow {
-            Flow::Ack => delivery.ack(BasicAckOptions::default()).await,
-            Flow::Drop => delivery.reject(BasicRejectOptions { requeue: false }).await,
-            Flow::Redeliver => {
-                delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await
+    let incoming = |delivery: &Delivery| Incoming {
+        body: bytes::Bytes::copy_from_slice(&delivery.data),
+        broker_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str().to_string())
+            .filter(|id| !id.is_empty()),
+    };
+    let tell = |delivery: &Delivery, flow: Flow| {
+        let acker = delivery.acker.clone();
+        async move {
+            match flow {
+                Flow::Ack => acker.ack(BasicAckOptions::default()).await,
+                Flow::Drop => acker.reject(BasicRejectOptions { requeue: false }).await,
+                Flow::Redeliver => {
+                    acker.nack(BasicNackOptions { requeue: true, multiple: false }).await
+                }
             }
-        };
-        if let Err(error) = sent {
-            // The channel is gone: the broker requeues the message itself; its idempotency key
-            // makes it a duplicate if it was stored.
-            tracing::debug!(source, %error, "an acknowledgement was not sent");
+            .map(drop)
+            .map_err(|error| error.to_string())
         }
-    }
+    };
+    intake.settle(source, &deliveries, incoming, tell).await;
 }
 
 /// The queue's ready messages, as a gauge.
@@ -159,16 +145,4 @@ async fn report_lag(source: String, queue: String, channel: Channel) {
             crate::telemetry::metrics::source_pending(&source, u64::from(declared.message_count()));
         }
     }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn redact(uri: &str) -> String {
-    crate::app::redact(uri)
 }

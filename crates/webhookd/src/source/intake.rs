@@ -4,6 +4,7 @@
 //! termination or a delayed redelivery.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::message::{self, AddressedEvent};
+use super::RETRY_DELAY;
 use crate::domain::destination::Destinations;
 use crate::domain::event::NewEvent;
 use crate::domain::EventCatalog;
@@ -115,6 +117,42 @@ impl Intake {
             report(source, incoming, verdict);
         }
         verdicts
+    }
+
+    /// Stores a chunk of a broker's `messages` (each read by `incoming`) and tells the broker,
+    /// through `tell`, what became of each: acks and drops at once, redeliveries after
+    /// [`RETRY_DELAY`]. The delay is spent holding the messages (and their room in the node's
+    /// bound), so a database outage keeps the node at its bound instead of cycling the messages
+    /// through the broker. An answer the broker did not get is harmless: the message comes
+    /// back, and its idempotency key makes it a duplicate if it was stored.
+    pub async fn settle<M, Told>(
+        &self,
+        source: &str,
+        messages: &[M],
+        incoming: impl Fn(&M) -> Incoming,
+        tell: impl Fn(&M, Flow) -> Told,
+    ) where
+        Told: Future<Output = Result<(), String>>,
+    {
+        let read: Vec<Incoming> = messages.iter().map(incoming).collect();
+        let flows: Vec<Flow> = self.take(source, &read).await.iter().map(Verdict::flow).collect();
+        let tell_each = |later: bool| {
+            let pairs = messages.iter().zip(&flows);
+            let chosen = pairs.filter(move |(_, &flow)| (flow == Flow::Redeliver) == later);
+            let told = chosen.map(|(message, &flow)| tell(message, flow));
+            async move {
+                for told in told {
+                    if let Err(error) = told.await {
+                        tracing::debug!(source, %error, "an acknowledgement was not sent");
+                    }
+                }
+            }
+        };
+        tell_each(false).await;
+        if flows.contains(&Flow::Redeliver) {
+            tokio::time::sleep(RETRY_DELAY).await;
+            tell_each(true).await;
+        }
     }
 
     /// One agent's events through the group commit; one verdict per event.

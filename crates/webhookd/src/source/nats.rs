@@ -13,10 +13,11 @@ use async_nats::jetstream::{self, AckKind, Message};
 use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::intake::{Flow, Incoming, Intake};
 use super::state::SourceState;
-use super::{LAG_EVERY, RETRY_DELAY};
+use super::LAG_EVERY;
 
 /// Most messages asked for in one pull request.
 const PULL_MAX: usize = 1_000;
@@ -61,7 +62,9 @@ pub async fn consume(
         })
         .connect(&source.server)
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", redact(&source.server)))?;
+        .with_context(|| {
+            format!("cannot connect to NATS at {}", crate::app::redact(&source.server))
+        })?;
     let jetstream = jetstream::new(client);
     let stream = jetstream.get_stream(&source.stream).await.with_context(|| {
         format!("cannot open the JetStream stream {} (does it exist?)", source.stream)
@@ -80,8 +83,8 @@ pub async fn consume(
         .with_context(|| format!("cannot create the consumer {}", source.consumer))?;
     state.consuming();
     tracing::info!(source = %source.name, "consuming from NATS JetStream");
-    let lag = tokio::spawn(report_lag(source.name.clone(), consumer.clone()));
-    let _lag = AbortOnDrop(lag);
+    let _lag =
+        AbortOnDropHandle::new(tokio::spawn(report_lag(source.name.clone(), consumer.clone())));
     loop {
         // Wait for room, then ask for as many messages as there is room for.
         let mut reservation = tokio::select! {
@@ -135,42 +138,23 @@ pub async fn consume(
     }
 }
 
-/// Stores a chunk of messages and tells the broker what became of each.
+/// Stores a chunk of messages: acknowledged, terminated, or nak'ed after the delay.
 async fn settle(intake: &Intake, source: &str, messages: Vec<Message>) {
-    let incoming: Vec<Incoming> = messages
-        .iter()
-        .map(|message| Incoming { body: message.payload.clone(), broker_id: message_id(message) })
-        .collect();
-    let verdicts = intake.take(source, &incoming).await;
-    let flows: Vec<Flow> = verdicts.iter().map(|verdict| verdict.flow()).collect();
-    settle_as(source, &messages, &flows, |flow| flow != Flow::Redeliver).await;
-    if flows.contains(&Flow::Redeliver) {
-        // The delay is spent holding the messages (and their room in the bound), so a database
-        // outage keeps the node at its bound instead of cycling the stream through nak delays.
-        tokio::time::sleep(RETRY_DELAY).await;
-        settle_as(source, &messages, &flows, |flow| flow == Flow::Redeliver).await;
-    }
-}
-
-/// Tells the broker the flow of each message that `which` selects.
-async fn settle_as(
-    source: &str,
-    messages: &[Message],
-    flows: &[Flow],
-    which: impl Fn(Flow) -> bool,
-) {
-    for (message, &flow) in messages.iter().zip(flows).filter(|(_, &flow)| which(flow)) {
+    let incoming = |message: &Message| Incoming {
+        body: message.payload.clone(),
+        broker_id: message_id(message),
+    };
+    let tell = |message: &Message, flow: Flow| {
         let kind = match flow {
             Flow::Ack => AckKind::Ack,
             Flow::Drop => AckKind::Term,
             Flow::Redeliver => AckKind::Nak(None),
         };
-        if let Err(error) = message.ack_with(kind).await {
-            // The message comes back after the consumer's ack wait; its idempotency key makes
-            // it a duplicate if it was stored.
-            tracing::debug!(source, %error, "an acknowledgement was not sent");
-        }
-    }
+        // An owned message per answer: the answer's future must not borrow the chunk.
+        let message = message.clone();
+        async move { message.ack_with(kind).await.map_err(|error| error.to_string()) }
+    };
+    intake.settle(source, &messages, incoming, tell).await;
 }
 
 /// The JetStream message id (`Nats-Msg-Id`, the publisher's de-duplication id), else the
@@ -197,16 +181,4 @@ async fn report_lag(source: String, consumer: PullConsumer) {
             crate::telemetry::metrics::source_pending(&source, info.num_pending);
         }
     }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn redact(server: &str) -> String {
-    crate::app::redact(server)
 }

@@ -22,7 +22,7 @@ use crate::api::AppState;
 use crate::dispatch::sender::{request_headers, Outgoing};
 use crate::domain::catalog::POST_CALL_EVENT;
 use crate::domain::clock::{now_ms, UnixMs, SECOND_MS};
-use crate::domain::{Authorization, LogStatus, PayloadState};
+use crate::domain::{LogStatus, PayloadState};
 use crate::store::{Attempt, DeliveryLog, Webhook};
 
 #[derive(Debug, serde::Deserialize)]
@@ -111,7 +111,7 @@ fn headers_sent(webhook: &Webhook, log: &DeliveryLog, sent_at: UnixMs) -> Vec<(S
         traceparent: None,
     };
     // An `oauth2` token is not kept; a stand-in marks where it went, masked like the others.
-    let bearer = matches!(settings.authorization, Authorization::OAuth2(_)).then_some("token");
+    let bearer = settings.authorization.oauth2().is_some().then_some("token");
     let masked = settings.authorization.header_name();
     let mut headers: Vec<(String, String)> =
         request_headers(&outgoing, sent_at / SECOND_MS, bearer)

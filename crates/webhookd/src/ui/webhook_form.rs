@@ -92,10 +92,7 @@ impl FormValues {
             Authorization::ApiKey { header, .. } => header.clone(),
             _ => String::new(),
         };
-        let oauth2 = match &settings.authorization {
-            Authorization::OAuth2(client) => Some(client),
-            _ => None,
-        };
+        let oauth2 = settings.authorization.oauth2();
         let oauth2_text = |field: fn(&OAuth2Client) -> Option<&str>| {
             oauth2.and_then(field).unwrap_or_default().to_string()
         };
@@ -314,7 +311,7 @@ fn changes<'a>(
         password: fields.filled("auth_password"),
         header_name: fields.filled("auth_header_name"),
         oauth2: OAuth2Input {
-            token_url: fields.filled("oauth2_token_url").map(str::trim),
+            token_url: fields.filled("oauth2_token_url"),
             client_id: fields.filled("oauth2_client_id"),
             client_secret: fields.filled("oauth2_client_secret"),
             scope: fields.filled("oauth2_scope"),

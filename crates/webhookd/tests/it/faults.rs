@@ -250,12 +250,9 @@ async fn an_unreachable_database_answers_503_with_retry_after_and_recovers() {
     }
     webhookd::telemetry::init(webhookd::cli::LogFormat::Text);
     let db = TestDb::new(Backend::Postgres).await;
-    let mut url = url::Url::parse(&db.url).unwrap();
-    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let proxy = Proxy::start(upstream).await;
-    url.set_port(Some(proxy.addr.port())).unwrap();
+    let (proxy, through_proxy) = Proxy::before_postgres(&db.url).await;
     let mut config = crate::harness::test_config(&db);
-    config.database_url = url.to_string();
+    config.database_url = through_proxy;
     let store =
         webhookd::app::open_sealed_store(&config.database_url, config.secret_key.as_deref())
             .await

@@ -15,6 +15,15 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy in front of the PostgreSQL of `database_url`, and that URL through the proxy.
+    pub async fn before_postgres(database_url: &str) -> (Proxy, String) {
+        let mut url = url::Url::parse(database_url).unwrap();
+        let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
+        let proxy = Proxy::start(upstream).await;
+        url.set_port(Some(proxy.addr.port())).unwrap();
+        (proxy, url.to_string())
+    }
+
     pub async fn start(upstream: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

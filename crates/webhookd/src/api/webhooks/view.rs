@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use crate::domain::clock::format_ms;
 use crate::domain::webhook::CustomHeader;
-use crate::domain::Authorization;
 use crate::store::Webhook;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,10 +63,7 @@ impl From<Webhook> for WebhookView {
     fn from(webhook: Webhook) -> Self {
         let settings = webhook.settings;
         let circuit = webhook.circuit;
-        let oauth2 = match &settings.authorization {
-            Authorization::OAuth2(client) => Some(client),
-            _ => None,
-        };
+        let oauth2 = settings.authorization.oauth2();
         Self {
             id: webhook.id,
             agent_id: webhook.agent_id,

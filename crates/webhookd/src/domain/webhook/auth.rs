@@ -65,6 +65,14 @@ impl Authorization {
     pub const SCHEMES: [&'static str; 6] =
         ["none", "bearer", "basic", "api_key", "custom", "oauth2"];
 
+    /// The OAuth2 client, when this is the `oauth2` scheme.
+    pub fn oauth2(&self) -> Option<&OAuth2Client> {
+        match self {
+            Self::OAuth2(client) => Some(client),
+            _ => None,
+        }
+    }
+
     pub fn scheme(&self) -> &'static str {
         match self {
             Self::None => "none",
@@ -112,10 +120,7 @@ impl Authorization {
                 Some(Self::ApiKey { header: header?, key: key? })
             }
             "oauth2" => {
-                let current = match current {
-                    Some(Self::OAuth2(client)) => Some(client),
-                    _ => None,
-                };
+                let current = current.and_then(Self::oauth2);
                 OAuth2Client::parse(&input.oauth2, current, destinations, errors).map(Self::OAuth2)
             }
             _ => {

@@ -10,11 +10,11 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use serde_json::json;
 
 use super::{
-    amqp_url, assert_each_once, broker_or_skip, events_by_call, message, outcome, source_state,
-    unique, wait_for_events, wait_until,
+    amqp_url, app_consuming, assert_each_once, broker_or_skip, events_by_call, message, outcome,
+    source_state, unique, wait_for_events, wait_until,
 };
 use crate::backend_tests;
-use crate::harness::{Backend, TestApp};
+use crate::harness::Backend;
 use crate::proxy::Proxy;
 
 backend_tests!(amqp_messages_become_one_event_each_acknowledged_after_commit);
@@ -97,15 +97,6 @@ impl TestQueue {
             .unwrap()
             .message_count()
     }
-}
-
-async fn app_consuming(backend: Backend, url: &str, max_unacked: usize) -> TestApp {
-    let source = webhookd::source::SourceUrl::parse(url).unwrap();
-    TestApp::spawn_with(backend, |config| {
-        config.sources = vec![source];
-        config.source_max_unacked = max_unacked;
-    })
-    .await
 }
 
 async fn amqp_messages_become_one_event_each_acknowledged_after_commit(backend: Backend) {

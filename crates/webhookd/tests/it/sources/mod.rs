@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::Backend;
+use crate::harness::{Backend, TestApp};
 
 pub fn nats_url() -> String {
     std::env::var("WEBHOOKD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
@@ -43,6 +43,16 @@ pub fn broker_or_skip<T, E: std::fmt::Display>(broker: &str, connected: Result<T
 }
 
 /// A name no other test uses (stream, consumer, queue).
+/// An app on `backend` consuming the source `url`, with `max_unacked` as its bound.
+pub async fn app_consuming(backend: Backend, url: &str, max_unacked: usize) -> TestApp {
+    let source = webhookd::source::SourceUrl::parse(url).unwrap();
+    TestApp::spawn_with(backend, |config| {
+        config.sources = vec![source];
+        config.source_max_unacked = max_unacked;
+    })
+    .await
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", Uuid::new_v4().simple())
 }

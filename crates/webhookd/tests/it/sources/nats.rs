@@ -7,11 +7,11 @@ use async_nats::HeaderMap;
 use serde_json::json;
 
 use super::{
-    assert_each_once, broker_or_skip, events_by_call, message, nats_url, outcome, source_state,
-    unique, wait_for_events, wait_until,
+    app_consuming, assert_each_once, broker_or_skip, events_by_call, message, nats_url, outcome,
+    source_state, unique, wait_for_events, wait_until,
 };
 use crate::backend_tests;
-use crate::harness::{postgres_base_url, Backend, TestApp, TestDb};
+use crate::harness::{postgres_base_url, Backend, TestDb};
 use crate::process::{create_org, ServeProcess};
 use crate::proxy::Proxy;
 
@@ -110,15 +110,6 @@ impl TestStream {
     }
 }
 
-async fn app_consuming(backend: Backend, url: &str, max_unacked: usize) -> TestApp {
-    let source = webhookd::source::SourceUrl::parse(url).unwrap();
-    TestApp::spawn_with(backend, |config| {
-        config.sources = vec![source];
-        config.source_max_unacked = max_unacked;
-    })
-    .await
-}
-
 async fn nats_messages_become_one_event_each_acknowledged_after_commit(backend: Backend) {
     let Some(stream) = TestStream::new().await else { return };
     let app = app_consuming(backend, &stream.url(), 1_000).await;
@@ -196,12 +187,9 @@ async fn a_database_outage_leaves_nats_messages_unacknowledged_until_it_returns(
     let Some(stream) = TestStream::new().await else { return };
     webhookd::telemetry::init(webhookd::cli::LogFormat::Text);
     let db = TestDb::new(Backend::Postgres).await;
-    let mut url = url::Url::parse(&db.url).unwrap();
-    let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let proxy = Proxy::start(upstream).await;
-    url.set_port(Some(proxy.addr.port())).unwrap();
+    let (proxy, through_proxy) = Proxy::before_postgres(&db.url).await;
     let mut config = crate::harness::test_config(&db);
-    config.database_url = url.to_string();
+    config.database_url = through_proxy;
     config.sources = vec![webhookd::source::SourceUrl::parse(&stream.url()).unwrap()];
     config.source_max_unacked = 5;
     let store = crate::harness::open_test_store(&config.database_url).await;
