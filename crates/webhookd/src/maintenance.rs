@@ -1,8 +1,8 @@
-//! Background housekeeping on worker nodes: payload retention (old payloads removed), retention
-//! (old events, logs and attempts deleted), both in small batches, and the gauges that need a
-//! database count.
+//! Background housekeeping on worker nodes: retention (whole expired days dropped on
+//! PostgreSQL, old rows deleted in batches elsewhere), payload retention (old payloads removed in
+//! batches), and the gauges that need a database count.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -12,8 +12,16 @@ use crate::telemetry::metrics;
 
 /// How often the gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
-/// Pause between two deletion batches, so retention never monopolises the writer.
-const BATCH_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long one batch should hold the writer: short enough that a delivery waiting behind it
+/// stays far inside its latency budget, long enough that a large backlog goes quickly.
+const BATCH_TARGET: Duration = Duration::from_millis(25);
+/// Bounds of a batch, in events.
+const BATCH_MIN: i64 = 50;
+const BATCH_MAX: i64 = 20_000;
+/// The least pause between two batches; otherwise a pause as long as the batch took, so the
+/// writer is free at least half the time during a pass.
+const PAUSE_MIN: Duration = Duration::from_millis(5);
 
 /// How long rows and payloads are kept (`--retention`, `--payload-retention`).
 #[derive(Debug, Clone, Copy)]
@@ -26,16 +34,19 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Removes the payloads older than `retention.payloads`, then deletes what is older than
-/// `retention.rows`, then sleeps; repeats until `stop`. It runs at start and then every tenth of
-/// the shorter period (at least every second, at most every hour). Each batch is a short
-/// transaction with a pause after it, so neither pass holds the writer long.
+/// Makes the coming days' partitions and drops the expired ones (PostgreSQL), deletes what is
+/// older than `retention.rows` row by row (SQLite, and PostgreSQL's default partitions), then
+/// removes the payloads older than `retention.payloads`, then sleeps; repeats until `stop`. Rows
+/// go before payloads, so an expiring history is not first rewritten without its payloads. It
+/// runs at start and then every tenth of the shorter period (at least every second, at most every
+/// hour).
 pub async fn run_retention(store: Store, retention: Retention, stop: CancellationToken) {
     let shorter = retention.rows.min(retention.payloads);
     let interval = (shorter / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     while !stop.is_cancelled() {
-        expire_payloads(&store, now_ms().saturating_sub(millis(retention.payloads)), &stop).await;
+        drop_expired_days(&store, now_ms().saturating_sub(millis(retention.rows))).await;
         delete_expired(&store, now_ms().saturating_sub(millis(retention.rows)), &stop).await;
+        expire_payloads(&store, now_ms().saturating_sub(millis(retention.payloads)), &stop).await;
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
@@ -43,23 +54,42 @@ pub async fn run_retention(store: Store, retention: Retention, stop: Cancellatio
     }
 }
 
-/// Calls `batch` until one comes back short of `full` rows (or `stop`), pausing between batches
-/// so no pass holds the writer long; `count` takes each batch's result into the pass's totals and
-/// says how many rows it covered. `what` names the pass in the line an error leaves; the next
-/// round tries again.
+/// The size of the next batch, from how long the last one took.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    limit: i64,
+}
+
+impl Pace {
+    /// After a full batch of `self.limit` events that took `took`: the next limit, scaled toward
+    /// [`BATCH_TARGET`] (at most doubled or halved at a time), and the pause before it.
+    fn after(&mut self, took: Duration) -> Duration {
+        let ratio = BATCH_TARGET.as_secs_f64() / took.as_secs_f64().max(1e-6);
+        let scaled = (self.limit as f64 * ratio.clamp(0.5, 2.0)) as i64;
+        self.limit = scaled.clamp(BATCH_MIN, BATCH_MAX);
+        took.max(PAUSE_MIN)
+    }
+}
+
+/// Calls `batch` with a limit until one comes back short of it (or `stop`), pausing between
+/// batches so no pass holds the writer long; `count` takes each batch's result into the pass's
+/// totals and says how many events it covered. `what` names the pass in the line an error leaves;
+/// the next round tries again.
 async fn in_batches<T, Batch>(
     stop: &CancellationToken,
-    full: u64,
+    first: i64,
     what: &str,
-    mut batch: impl FnMut() -> Batch,
+    mut batch: impl FnMut(i64) -> Batch,
     mut count: impl FnMut(&T) -> u64,
 ) where
     Batch: std::future::Future<Output = Result<T, StoreError>>,
 {
+    let mut pace = Pace { limit: first };
     loop {
-        match batch().await {
-            Ok(done) if count(&done) < full || stop.is_cancelled() => return,
-            Ok(_) => tokio::time::sleep(BATCH_PAUSE).await,
+        let started = Instant::now();
+        match batch(pace.limit).await {
+            Ok(done) if count(&done) < pace.limit.unsigned_abs() || stop.is_cancelled() => return,
+            Ok(_) => tokio::time::sleep(pace.after(started.elapsed())).await,
             Err(error) => {
                 tracing::error!(error = %error, "{what} failed; will try again");
                 return;
@@ -68,11 +98,31 @@ async fn in_batches<T, Batch>(
     }
 }
 
+/// Makes the coming days' partitions, then drops the days that ended before `cutoff`
+/// (PostgreSQL; nothing on SQLite).
+async fn drop_expired_days(store: &Store, cutoff: i64) {
+    if let Err(error) = store.make_partitions(now_ms()).await {
+        tracing::warn!(error = %error, "cannot make the coming days' partitions; will try again");
+    }
+    match store.drop_expired_days(cutoff).await {
+        Ok(dropped) => count_deleted(&dropped.deleted),
+        Err(error) => {
+            tracing::error!(error = %error, "dropping expired days failed; will try again")
+        }
+    }
+}
+
+fn count_deleted(deleted: &Deleted) {
+    metrics::retention_deleted("events", deleted.events);
+    metrics::retention_deleted("delivery_logs", deleted.delivery_logs);
+    metrics::retention_deleted("attempts", deleted.attempts);
+}
+
 /// Payloads of events created before `cutoff`, batch by batch.
 async fn expire_payloads(store: &Store, cutoff: i64, stop: &CancellationToken) {
     let mut total = Expired::default();
-    let batch = || store.expire_payloads_batch(cutoff);
-    in_batches(stop, PAYLOAD_BATCH.unsigned_abs(), "payload expiry", batch, |expired: &Expired| {
+    let batch = |limit| store.expire_payloads_batch(cutoff, limit);
+    in_batches(stop, PAYLOAD_BATCH, "payload expiry", batch, |expired: &Expired| {
         total.events += expired.events;
         total.ended += expired.ended;
         metrics::payloads_expired(expired.events);
@@ -91,14 +141,12 @@ async fn expire_payloads(store: &Store, cutoff: i64, stop: &CancellationToken) {
 /// Events created before `cutoff` with their logs and attempts, batch by batch.
 async fn delete_expired(store: &Store, cutoff: i64, stop: &CancellationToken) {
     let mut total = Deleted::default();
-    let batch = || store.delete_expired_batch(cutoff);
-    in_batches(stop, RETENTION_BATCH.unsigned_abs(), "retention", batch, |deleted: &Deleted| {
+    let batch = |limit| store.delete_expired_batch(cutoff, limit);
+    in_batches(stop, RETENTION_BATCH, "retention", batch, |deleted: &Deleted| {
         total.events += deleted.events;
         total.delivery_logs += deleted.delivery_logs;
         total.attempts += deleted.attempts;
-        metrics::retention_deleted("events", deleted.events);
-        metrics::retention_deleted("delivery_logs", deleted.delivery_logs);
-        metrics::retention_deleted("attempts", deleted.attempts);
+        count_deleted(deleted);
         deleted.events
     })
     .await;
@@ -159,5 +207,30 @@ pub async fn run_gauges(store: Store, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(GAUGE_INTERVAL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quick_batch_grows_and_a_slow_one_shrinks_within_bounds() {
+        let mut pace = Pace { limit: 1_000 };
+        assert_eq!(pace.after(Duration::from_millis(5)), Duration::from_millis(5));
+        assert_eq!(pace.limit, 2_000, "at most doubled");
+        pace.after(Duration::from_millis(100));
+        assert_eq!(pace.limit, 1_000, "at most halved");
+        pace.after(Duration::from_millis(50));
+        assert_eq!(pace.limit, 500, "scaled toward the target");
+        for _ in 0..20 {
+            pace.after(Duration::from_secs(1));
+        }
+        assert_eq!(pace.limit, BATCH_MIN);
+        for _ in 0..40 {
+            pace.after(Duration::from_micros(10));
+        }
+        assert_eq!(pace.limit, BATCH_MAX);
+        assert_eq!(pace.after(Duration::from_micros(10)), PAUSE_MIN, "a pause of at least");
     }
 }

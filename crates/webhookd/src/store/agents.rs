@@ -102,15 +102,28 @@ impl Store {
         })
     }
 
-    /// Deletes the agent with its webhooks, events and logs. `false` when there was none.
+    /// Deletes the agent with its webhooks, events, logs and attempts. `false` when there was
+    /// none.
     pub async fn delete_agent(&self, org_id: Uuid, agent_id: Uuid) -> Result<bool, StoreError> {
         on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            // Attempts have no foreign key to their log (see `delete_webhook`).
+            sqlx::query(
+                "DELETE FROM attempts WHERE log_id IN (SELECT l.id FROM delivery_logs l
+                    JOIN agents a ON a.id = l.agent_id
+                    WHERE l.agent_id = $1 AND a.org_id = $2 AND NOT a.internal)",
+            )
+            .bind(agent_id)
+            .bind(org_id)
+            .execute(&mut *tx)
+            .await?;
             let result =
                 sqlx::query("DELETE FROM agents WHERE id = $1 AND org_id = $2 AND NOT internal")
                     .bind(agent_id)
                     .bind(org_id)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?;
+            tx.commit().await?;
             Ok(result.rows_affected() > 0)
         })
     }

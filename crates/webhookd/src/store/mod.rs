@@ -22,6 +22,7 @@ mod models;
 mod operational;
 mod orgs;
 mod outbox;
+mod partitions;
 mod payload_removal;
 mod payloads;
 mod postgres;
@@ -57,6 +58,7 @@ pub use logs::{
 pub use models::{Agent, Attempt, Organization, Payload, QueuedLog, Webhook, WebhookSecrets};
 pub use operational::OperationalWebhook;
 pub use orgs::{ApiKeyInfo, CreatedOrg};
+pub use partitions::DroppedDays;
 pub use payload_removal::{ErasedCall, Expired, PAYLOAD_BATCH};
 pub use record::{AttemptRecord, Recorded, SkipRecord};
 pub use recover::{Recovery, Window, RECOVER_PAGE};

@@ -14,11 +14,12 @@
 use uuid::Uuid;
 
 use super::announce::Announcement;
-use super::{on_writer, with_ids, Store, StoreError};
+use super::{on_writer, Store, StoreError};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::PayloadState;
 
-/// Events per payload expiry transaction.
+/// Events per payload expiry transaction at first; the maintenance task sizes later batches by
+/// how long the last one held the writer.
 pub const PAYLOAD_BATCH: i64 = 200;
 
 /// What one expiry batch did.
@@ -51,7 +52,7 @@ macro_rules! remove_payloads {
         let mut ended: Vec<Uuid> = Vec::new();
         for chunk in ids.chunks(super::queue::INSERT_CHUNK) {
             let ids = || chunk.iter().copied();
-            let ended_now: Vec<(Uuid,)> = with_ids(
+            let ended_now: Vec<(Uuid,)> = $crate::store::with_ids(
                 format!(
                     "UPDATE delivery_logs SET status = 'failed', error = '{error}',
                         next_attempt_at = NULL, claimed_at = NULL, updated_at = {now}
@@ -64,7 +65,7 @@ macro_rules! remove_payloads {
             .fetch_all(&mut *$tx)
             .await?;
             ended.extend(ended_now.into_iter().map(|(id,)| id));
-            with_ids(
+            $crate::store::with_ids(
                 format!(
                     "UPDATE delivery_logs SET payload_state = '{state}', response_body = NULL,
                         response_headers = NULL
@@ -75,7 +76,7 @@ macro_rules! remove_payloads {
             .build()
             .execute(&mut *$tx)
             .await?;
-            with_ids(
+            $crate::store::with_ids(
                 "UPDATE attempts SET response_body = NULL, response_headers = NULL
                  WHERE (response_body IS NOT NULL OR response_headers IS NOT NULL)
                    AND log_id IN (SELECT id FROM delivery_logs WHERE event_id IN ",
@@ -88,7 +89,7 @@ macro_rules! remove_payloads {
             // `SUBSTR(payload, 1, 0)`: an empty value of the column's own type (BLOB, BYTEA).
             // SQLite answers NULL for a payload that is already empty (an erasure repeated),
             // and the column is NOT NULL: the empty payload then stays as it is.
-            with_ids(
+            $crate::store::with_ids(
                 format!(
                     "UPDATE events
                      SET payload = COALESCE(SUBSTR(payload, 1, 0), payload),
@@ -106,11 +107,16 @@ macro_rules! remove_payloads {
         ended
     }};
 }
+pub(super) use remove_payloads;
 
 impl Store {
-    /// Removes the payloads of up to [`PAYLOAD_BATCH`] events created before `cutoff` that still
+    /// Removes the payloads of up to `limit` events created before `cutoff` that still
     /// hold one, oldest first (`events_payload_present`), in one short transaction.
-    pub async fn expire_payloads_batch(&self, cutoff: UnixMs) -> Result<Expired, StoreError> {
+    pub async fn expire_payloads_batch(
+        &self,
+        cutoff: UnixMs,
+        limit: i64,
+    ) -> Result<Expired, StoreError> {
         let now = now_ms();
         let (events, ended) = on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -119,7 +125,7 @@ impl Store {
                  ORDER BY created_at LIMIT $2",
             )
             .bind(cutoff)
-            .bind(PAYLOAD_BATCH)
+            .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
             if ids.is_empty() {
@@ -161,7 +167,7 @@ impl Store {
             remove_payloads!(tx, &ids, PayloadState::Erased, "TRUE", now);
             let mut logs = 0_i64;
             for chunk in ids.chunks(super::queue::INSERT_CHUNK) {
-                let count: i64 = with_ids(
+                let count: i64 = super::with_ids(
                     "SELECT COUNT(*) FROM delivery_logs WHERE event_id IN ",
                     chunk.iter().copied(),
                 )
@@ -194,7 +200,7 @@ impl Store {
     }
 
     /// Tells every dispatcher (this one at once) that these events' payloads are gone.
-    async fn announce_gone(&self, events: &[Uuid], state: PayloadState) {
+    pub(super) async fn announce_gone(&self, events: &[Uuid], state: PayloadState) {
         if events.is_empty() {
             return;
         }

@@ -123,10 +123,10 @@ impl Store {
                 // Locked (PostgreSQL) so that an erasure in progress is waited for and its
                 // cleared row is what moves; an erasure that comes later clears this row too.
                 with_ids(
-                    "INSERT INTO attempts (id, log_id, number, send_type, sent_at, response_code,
-                        duration_ms, response_body, response_headers, error)
-                     SELECT last_attempt_id, id, attempt_count, last_send_type, last_attempt_at,
-                        http_status, duration_ms,
+                    "INSERT INTO attempts (id, log_id, event_id, number, send_type, sent_at,
+                        response_code, duration_ms, response_body, response_headers, error)
+                     SELECT last_attempt_id, id, event_id, attempt_count, last_send_type,
+                        last_attempt_at, http_status, duration_ms,
                         CASE WHEN payload_state = 'present' THEN response_body END,
                         CASE WHEN payload_state = 'present' THEN response_headers END, error
                      FROM delivery_logs WHERE attempt_count > 0 AND id IN ",

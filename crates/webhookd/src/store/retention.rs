@@ -1,13 +1,16 @@
-//! Retention: deleting events older than the retention period with their logs and attempts, a
-//! small batch per transaction so no lock is held long and deliveries never pause.
+//! Retention by rows: deleting events older than the retention period with their logs and
+//! attempts, a batch per transaction so no lock is held long and deliveries never pause. This is
+//! all of retention on SQLite; on PostgreSQL whole days go at once (`partitions.rs`) and this
+//! only empties the default partitions (rows no day was made for).
 
 use uuid::Uuid;
 
-use super::{on_writer, with_ids, Store, StoreError};
+use super::{on_writer, with_ids, Backend, Store, StoreError};
 use crate::domain::clock::{now_ms, UnixMs, DAY_MS};
 
-/// Events per deletion transaction.
-pub const RETENTION_BATCH: i64 = 200;
+/// Events per deletion transaction at first; the maintenance task sizes later batches by how long
+/// the last one held the writer.
+pub const RETENTION_BATCH: i64 = 500;
 
 /// Rows one retention batch removed, per table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,20 +21,28 @@ pub struct Deleted {
 }
 
 impl Store {
-    /// Deletes up to [`RETENTION_BATCH`] events created before `cutoff` — never one that still has
-    /// a pending log — with their logs and attempts.
-    pub async fn delete_expired_batch(&self, cutoff: UnixMs) -> Result<Deleted, StoreError> {
+    /// Deletes up to `limit` events created before `cutoff` — never one that still has a pending
+    /// log — with their logs and attempts.
+    pub async fn delete_expired_batch(
+        &self,
+        cutoff: UnixMs,
+        limit: i64,
+    ) -> Result<Deleted, StoreError> {
         let lock = self.row_lock();
+        let events = match self.backend() {
+            Backend::Sqlite => "events",
+            Backend::Postgres => "events_default",
+        };
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let ids: Vec<(Uuid,)> = sqlx::query_as(
-                "SELECT e.id FROM events e WHERE e.created_at < $1
+            let ids: Vec<(Uuid,)> = sqlx::query_as(&format!(
+                "SELECT e.id FROM {events} e WHERE e.created_at < $1
                    AND NOT EXISTS (SELECT 1 FROM delivery_logs l
                                    WHERE l.event_id = e.id AND l.status = 'pending')
-                 ORDER BY e.created_at LIMIT $2",
-            )
+                 ORDER BY e.created_at LIMIT $2"
+            ))
             .bind(cutoff)
-            .bind(RETENTION_BATCH)
+            .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
             if ids.is_empty() {

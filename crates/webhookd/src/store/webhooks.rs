@@ -269,14 +269,27 @@ impl Store {
         row.map(|row| row.into_webhook(&self.sealer)).transpose()
     }
 
-    /// Deletes the webhook with its delivery logs. `false` when there was none.
+    /// Deletes the webhook with its delivery logs and their attempts. `false` when there was
+    /// none.
     pub async fn delete_webhook(&self, webhook: &Webhook) -> Result<bool, StoreError> {
         on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            // Attempts have no foreign key to their log (a day partition that one refers to
+            // could not be dropped): they go first, by hand; the logs follow the webhook.
+            sqlx::query(
+                "DELETE FROM attempts WHERE log_id IN (SELECT id FROM delivery_logs
+                    WHERE webhook_id = $1 AND org_id = $2)",
+            )
+            .bind(webhook.id)
+            .bind(webhook.org_id)
+            .execute(&mut *tx)
+            .await?;
             let result = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND org_id = $2")
                 .bind(webhook.id)
                 .bind(webhook.org_id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             self.announce(vec![Announcement::Changed { webhook: webhook.id }]).await;
             Ok(result.rows_affected() > 0)
         })

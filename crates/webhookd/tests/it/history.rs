@@ -128,7 +128,7 @@ async fn expired_payloads_leave_the_metadata_and_read_back_as_expired(backend: B
     assert_eq!(before["data"]["attempts"][0]["response_body"], "first answer");
 
     // Everything created before now is past its payload retention.
-    let expired = app.store.expire_payloads_batch(webhookd::domain::clock::now_ms() + 1).await;
+    let expired = app.store.expire_payloads_batch(webhookd::domain::clock::now_ms() + 1, 200).await;
     assert_eq!(expired.unwrap().events, 1);
     let (status, after) = app.call(Method::GET, &path, None).await;
     assert_eq!(status, 200);
@@ -153,7 +153,7 @@ async fn expired_payloads_leave_the_metadata_and_read_back_as_expired(backend: B
     assert_eq!(bland_log["data"]["payload_state"], "expired");
     assert_eq!(bland_log["data"]["metadata"][1]["response_code"], 200);
     // Nothing left to expire: the next batch is empty.
-    let again = app.store.expire_payloads_batch(webhookd::domain::clock::now_ms() + 1).await;
+    let again = app.store.expire_payloads_batch(webhookd::domain::clock::now_ms() + 1, 200).await;
     assert_eq!(again.unwrap().events, 0);
 }
 
@@ -182,7 +182,7 @@ async fn a_pending_log_whose_payload_expires_ends_failed_and_is_not_sent_again(b
         .await;
     let log = accepted["logs"][0]["log_id"].as_str().unwrap().to_string();
     receiver.wait_for(1, Duration::from_secs(10)).await;
-    app.store.expire_payloads_batch(webhookd::domain::clock::now_ms() + 1).await.unwrap();
+    app.store.expire_payloads_batch(webhookd::domain::clock::now_ms() + 1, 200).await.unwrap();
     let path = format!("{base}/logs/{log}");
     let ended = wait_log(&app, &path, |l| l["status"] != "pending").await;
     assert_eq!(ended["status"], "failed");
@@ -399,6 +399,46 @@ async fn erased_bytes_are_not_left_in_the_sqlite_file() {
     checkpoint.close().await;
     assert!(!file_holds(&marker), "the erased payload is still in the database file");
     assert!(!file_holds(&answer), "the erased response body is still in the database file");
+}
+
+/// What SQLite's retention frees is reused: a history deleted and then written again in the same
+/// amount leaves the file no larger (SPEC §8: the file stops growing at steady state).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reuses_the_pages_that_retention_frees() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let agent = app.create_agent().await;
+    let file = sqlx::SqlitePool::connect(&app.db().url).await.unwrap();
+    let pages = |pragma: &'static str| {
+        let file = file.clone();
+        async move { sqlx::query_scalar::<_, i64>(pragma).fetch_one(&file).await.unwrap() }
+    };
+    let write_history = || async {
+        for batch in 0..10 {
+            let events: Vec<Value> = (0..50)
+                .map(|n| {
+                    json!({"event": "call.completed", "call_id": format!("c{batch}_{n}"),
+                                "data": {"transcript": "words ".repeat(300)}})
+                })
+                .collect();
+            let (status, body) = app
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/agents/{agent}/events/batch"),
+                    Some(json!({"events": events})),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+        }
+    };
+    write_history().await;
+    let grown = pages("PRAGMA page_count").await;
+    let deleted =
+        app.store.delete_expired_batch(webhookd::domain::clock::now_ms() + 1, 10_000).await;
+    assert_eq!(deleted.unwrap().events, 500);
+    assert!(pages("PRAGMA freelist_count").await > 0, "deleting freed no page");
+    write_history().await;
+    let again = pages("PRAGMA page_count").await;
+    assert!(again <= grown + grown / 20, "the file grew from {grown} to {again} pages");
 }
 
 /// `--payload-retention` below an hour or above `--retention` stops `serve` with one line.

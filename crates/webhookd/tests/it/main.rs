@@ -33,6 +33,7 @@ mod openapi;
 mod operational;
 mod operations;
 mod organization;
+mod partitions;
 mod redelivery;
 mod scheduling;
 mod sealing_key;
