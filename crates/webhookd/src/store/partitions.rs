@@ -107,7 +107,7 @@ impl Store {
     /// Ends the day's pending logs, counts its rows and drops its three tables, in one
     /// transaction; then tells every node which events lost their payload.
     async fn drop_day(&self, pool: &sqlx::PgPool, day: &Day) -> Result<(Deleted, u64), StoreError> {
-        let now = now_ms();
+        let (now, started) = (now_ms(), std::time::Instant::now());
         let suffix = &day.suffix;
         let mut tx = pool.begin().await?;
         sqlx::query(LOCK_TIMEOUT).execute(&mut *tx).await?;
@@ -147,6 +147,7 @@ impl Store {
             delivery_logs = deleted.delivery_logs,
             attempts = deleted.attempts,
             pending_logs_ended = ended.len(),
+            took_ms = started.elapsed().as_millis() as u64,
             "retention dropped a day of history"
         );
         Ok((deleted, ended.len() as u64))
