@@ -21,7 +21,7 @@
 -- webhooks stay.
 --
 -- Upgrade: the rows are copied into the partitioned tables inside this migration's transaction
--- (docs/OPERATIONS.md gives the time it takes per million logs).
+-- (docs/BENCHMARKS.md gives the time it takes per million logs).
 
 CREATE FUNCTION webhookd_day_uuid(ms BIGINT) RETURNS UUID
     IMMUTABLE LANGUAGE sql

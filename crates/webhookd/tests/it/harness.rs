@@ -299,6 +299,19 @@ impl TestApp {
         body["data"].clone()
     }
 
+    /// Ingests `events` in one batch request, asserting its 202; returns the response's `data`.
+    pub async fn ingest_batch(&self, agent_id: &str, events: Vec<Value>) -> Value {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/agents/{agent_id}/events/batch"),
+                Some(serde_json::json!({"events": events})),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["data"].clone()
+    }
+
     /// Polls a log until its status is `status`; returns the log with its attempts.
     pub async fn wait_for_log(&self, agent: &str, webhook: &str, log: &str, status: &str) -> Value {
         let path = format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}");

@@ -420,14 +420,7 @@ async fn sqlite_reuses_the_pages_that_retention_frees() {
                                 "data": {"transcript": "words ".repeat(300)}})
                 })
                 .collect();
-            let (status, body) = app
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/agents/{agent}/events/batch"),
-                    Some(json!({"events": events})),
-                )
-                .await;
-            assert_eq!(status, 202, "{body}");
+            app.ingest_batch(&agent, events).await;
         }
     };
     write_history().await;
@@ -472,14 +465,7 @@ async fn totals_are_exact_up_to_ten_thousand_logs_and_estimated_beyond(backend: 
         let events: Vec<Value> = (0..1000)
             .map(|n| json!({"event": "call.completed", "call_id": format!("c_{batch}_{n}"), "data": {}}))
             .collect();
-        let (status, body) = app
-            .call(
-                Method::POST,
-                &format!("/api/v1/agents/{agent}/events/batch"),
-                Some(json!({"events": events})),
-            )
-            .await;
-        assert_eq!(status, 202, "{body}");
+        app.ingest_batch(&agent, events).await;
     }
     let page = |query: String| {
         let app = &app;

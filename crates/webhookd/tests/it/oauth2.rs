@@ -93,14 +93,7 @@ async fn many_attempts_waiting_for_a_token_cause_one_fetch(backend: Backend) {
     tokens.delay(Duration::from_millis(400));
     let events: Vec<Value> =
         (0..10).map(|_| json!({"event": "call.completed", "data": {}})).collect();
-    let (status, body) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/agents/{agent}/events/batch"),
-            Some(json!({ "events": events })),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
+    app.ingest_batch(&agent, events).await;
     let received = receiver.wait_for(10, Duration::from_secs(15)).await;
     assert!(received.iter().all(|r| bearer(r) == "Bearer tok-crm-client-1"));
     assert_eq!(tokens.requests(), 1);

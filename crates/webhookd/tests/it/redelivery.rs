@@ -305,14 +305,7 @@ async fn a_large_recovery_runs_in_the_background_and_survives_a_restart(backend:
         let events: Vec<Value> = (0..600)
             .map(|i| json!({"event": "call.completed", "data": {"i": chunk * 600 + i}}))
             .collect();
-        let (status, _) = api
-            .call(
-                Method::POST,
-                &format!("/api/v1/agents/{agent}/events/batch"),
-                Some(json!({"events": events})),
-            )
-            .await;
-        assert_eq!(status, 202);
+        api.ingest_batch(&agent, events).await;
     }
     api.call(Method::PATCH, &format!("{base}/toggle"), None).await;
     let (status, started) =

@@ -120,14 +120,7 @@ async fn logs_filter_and_page_older_and_newer_by_keyset(backend: Backend) {
     let events: Vec<_> = (0..55)
         .map(|i| json!({"event": "call.completed", "call_id": format!("c_{i}"), "data": {"i": i}}))
         .collect();
-    let (status, body) = app
-        .call(
-            Method::POST,
-            &format!("/api/v1/agents/{agent}/events/batch"),
-            Some(json!({"events": events})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
+    app.ingest_batch(&agent, events).await;
     receiver.wait_for(55, Duration::from_secs(20)).await;
     let base = format!("/ui/agents/{agent}/webhooks/{webhook}");
     let browser = signed_in(&app).await;
