@@ -261,7 +261,7 @@ async fn list_logs(
 ) -> Result<Json<Envelope<LogList>>, ApiError> {
     let (filter, page) = parse_query(query)?;
     let webhook = find_webhook(&state, org_id, &path).await?;
-    let listing = state.store.list_logs(org_id, webhook.id, &filter, page).await?;
+    let listing = state.store.list_logs(&webhook, &filter, page).await?;
     Ok(ok("Webhook logs retrieved successfully", LogList::new(listing, page)))
 }
 

@@ -18,7 +18,7 @@ use super::AppState;
 use crate::domain::clock::{format_ms, now_ms, parse_timestamp, SECOND_MS};
 use crate::domain::validation::FieldErrors;
 use crate::domain::SendType;
-use crate::store::{Recovery, Window, RECOVER_PAGE};
+use crate::store::{RecoverCount, Recovery, Window, RECOVER_PAGE};
 
 /// Recoveries up to this many logs are queued before the answer; larger ones run in the
 /// background and report progress.
@@ -117,6 +117,9 @@ pub struct RecoverResult {
     /// Logs of the window left alone because their payload expired or was erased (counted
     /// when the recovery starts).
     pub without_payload: i64,
+    /// `count` and `without_payload` are estimates: more than 10,000 failed (or skipped) logs
+    /// of the window matched (the progress of a background recovery counts what it queues).
+    pub count_estimated: bool,
     /// For a background recovery: read its progress at `.../recover/{recovery_id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery_id: Option<Uuid>,
@@ -184,11 +187,13 @@ pub async fn recover_window(
 ) -> Result<RecoverResult, ApiError> {
     let webhook = find_webhook(state, org_id, path).await?;
     let window = parse_window(input)?;
-    let (count, without_payload) = state.store.recover_count(&webhook, window).await?;
+    let RecoverCount { count, without_payload, estimated } =
+        state.store.recover_count(&webhook, window).await?;
     if input.dry_run.unwrap_or(false) {
         return Ok(RecoverResult {
             count,
             without_payload,
+            count_estimated: estimated,
             dry_run: true,
             status: "completed".into(),
             recovery_id: None,
@@ -202,6 +207,7 @@ pub async fn recover_window(
         return Ok(RecoverResult {
             count,
             without_payload,
+            count_estimated: estimated,
             dry_run: false,
             status: "running".into(),
             recovery_id: Some(recovery.id),
@@ -220,6 +226,7 @@ pub async fn recover_window(
     Ok(RecoverResult {
         count: queued,
         without_payload,
+        count_estimated: false,
         dry_run: false,
         status: "completed".into(),
         recovery_id: None,

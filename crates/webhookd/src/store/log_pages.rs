@@ -7,7 +7,7 @@ use sqlx::QueryBuilder;
 use uuid::Uuid;
 
 use super::logs::LOG_COLUMNS;
-use super::{on_reader, DeliveryLog, LogFilter, Store, StoreError};
+use super::{on_reader, DeliveryLog, LogFilter, Store, StoreError, Webhook};
 
 /// The latest attempt's HTTP status: one code, a class (`5` for 5xx), or no response at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,6 @@ pub struct LogSlice {
 /// The page's query: conditions, the keyset bound, order and limit (one extra row tells whether
 /// the page in that direction continues).
 fn page_query<'args, DB>(
-    org_id: Uuid,
     webhook_id: Uuid,
     filter: &'args LogPageFilter,
     keyset: Keyset,
@@ -56,11 +55,12 @@ where
     &'args str: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
 {
+    // The webhook alone names whose logs they are (see `logs::conditions`).
     let mut query = QueryBuilder::new(format!(
         "SELECT {LOG_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
-         WHERE l.org_id = "
+         WHERE l.webhook_id = "
     ));
-    query.push_bind(org_id).push(" AND l.webhook_id = ").push_bind(webhook_id);
+    query.push_bind(webhook_id);
     let base = &filter.base;
     if let Some(status) = base.status {
         query.push(" AND l.status = ").push_bind(status.as_str());
@@ -82,8 +82,11 @@ where
             query.push(" AND l.http_status = ").push_bind(code);
         }
         Some(StatusCodeFilter::Class(class)) => {
-            query.push(" AND l.http_status >= ").push_bind(class * 100);
-            query.push(" AND l.http_status < ").push_bind(class * 100 + 100);
+            // A class is a range: on the status index it would be every log of the class sorted
+            // by id. `+` keeps the planners on the `(webhook_id, id)` order instead, which stops
+            // at the page's end (a class is common when it is looked for).
+            query.push(" AND +l.http_status >= ").push_bind(class * 100);
+            query.push(" AND +l.http_status < ").push_bind(class * 100 + 100);
         }
         Some(StatusCodeFilter::NoResponse) => {
             query.push(" AND l.http_status IS NULL AND l.attempt_count > 0");
@@ -103,14 +106,13 @@ impl Store {
     /// A page of `per_page` of the webhook's logs matching `filter`, starting at `keyset`.
     pub async fn log_slice(
         &self,
-        org_id: Uuid,
-        webhook_id: Uuid,
+        webhook: &Webhook,
         filter: &LogPageFilter,
         keyset: Keyset,
         per_page: i64,
     ) -> Result<LogSlice, StoreError> {
         let mut logs: Vec<DeliveryLog> = on_reader!(self, |pool| {
-            page_query(org_id, webhook_id, filter, keyset, per_page)
+            page_query(webhook.id, filter, keyset, per_page)
                 .build_query_as()
                 .fetch_all(pool)
                 .await?

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::models::Attempt;
-use super::{offset, on_reader, on_snapshot, Store, StoreError};
+use super::{offset, on_reader, on_snapshot, Store, StoreError, Webhook};
 use crate::domain::clock::{UnixMs, SECOND_MS};
 use crate::domain::{LogStatus, PayloadState, SendType};
 
@@ -188,9 +188,14 @@ impl LogScope {
 }
 
 /// `WHERE` conditions for the logs of `scope` and their arguments, numbered from `$1`.
+///
+/// The scope alone names whose logs they are: a webhook belongs to one organization (callers
+/// hold a [`Webhook`] found in it) and the operational lane is the organization's own. No
+/// `org_id` condition is added, so counts, offsets and edges are index-only scans of the
+/// `(webhook_id, …, id)` / `(lane_id, id)` indexes, never a visit to each row.
 fn conditions(org_id: Uuid, scope: LogScope, filter: &LogFilter) -> (String, Vec<Arg>) {
-    let mut args = vec![Arg::Uuid(org_id), Arg::Uuid(scope.id(org_id))];
-    let mut sql = format!("l.org_id = $1 AND {}", scope.condition(2));
+    let mut args = vec![Arg::Uuid(scope.id(org_id))];
+    let mut sql = scope.condition(1);
     let mut add = |condition: &str, arg: Arg| {
         args.push(arg);
         sql.push_str(&format!(" AND {condition} ${}", args.len()));
@@ -219,7 +224,7 @@ fn conditions(org_id: Uuid, scope: LogScope, filter: &LogFilter) -> (String, Vec
 }
 
 /// The smallest UUIDv7 of millisecond `ms` (clamped to the 48 bits a UUIDv7 has for it).
-fn id_at(ms: UnixMs) -> Uuid {
+pub(super) fn id_at(ms: UnixMs) -> Uuid {
     let ms = u64::try_from(ms).unwrap_or(0).min((1 << 48) - 1);
     let mut bytes = [0_u8; 16];
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
@@ -238,7 +243,7 @@ fn ms_of(id: Uuid) -> i64 {
 /// arrive at the rate of their newest [`EXACT_TOTAL_MAX`] + 1 (from `newest` to `kth`, the
 /// (`EXACT_TOTAL_MAX` + 1)th newest), so the whole span from `oldest` holds that many times
 /// more. Never less than what was counted.
-fn estimate_total(newest: Uuid, kth: Uuid, oldest: Uuid) -> i64 {
+pub(super) fn estimate_total(newest: Uuid, kth: Uuid, oldest: Uuid) -> i64 {
     let counted = EXACT_TOTAL_MAX + 1;
     let recent = (ms_of(newest) - ms_of(kth)).max(1);
     let whole = (ms_of(newest) - ms_of(oldest)).max(recent);
@@ -250,12 +255,11 @@ impl Store {
     /// A webhook's logs, newest first.
     pub async fn list_logs(
         &self,
-        org_id: Uuid,
-        webhook_id: Uuid,
+        webhook: &Webhook,
         filter: &LogFilter,
         page: LogPage,
     ) -> Result<LogListing, StoreError> {
-        self.list_logs_of(org_id, LogScope::Webhook(webhook_id), filter, page).await
+        self.list_logs_of(webhook.org_id, LogScope::Webhook(webhook.id), filter, page).await
     }
 
     /// The logs of `scope`, newest first.
@@ -289,17 +293,22 @@ impl Store {
             args.push(Arg::Uuid(cursor));
             where_sql.push_str(&format!(" AND l.id < ${}", args.len()));
         }
-        // One extra row tells whether another page follows.
+        // One extra row tells whether another page follows. The page's ids are found first, on
+        // the index alone (a deep `OFFSET` steps over index entries, not over rows joined with
+        // their events); only the page's own rows are then read with their events.
         args.push(Arg::Int(per_page + 1));
-        let mut sql = format!(
-            "SELECT {LISTED_LOG_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
-             WHERE {where_sql} ORDER BY l.id DESC LIMIT ${}",
+        let mut ids_sql = format!(
+            "SELECT l.id FROM delivery_logs l WHERE {where_sql} ORDER BY l.id DESC LIMIT ${}",
             args.len()
         );
         if let LogPage::Number { page, per_page } = page {
             args.push(Arg::Int(offset(page, per_page)));
-            sql.push_str(&format!(" OFFSET ${}", args.len()));
+            ids_sql.push_str(&format!(" OFFSET ${}", args.len()));
         }
+        let sql = format!(
+            "SELECT {LISTED_LOG_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
+             WHERE l.id IN ({ids_sql}) ORDER BY l.id DESC"
+        );
         let (mut logs, total, total_estimated): (Vec<DeliveryLog>, Option<i64>, bool) =
             on_snapshot!(self, |tx| {
                 let logs = bind_all!(sqlx::query_as(&sql), &args).fetch_all(&mut *tx).await?;
@@ -378,9 +387,11 @@ impl Store {
             sqlx::query_as(
                 "SELECT id, number, send_type, sent_at, response_code, duration_ms,
                     response_body, response_headers, error
-                 FROM attempts WHERE log_id = $1 ORDER BY number, sent_at",
+                 FROM attempts WHERE log_id = $1 AND event_id = $2 ORDER BY number, sent_at",
             )
             .bind(log.id)
+            // The event names the day partition that holds the attempts (PostgreSQL).
+            .bind(log.event_id)
             .fetch_all(pool)
             .await?
         });

@@ -61,7 +61,7 @@ pub use orgs::{ApiKeyInfo, CreatedOrg};
 pub use partitions::DroppedDays;
 pub use payload_removal::{ErasedCall, Expired, PAYLOAD_BATCH};
 pub use record::{AttemptRecord, Recorded, SkipRecord};
-pub use recover::{Recovery, Window, RECOVER_PAGE};
+pub use recover::{RecoverCount, Recovery, Window, RECOVER_PAGE};
 pub use redelivery::PostCallEvent;
 pub use retention::{Deleted, RETENTION_BATCH};
 pub use sessions::UiSession;

@@ -3,18 +3,21 @@
 //! `recoveries` whose cursor advances in the same transaction as each page, so it resumes where
 //! it stopped after a restart and two workers never queue the same page.
 
+use sqlx::Row as _;
 use uuid::Uuid;
 
+use super::logs::{estimate_total, id_at, EXACT_TOTAL_MAX};
 use super::queue::{announcements, insert_logs, LogIds, NewLog};
-use super::{on_reader, on_writer, Store, StoreError, Webhook};
-use crate::domain::clock::{now_ms, UnixMs};
-use crate::domain::SendType;
+use super::{on_reader, on_snapshot, on_writer, Store, StoreError, Webhook};
+use crate::domain::clock::{now_ms, UnixMs, SECOND_MS};
+use crate::domain::{LogStatus, SendType};
 
-/// The conditions (on log `l`, bound `$1` webhook, `$2`/`$3` window) of the candidates below.
+/// The conditions (on log `l`, bound `$1` webhook, `$2`/`$3` window, `$4`/`$5` the window as
+/// log ids) of the candidates below, but their status.
 macro_rules! candidate_conditions {
     () => {
-        "l.webhook_id = $1 AND l.status IN ('failed', 'skipped')
-      AND l.created_at >= $2 AND l.created_at <= $3
+        "l.webhook_id = $1 AND l.created_at >= $2 AND l.created_at <= $3
+      AND l.id >= $4 AND l.id < $5
       AND NOT EXISTS (
           SELECT 1 FROM delivery_logs o
           WHERE o.event_id = l.event_id AND o.webhook_id = l.webhook_id AND o.id <> l.id
@@ -27,16 +30,15 @@ macro_rules! candidate_conditions {
 /// pending log for the same event and webhook, and no later failed/skipped one in the window
 /// (one new log per event), whose payload is still stored.
 const CANDIDATES: &str = concat!(
-    "FROM delivery_logs l WHERE ",
+    "FROM delivery_logs l WHERE l.status IN ('failed', 'skipped') AND ",
     candidate_conditions!(),
     " AND EXISTS (SELECT 1 FROM events e WHERE e.id = l.event_id AND e.payload_state = 'present')"
 );
 
-/// The same logs whatever their payload, with their event `e`.
-const CANDIDATES_ANY_PAYLOAD: &str = concat!(
-    "FROM delivery_logs l JOIN events e ON e.id = l.event_id WHERE ",
-    candidate_conditions!()
-);
+/// The candidates of one status (`$6`) whatever their payload: the `(webhook_id, status, id)`
+/// index gives them newest first, so counting stops after the newest few.
+const CANDIDATES_OF_STATUS: &str =
+    concat!("FROM delivery_logs l WHERE l.status = $6 AND ", candidate_conditions!());
 
 /// Logs queued per transaction.
 pub const RECOVER_PAGE: i64 = 500;
@@ -45,6 +47,24 @@ pub const RECOVER_PAGE: i64 = 500;
 pub struct Window {
     pub since: UnixMs,
     pub until: UnixMs,
+}
+
+impl Window {
+    /// The window as a range of log ids (UUIDv7: creation time first), with a second of slack
+    /// each side for the moment between a log's id and its `created_at`: `created_at` stays the
+    /// exact condition, the range lets the `(webhook_id, status, id)` index seek to the window.
+    fn ids(self) -> (Uuid, Uuid) {
+        (id_at(self.since.saturating_sub(SECOND_MS)), id_at(self.until.saturating_add(SECOND_MS)))
+    }
+}
+
+/// What a recovery of a window would queue (see [`Store::recover_count`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoverCount {
+    pub count: i64,
+    pub without_payload: i64,
+    /// More than [`EXACT_TOTAL_MAX`] logs of a status matched: the counts are estimates.
+    pub estimated: bool,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -77,25 +97,65 @@ const RECOVERY_COLUMNS: &str =
 
 impl Store {
     /// How many logs a recovery of `window` would queue now, and how many more it leaves alone
-    /// because their payload expired or was erased.
+    /// because their payload expired or was erased. Exact up to [`EXACT_TOTAL_MAX`] logs of each
+    /// status; beyond, extrapolated from the newest ones (as a listing's total), so a dry run over
+    /// a history of millions costs what one over ten thousand does.
     pub async fn recover_count(
         &self,
         webhook: &Webhook,
         window: Window,
-    ) -> Result<(i64, i64), StoreError> {
-        let sql = format!(
-            "SELECT COUNT(*) - COALESCE(SUM(CASE WHEN e.payload_state = 'present' THEN 0 ELSE 1 END), 0),
-                COALESCE(SUM(CASE WHEN e.payload_state = 'present' THEN 0 ELSE 1 END), 0)
-             {CANDIDATES_ANY_PAYLOAD}"
+    ) -> Result<RecoverCount, StoreError> {
+        let counted_sql = format!(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN payload_state = 'present' THEN 0 ELSE 1 END), 0)
+             FROM (SELECT l.payload_state {CANDIDATES_OF_STATUS} LIMIT {}) AS capped",
+            EXACT_TOTAL_MAX + 1
         );
-        on_reader!(self, |pool| {
-            Ok(sqlx::query_as(&sql)
-                .bind(webhook.id)
-                .bind(window.since)
-                .bind(window.until)
-                .fetch_one(pool)
-                .await?)
-        })
+        // Beyond the exact count: the newest, the (limit + 1)th newest and the oldest candidate.
+        let edge_sql = |order: &str, offset: i64| {
+            format!(
+                "SELECT l.id {CANDIDATES_OF_STATUS} ORDER BY l.id {order} LIMIT 1 OFFSET {offset}"
+            )
+        };
+        let edges = [edge_sql("DESC", 0), edge_sql("DESC", EXACT_TOTAL_MAX), edge_sql("ASC", 0)];
+        let (low, high) = window.ids();
+        let mut total = RecoverCount::default();
+        for status in [LogStatus::Failed, LogStatus::Skipped] {
+            let counts = on_snapshot!(self, |tx| {
+                let query = |sql| {
+                    sqlx::query(sql)
+                        .bind(webhook.id)
+                        .bind(window.since)
+                        .bind(window.until)
+                        .bind(low)
+                        .bind(high)
+                        .bind(status.as_str())
+                };
+                let (counted, without): (i64, i64) =
+                    sqlx::FromRow::from_row(&query(&counted_sql).fetch_one(&mut *tx).await?)?;
+                let mut ids = Vec::new();
+                if counted > EXACT_TOTAL_MAX {
+                    for edge in &edges {
+                        ids.push(query(edge).fetch_one(&mut *tx).await?.try_get::<Uuid, _>(0)?);
+                    }
+                }
+                (counted, without, ids)
+            });
+            let (counted, without, ids) = counts;
+            let [newest, kth, oldest] = ids[..] else {
+                total.count += counted - without;
+                total.without_payload += without;
+                continue;
+            };
+            let estimate = estimate_total(newest, kth, oldest);
+            // The newest logs' share without a payload stands for the whole window's.
+            let without =
+                i64::try_from(i128::from(estimate) * i128::from(without) / i128::from(counted))
+                    .unwrap_or(i64::MAX);
+            total.count += estimate - without;
+            total.without_payload += without;
+            total.estimated = true;
+        }
+        Ok(total)
     }
 
     /// Queues the next page of the window after `after` (log id order). With `recovery`, the page
@@ -111,8 +171,9 @@ impl Store {
         let now = now_ms();
         let select = format!(
             "SELECT l.id, l.agent_id, l.event_id, l.event_type, l.call_id {CANDIDATES}
-               AND l.id > $4 ORDER BY l.id LIMIT $5"
+               AND l.id > $6 ORDER BY l.id LIMIT $7"
         );
+        let (low, high) = window.ids();
         let lock = self.row_lock();
         let lock_webhook = format!("SELECT id FROM webhooks WHERE id = $1{lock}");
         let announce;
@@ -125,6 +186,8 @@ impl Store {
                 .bind(webhook.id)
                 .bind(window.since)
                 .bind(window.until)
+                .bind(low)
+                .bind(high)
                 .bind(after.unwrap_or(Uuid::nil()))
                 .bind(RECOVER_PAGE)
                 .fetch_all(&mut *tx)

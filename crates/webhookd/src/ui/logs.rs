@@ -250,10 +250,7 @@ pub async fn list(
     };
     let (logs, older, newer, errors) = match query.filter() {
         Ok(filter) => {
-            let slice = state
-                .store
-                .log_slice(session.org_id(), webhook.id, &filter, keyset, LOGS_PER_PAGE)
-                .await?;
+            let slice = state.store.log_slice(&webhook, &filter, keyset, LOGS_PER_PAGE).await?;
             let older =
                 slice.logs.last().filter(|_| slice.has_older).map(|l| query.link(("older", l.id)));
             let newer =

@@ -10,7 +10,9 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::backend_tests;
-use crate::harness::{postgres_base_url, send, Backend, TestApp, TestDb, TEST_SECRET_KEY};
+use crate::harness::{
+    postgres_base_url, retry_on_deadlock, send, Backend, TestApp, TestDb, TEST_SECRET_KEY,
+};
 use crate::process::ServeProcess;
 use crate::proxy::Proxy;
 use crate::receiver::Receiver;
@@ -313,15 +315,29 @@ async fn postgres_out_of_space_answers_507_and_readiness_says_so() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let agent = app.create_agent().await;
     let pool = sqlx::PgPool::connect(&app.db().url).await.unwrap();
+    // The disk is "full" while `disk_full` holds a row: space comes back by a DELETE, not by
+    // DDL on the partitioned `events` that could deadlock with webhookd's own queries.
     sqlx::raw_sql(
-        "CREATE FUNCTION full_disk() RETURNS trigger AS $$ BEGIN
-           RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
-         END $$ LANGUAGE plpgsql;
-         CREATE TRIGGER full_disk BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION full_disk();",
+        "CREATE TABLE disk_full (since BIGINT);
+         INSERT INTO disk_full VALUES (0);
+         CREATE FUNCTION full_disk() RETURNS trigger AS $$ BEGIN
+           IF EXISTS (SELECT 1 FROM disk_full) THEN
+             RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+           END IF;
+           RETURN NEW;
+         END $$ LANGUAGE plpgsql;",
     )
     .execute(&pool)
     .await
     .unwrap();
+    retry_on_deadlock(|| {
+        sqlx::query(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON events
+             FOR EACH ROW EXECUTE FUNCTION full_disk()",
+        )
+        .execute(&pool)
+    })
+    .await;
     let url = app.url(&format!("/api/v1/agents/{agent}/events"));
     let requests = (0..20).map(|n| {
         let body = json!({"event": "call.completed", "call_id": format!("c{n}"), "data": {}});
@@ -333,7 +349,7 @@ async fn postgres_out_of_space_answers_507_and_readiness_says_so() {
     }
     let (status, ready) = send(app.client.get(app.url("/readyz"))).await;
     assert_eq!(status, 503, "{ready}");
-    sqlx::query("DROP TRIGGER full_disk ON events").execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM disk_full").execute(&pool).await.unwrap();
     pool.close().await;
     for _ in 0..400 {
         if app.client.get(app.url("/readyz")).send().await.is_ok_and(|r| r.status() == 200) {

@@ -351,3 +351,22 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str)
     assert_eq!(body["code"], code, "{body}");
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
 }
+
+/// Runs `work` (one statement or one transaction of the test's own, beside a running webhookd)
+/// until PostgreSQL does not pick it as a deadlock victim. DDL on the partitioned history locks the
+/// parent and every day; a webhookd query that joins the tables in the other order is a deadlock
+/// the server breaks by aborting one side after `deadlock_timeout`, and the test's side is retried.
+pub async fn retry_on_deadlock<T, F, Fut>(mut work: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    for _ in 0..20 {
+        match work().await {
+            Ok(value) => return value,
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("40P01") => {}
+            Err(error) => panic!("{error}"),
+        }
+    }
+    panic!("still a deadlock victim after 20 tries")
+}

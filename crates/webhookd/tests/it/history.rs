@@ -501,4 +501,26 @@ async fn totals_are_exact_up_to_ten_thousand_logs_and_estimated_beyond(backend: 
     let until = webhookd::domain::clock::now_ms() / 1000 + 5;
     let (_, body) = page(format!("since={until}")).await;
     assert_eq!(body["data"]["pagination"]["total"], 0);
+    // A deep numbered page holds the oldest logs, newest first.
+    let (_, body) = page("page=110".into()).await;
+    let calls: Vec<&str> = body["data"]["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["call_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..100).rev().map(|n| format!("c_0_{n}")).collect();
+    assert_eq!(calls, expected);
+    // Recover's dry run counts like a listing: exact up to 10,000, estimated beyond.
+    let (status, body) = app
+        .call(Method::POST, &format!("{base}/recover"), Some(json!({"since": 0, "dry_run": true})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let data = &body["data"];
+    assert_eq!(
+        (data["count_estimated"].as_bool(), data["without_payload"].as_i64()),
+        (Some(true), Some(0)),
+        "{data}"
+    );
+    assert!(data["count"].as_i64().unwrap() > 10_000, "{data}");
 }

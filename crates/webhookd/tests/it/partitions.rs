@@ -14,22 +14,27 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 use webhookd::domain::clock::{now_ms, DAY_MS};
 
-use crate::harness::{open_test_store, postgres_base_url, Backend, TestApp, TestDb};
+use crate::harness::{
+    open_test_store, postgres_base_url, retry_on_deadlock, Backend, TestApp, TestDb,
+};
 use crate::receiver::{Receiver, Reply};
 
 /// Moves `events` (with their logs and attempts) `days` into the past, as if they had been made
 /// then: each event gets the id it would have had (its UUIDv7 time shifted, the rest kept), so it
 /// lands in that day's partition.
 pub async fn age_events(url: &str, events: &[Uuid], days: i64) {
-    let shift = days * DAY_MS;
     let pool = PgPool::connect(url).await.unwrap();
-    let mut tx = pool.begin().await.unwrap();
+    retry_on_deadlock(|| try_age_events(&pool, events, days * DAY_MS)).await;
+    pool.close().await;
+}
+
+async fn try_age_events(pool: &PgPool, events: &[Uuid], shift: i64) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
     sqlx::query("SELECT webhookd_make_partitions($1, $2)")
         .bind(now_ms() - shift - 60_000)
         .bind(now_ms() - shift + 1)
         .execute(&mut *tx)
-        .await
-        .unwrap();
+        .await?;
     sqlx::query(
         "CREATE TEMP TABLE aged ON COMMIT DROP AS
          SELECT id AS old_id,
@@ -40,8 +45,7 @@ pub async fn age_events(url: &str, events: &[Uuid], days: i64) {
     .bind(events)
     .bind(shift)
     .execute(&mut *tx)
-    .await
-    .unwrap();
+    .await?;
     for statement in [
         "UPDATE events e SET id = a.new_id, created_at = e.created_at - $1
          FROM aged a WHERE e.id = a.old_id",
@@ -50,10 +54,9 @@ pub async fn age_events(url: &str, events: &[Uuid], days: i64) {
         "UPDATE attempts t SET event_id = a.new_id, sent_at = t.sent_at - $1
          FROM aged a WHERE t.event_id = a.old_id",
     ] {
-        sqlx::query(statement).bind(shift).execute(&mut *tx).await.unwrap();
+        sqlx::query(statement).bind(shift).execute(&mut *tx).await?;
     }
-    tx.commit().await.unwrap();
-    pool.close().await;
+    tx.commit().await
 }
 
 /// The name suffix of the day partition `days` before today (after it, for a negative `days`).

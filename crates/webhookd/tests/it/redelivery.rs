@@ -229,6 +229,7 @@ async fn recover_requeues_failed_and_skipped_logs_without_a_later_success(backen
     let (status, dry) = recover(json!({"since": started, "dry_run": true})).await;
     assert_eq!(status, 200, "{dry}");
     assert_eq!(dry["data"]["count"], 4);
+    assert_eq!(dry["data"]["count_estimated"], false, "{dry}");
     assert_eq!(dry["data"]["dry_run"], true);
     let (_, none) = recover(
         json!({"since": "2999-01-01T00:00:00Z", "until": "2999-01-02T00:00:00Z", "dry_run": true}),
