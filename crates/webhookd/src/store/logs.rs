@@ -162,6 +162,25 @@ macro_rules! bind_all {
     }};
 }
 
+/// The estimated count of the logs `$from_where` (`FROM … WHERE …` on log `l`, bound by
+/// `$args`) selects, once more than [`EXACT_TOTAL_MAX`] of them were counted: three seeks read
+/// the newest, the (limit + 1)th newest and the oldest id (see [`estimate_total`]).
+macro_rules! estimated_count {
+    ($tx:expr, $from_where:expr, $args:expr) => {{
+        let mut edges = [Uuid::nil(); 3];
+        let seeks = [("DESC", 0), ("DESC", EXACT_TOTAL_MAX), ("ASC", 0)];
+        for (edge, (order, offset)) in edges.iter_mut().zip(seeks) {
+            let sql = format!(
+                "SELECT l.id {} ORDER BY l.id {order} LIMIT 1 OFFSET {offset}",
+                $from_where
+            );
+            *edge = bind_all!(sqlx::query_scalar(&sql), $args).fetch_one(&mut *$tx).await?;
+        }
+        estimate_total(edges[0], edges[1], edges[2])
+    }};
+}
+pub(super) use {bind_all, estimated_count};
+
 /// Whose logs: a webhook's, or the organization's operational deliveries (no webhook, in its
 /// operational lane; see `operational.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,22 +228,33 @@ fn conditions(org_id: Uuid, scope: LogScope, filter: &LogFilter) -> (String, Vec
     if let Some(call_id) = &filter.call_id {
         add("l.call_id =", Arg::Text(call_id.clone()));
     }
-    // Log ids are UUIDv7: their first 48 bits are the creation time in ms, so a time range is
-    // also an id range, which the `(…, id)` indexes seek to. The log's id and `created_at` are
-    // taken apart by a moment, hence a second of slack; `created_at` stays the exact condition.
+    // Log ids are UUIDv7, so a time range is also an id range, which the `(…, id)` indexes seek
+    // to; `created_at` stays the exact condition.
     if let Some(since) = filter.since {
-        add("l.id >=", Arg::Uuid(id_at(since.saturating_sub(SECOND_MS))));
+        add("l.id >=", Arg::Uuid(lowest_id_since(since)));
         add("l.created_at >=", Arg::Int(since));
     }
     if let Some(until) = filter.until {
-        add("l.id <", Arg::Uuid(id_at(until.saturating_add(SECOND_MS))));
+        add("l.id <", Arg::Uuid(id_bound_until(until)));
         add("l.created_at <=", Arg::Int(until));
     }
     (sql, args)
 }
 
+/// Log ids are UUIDv7: their first 48 bits are the creation time in ms. A log's id and its
+/// `created_at` are taken a moment apart, hence a second of slack: every log created at or after
+/// `since` has an id at or above this one.
+pub(super) fn lowest_id_since(since: UnixMs) -> Uuid {
+    id_at(since.saturating_sub(SECOND_MS))
+}
+
+/// Every log created at or before `until` has an id below this one (see [`lowest_id_since`]).
+pub(super) fn id_bound_until(until: UnixMs) -> Uuid {
+    id_at(until.saturating_add(SECOND_MS))
+}
+
 /// The smallest UUIDv7 of millisecond `ms` (clamped to the 48 bits a UUIDv7 has for it).
-pub(super) fn id_at(ms: UnixMs) -> Uuid {
+fn id_at(ms: UnixMs) -> Uuid {
     let ms = u64::try_from(ms).unwrap_or(0).min((1 << 48) - 1);
     let mut bytes = [0_u8; 16];
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
@@ -277,14 +307,7 @@ impl Store {
              AS capped",
             EXACT_TOTAL_MAX + 1
         );
-        // Beyond it: the newest, the (limit + 1)th newest and the oldest matching id.
-        let edge_sql = |order: &str, offset: i64| {
-            format!(
-                "SELECT l.id FROM delivery_logs l WHERE {where_sql}
-                 ORDER BY l.id {order} LIMIT 1 OFFSET {offset}"
-            )
-        };
-        let edges = [edge_sql("DESC", 0), edge_sql("DESC", EXACT_TOTAL_MAX), edge_sql("ASC", 0)];
+        let from_where = format!("FROM delivery_logs l WHERE {where_sql}");
         let count_args = args.clone();
         let per_page = match page {
             LogPage::Number { per_page, .. } | LogPage::After { per_page, .. } => per_page,
@@ -319,14 +342,7 @@ impl Store {
                             .fetch_one(&mut *tx)
                             .await?;
                         if total > EXACT_TOTAL_MAX {
-                            let mut ids = Vec::with_capacity(edges.len());
-                            for edge in &edges {
-                                let id: Uuid = bind_all!(sqlx::query_scalar(edge), &count_args)
-                                    .fetch_one(&mut *tx)
-                                    .await?;
-                                ids.push(id);
-                            }
-                            total = estimate_total(ids[0], ids[1], ids[2]);
+                            total = estimated_count!(tx, &from_where, &count_args);
                             estimated = true;
                         }
                         Some(total)

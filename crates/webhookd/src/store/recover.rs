@@ -3,17 +3,20 @@
 //! `recoveries` whose cursor advances in the same transaction as each page, so it resumes where
 //! it stopped after a restart and two workers never queue the same page.
 
-use sqlx::Row as _;
 use uuid::Uuid;
 
-use super::logs::{estimate_total, id_at, EXACT_TOTAL_MAX};
+use super::logs::{
+    bind_all, estimate_total, estimated_count, id_bound_until, lowest_id_since, Arg,
+    EXACT_TOTAL_MAX,
+};
 use super::queue::{announcements, insert_logs, LogIds, NewLog};
 use super::{on_reader, on_snapshot, on_writer, Store, StoreError, Webhook};
-use crate::domain::clock::{now_ms, UnixMs, SECOND_MS};
+use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::{LogStatus, SendType};
 
 /// The conditions (on log `l`, bound `$1` webhook, `$2`/`$3` window, `$4`/`$5` the window as
-/// log ids) of the candidates below, but their status.
+/// log ids, which the `(webhook_id, status, id)` index seeks to) of the candidates below, but
+/// their status.
 macro_rules! candidate_conditions {
     () => {
         "l.webhook_id = $1 AND l.created_at >= $2 AND l.created_at <= $3
@@ -47,15 +50,6 @@ pub const RECOVER_PAGE: i64 = 500;
 pub struct Window {
     pub since: UnixMs,
     pub until: UnixMs,
-}
-
-impl Window {
-    /// The window as a range of log ids (UUIDv7: creation time first), with a second of slack
-    /// each side for the moment between a log's id and its `created_at`: `created_at` stays the
-    /// exact condition, the range lets the `(webhook_id, status, id)` index seek to the window.
-    fn ids(self) -> (Uuid, Uuid) {
-        (id_at(self.since.saturating_sub(SECOND_MS)), id_at(self.until.saturating_add(SECOND_MS)))
-    }
 }
 
 /// What a recovery of a window would queue (see [`Store::recover_count`]).
@@ -110,43 +104,31 @@ impl Store {
              FROM (SELECT l.payload_state {CANDIDATES_OF_STATUS} LIMIT {}) AS capped",
             EXACT_TOTAL_MAX + 1
         );
-        // Beyond the exact count: the newest, the (limit + 1)th newest and the oldest candidate.
-        let edge_sql = |order: &str, offset: i64| {
-            format!(
-                "SELECT l.id {CANDIDATES_OF_STATUS} ORDER BY l.id {order} LIMIT 1 OFFSET {offset}"
-            )
-        };
-        let edges = [edge_sql("DESC", 0), edge_sql("DESC", EXACT_TOTAL_MAX), edge_sql("ASC", 0)];
-        let (low, high) = window.ids();
         let mut total = RecoverCount::default();
         for status in [LogStatus::Failed, LogStatus::Skipped] {
-            let counts = on_snapshot!(self, |tx| {
-                let query = |sql| {
-                    sqlx::query(sql)
-                        .bind(webhook.id)
-                        .bind(window.since)
-                        .bind(window.until)
-                        .bind(low)
-                        .bind(high)
-                        .bind(status.as_str())
-                };
+            let args = [
+                Arg::Uuid(webhook.id),
+                Arg::Int(window.since),
+                Arg::Int(window.until),
+                Arg::Uuid(lowest_id_since(window.since)),
+                Arg::Uuid(id_bound_until(window.until)),
+                Arg::Text(status.as_str().into()),
+            ];
+            let (counted, without, estimate) = on_snapshot!(self, |tx| {
                 let (counted, without): (i64, i64) =
-                    sqlx::FromRow::from_row(&query(&counted_sql).fetch_one(&mut *tx).await?)?;
-                let mut ids = Vec::new();
-                if counted > EXACT_TOTAL_MAX {
-                    for edge in &edges {
-                        ids.push(query(edge).fetch_one(&mut *tx).await?.try_get::<Uuid, _>(0)?);
-                    }
-                }
-                (counted, without, ids)
+                    bind_all!(sqlx::query_as(&counted_sql), &args).fetch_one(&mut *tx).await?;
+                let estimate = if counted > EXACT_TOTAL_MAX {
+                    Some(estimated_count!(tx, CANDIDATES_OF_STATUS, &args))
+                } else {
+                    None
+                };
+                (counted, without, estimate)
             });
-            let (counted, without, ids) = counts;
-            let [newest, kth, oldest] = ids[..] else {
+            let Some(estimate) = estimate else {
                 total.count += counted - without;
                 total.without_payload += without;
                 continue;
             };
-            let estimate = estimate_total(newest, kth, oldest);
             // The newest logs' share without a payload stands for the whole window's.
             let without =
                 i64::try_from(i128::from(estimate) * i128::from(without) / i128::from(counted))
@@ -173,7 +155,6 @@ impl Store {
             "SELECT l.id, l.agent_id, l.event_id, l.event_type, l.call_id {CANDIDATES}
                AND l.id > $6 ORDER BY l.id LIMIT $7"
         );
-        let (low, high) = window.ids();
         let lock = self.row_lock();
         let lock_webhook = format!("SELECT id FROM webhooks WHERE id = $1{lock}");
         let announce;
@@ -186,8 +167,8 @@ impl Store {
                 .bind(webhook.id)
                 .bind(window.since)
                 .bind(window.until)
-                .bind(low)
-                .bind(high)
+                .bind(lowest_id_since(window.since))
+                .bind(id_bound_until(window.until))
                 .bind(after.unwrap_or(Uuid::nil()))
                 .bind(RECOVER_PAGE)
                 .fetch_all(&mut *tx)
