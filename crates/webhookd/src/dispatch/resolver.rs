@@ -62,7 +62,8 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str();
             if proxy {
-                return Ok(Box::new(tokio::net::lookup_host((host, 0)).await?) as Addrs);
+                let found: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+                return Ok(Box::new(found.into_iter()) as Addrs);
             }
             let allowed = allowed_addrs(host).await?;
             Ok(Box::new(allowed.into_iter()) as Addrs)

@@ -20,6 +20,7 @@ use crate::egress_proxies::{ProxyProcess, PASSWORD, PROXY_SOURCE, USER};
 use crate::harness::{Backend, TestApp};
 use crate::process::{webhookd, ServeProcess};
 use crate::receiver::{Received, Receiver};
+use crate::tls_server::{TestCa, TlsServer};
 use crate::token_server::{Client, TokenServer};
 use crate::ui::{signed_in, Browser};
 
@@ -121,6 +122,26 @@ async fn oauth2_token_fetches_go_through_the_proxy() {
     let received = receiver.received();
     assert!(received[0].header("authorization").starts_with("Bearer tok-crm-"));
     assert_came_through_the_proxy(&received);
+}
+
+/// A webhook's own client (mutual TLS) goes through the proxy too, by `CONNECT`, and presents
+/// its certificate to the endpoint through the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_goes_through_the_http_proxy_by_connect() {
+    let Some(proxy) = ProxyProcess::tinyproxy() else { return };
+    let app = proxied(Backend::Sqlite, &proxy.url()).await;
+    let ca = TestCa::new("webhookd test CA");
+    let server = TlsServer::start(&ca.server(), &ca).await;
+    let client = ca.client("webhookd delivery");
+    let tls = json!({
+        "tls_ca_cert": ca.cert_pem, "tls_client_cert": client.cert_pem,
+        "tls_client_key": client.key_pem,
+    });
+    let (agent, webhook) = webhook_to(&app, &server.url(), tls).await;
+    deliver(&app, &agent, &webhook, "success").await;
+    assert_eq!((server.answered(), server.refused()), (1, 0));
+    let peers = server.peers();
+    assert!(peers.iter().all(|peer| peer.ip() == PROXY_SOURCE), "bypassed the proxy: {peers:?}");
 }
 
 /// With the guard on, destinations are resolved and refused by webhookd before a proxy is
