@@ -122,7 +122,8 @@ impl Report {
             Some(_) => format!("{mode}, tracing exported"),
             None => mode.to_string(),
         };
-        let mode = if self.egress_proxy { format!("{mode}, through an egress proxy") } else { mode };
+        let mode =
+            if self.egress_proxy { format!("{mode}, through an egress proxy") } else { mode };
         println!(
             "webhookd-bench: {} events × {} webhook(s) on {}, {} B payloads, batches of {}, {load}{mode}",
             self.events, self.webhooks, self.backend, self.payload_bytes, self.batch_size
