@@ -57,6 +57,10 @@ pub struct Args {
     /// discards them, to compare tracing on and off.
     #[arg(long)]
     pub otlp: bool,
+    /// Passed to `webhookd serve --egress-proxy`: every delivery goes through this proxy (e.g. a
+    /// local tinyproxy), to compare with direct connections. The raw ceiling stays direct.
+    #[arg(long, value_name = "URL")]
+    pub egress_proxy: Option<String>,
     /// Start webhookd with an event catalog whose `call.completed` schema (JSON Schema 2020-12)
     /// every measured event is checked against: the cost of validation at ingest.
     #[arg(long)]

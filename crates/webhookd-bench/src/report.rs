@@ -43,6 +43,8 @@ pub struct Report {
     pub drain_per_sec: Option<f64>,
     /// With `--otlp`: what webhookd exported to the sink.
     pub otlp: Option<OtlpExports>,
+    /// With `--egress-proxy`: deliveries went through a proxy.
+    pub egress_proxy: bool,
 }
 
 /// Span exports the `--otlp` sink received.
@@ -120,6 +122,8 @@ impl Report {
             Some(_) => format!("{mode}, tracing exported"),
             None => mode.to_string(),
         };
+        let mode =
+            if self.egress_proxy { format!("{mode}, through an egress proxy") } else { mode };
         println!(
             "webhookd-bench: {} events × {} webhook(s) on {}, {} B payloads, batches of {}, {load}{mode}",
             self.events, self.webhooks, self.backend, self.payload_bytes, self.batch_size
@@ -217,6 +221,7 @@ impl Report {
             "fail_ratio": self.fail_ratio,
             "failed_on_purpose": self.failed_on_purpose,
             "receiver_delay_ms": self.receiver_delay_ms,
+            "egress_proxy": self.egress_proxy,
             "otlp": self.otlp.is_some(),
             "otlp_exports": self.otlp.map(|o| o.requests),
             "otlp_bytes": self.otlp.map(|o| o.bytes),

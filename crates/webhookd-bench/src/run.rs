@@ -81,6 +81,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     if let Some((sink, _)) = &otlp {
         serve.extend(["--otlp-endpoint".into(), format!("http://{sink}")]);
     }
+    if let Some(proxy) = &args.egress_proxy {
+        serve.extend(["--egress-proxy".into(), proxy.clone()]);
+    }
     let role = if args.backlog { "--no-worker" } else { "" };
     let api_node = Webhookd::start(&binary, &with_flag(&serve, role)).await?;
     let api = api_node.addr.ok_or_else(|| anyhow!("webhookd did not log its API address"))?;
@@ -199,6 +202,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         receiver_delay_ms: args.receiver_delay_ms,
         backlog: args.backlog,
         drain_per_sec: drain_start.map(per_sec_since),
+        egress_proxy: args.egress_proxy.is_some(),
         otlp: otlp.as_ref().map(|(_, exports)| OtlpExports {
             requests: exports.requests.load(Relaxed),
             bytes: exports.bytes.load(Relaxed),

@@ -246,8 +246,13 @@ impl App {
         let shutdown = CancellationToken::new();
         let mut tasks = Tasks { set: JoinSet::new() };
         let healthy = Arc::new(AtomicBool::new(true));
-        let sender =
-            Sender::new(config.allow_private_targets).context("cannot build the HTTP client")?;
+        let proxy = config.egress_proxy.clone();
+        if let Some(proxy) = &proxy {
+            // Its `Display` has no credentials.
+            tracing::info!(egress_proxy = %proxy, "outbound requests go through the egress proxy");
+        }
+        let sender = Sender::new(config.allow_private_targets, proxy)
+            .context("cannot build the HTTP client")?;
         let tracing = config.otlp_endpoint.as_deref().map(start_tracing).transpose()?;
         let tracer = tracing.as_ref().map(Tracing::tracer);
         let dispatch = DispatchConfig {

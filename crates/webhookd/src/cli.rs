@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Config};
+use crate::domain::egress::{EgressIps, EgressProxy};
 
 #[derive(Debug, Parser)]
 #[command(name = "webhookd", version, about = "Webhook delivery service", propagate_version = true)]
@@ -165,6 +166,17 @@ pub struct ServeArgs {
     /// Permit loopback and private destination addresses.
     #[arg(long, env = "WEBHOOKD_ALLOW_PRIVATE_TARGETS")]
     pub allow_private_targets: bool,
+    /// Send every outbound request (deliveries, tests, OAuth2 token fetches) through this
+    /// proxy: http://HOST:PORT, https://HOST:PORT or socks5://HOST:PORT, with USER:PASSWORD@
+    /// before the host if it asks for credentials. Destinations are still checked (SSRF)
+    /// before the proxy is asked.
+    #[arg(long, env = "WEBHOOKD_EGRESS_PROXY", value_name = "URL", hide_env_values = true,
+        value_parser = EgressProxyParser)]
+    pub egress_proxy: Option<EgressProxy>,
+    /// The source addresses of deliveries, shown to customers as the ones to allow
+    /// (comma-separated addresses or CIDR blocks, e.g. 203.0.113.7,198.51.100.0/28).
+    #[arg(long, env = "WEBHOOKD_EGRESS_IPS", value_name = "LIST", value_parser = EgressIps::parse)]
+    pub egress_ips: Option<EgressIps>,
     /// Delays before each automatic retry (each at most 30 days); the last one repeats.
     #[arg(long, env = "WEBHOOKD_RETRY_SCHEDULE", default_value = config::DEFAULT_RETRY_SCHEDULE,
         value_parser = parse_schedule)]
@@ -265,6 +277,29 @@ pub struct ConnectionArgs {
     pub max_connections: Option<u32>,
 }
 
+/// Parses `--egress-proxy` with an error of its own: clap's repeats the value, and a proxy URL
+/// may hold a password.
+#[derive(Debug, Clone, Copy)]
+struct EgressProxyParser;
+
+impl clap::builder::TypedValueParser for EgressProxyParser {
+    type Value = EgressProxy;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<EgressProxy, clap::Error> {
+        let refused = |message: String| {
+            let message = format!("--egress-proxy {message}\n");
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd)
+        };
+        let value = value.to_str().ok_or_else(|| refused("is not valid UTF-8".into()))?;
+        EgressProxy::parse(value).map_err(refused)
+    }
+}
+
 /// A parsed `--retry-schedule` (a newtype, so clap takes the list as one value).
 #[derive(Debug, Clone)]
 pub struct Schedule(pub Vec<Duration>);
@@ -289,6 +324,8 @@ impl ServeArgs {
             database_url: self.database.database,
             secret_key: self.database.secret_key,
             allow_private_targets: self.allow_private_targets,
+            egress_proxy: self.egress_proxy,
+            egress_ips: self.egress_ips.unwrap_or_default(),
             retry_schedule: self.retry_schedule.0,
             retry_window: self.retry_window,
             retention: self.retention,
@@ -341,6 +378,8 @@ pub const FILE_SETTINGS: &[&str] = &[
     "listen",
     "database",
     "allow_private_targets",
+    "egress_proxy",
+    "egress_ips",
     "retry_schedule",
     "retry_window",
     "retention",

@@ -39,6 +39,11 @@ pub struct Config {
     pub database_url: String,
     /// Permit loopback/private destination addresses (off by default).
     pub allow_private_targets: bool,
+    /// The proxy every outbound request goes through (SPEC §9); `None`: direct connections.
+    pub egress_proxy: Option<crate::domain::egress::EgressProxy>,
+    /// The source addresses customers are told to allow (`GET /organization`, dashboard,
+    /// portal); webhookd shows them and does nothing else with them.
+    pub egress_ips: crate::domain::egress::EgressIps,
     /// Delay before retry n (the last one repeats).
     pub retry_schedule: Vec<Duration>,
     /// How old a log may be and still be retried by hand.
@@ -91,6 +96,8 @@ impl Default for Config {
             listen: DEFAULT_LISTEN.parse().expect("default listen address parses"),
             database_url: DEFAULT_DATABASE.into(),
             allow_private_targets: false,
+            egress_proxy: None,
+            egress_ips: Default::default(),
             retry_schedule: parse_retry_schedule(DEFAULT_RETRY_SCHEDULE)
                 .expect("default retry schedule parses"),
             retry_window: parse_duration(DEFAULT_RETRY_WINDOW).expect("default window parses"),

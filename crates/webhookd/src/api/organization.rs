@@ -28,6 +28,10 @@ pub struct OrganizationView {
     id: Uuid,
     name: String,
     created_at: String,
+    /// The source addresses (IP addresses and CIDR blocks) deliveries come from, for endpoint
+    /// allowlists; empty when the operator has not published them (`--egress-ips`).
+    #[schema(example = json!(["203.0.113.7", "198.51.100.0/28"]))]
+    egress_ips: Vec<String>,
 }
 
 /// The organization the API key belongs to.
@@ -38,8 +42,12 @@ async fn get_organization(
     CurrentOrg(org_id): CurrentOrg,
 ) -> Result<Json<Envelope<OrganizationView>>, ApiError> {
     let org = state.store.org(org_id).await?.ok_or(ApiError::NotFound(Missing::Resource))?;
-    let view =
-        OrganizationView { id: org.id, name: org.name, created_at: format_ms(org.created_at) };
+    let view = OrganizationView {
+        id: org.id,
+        name: org.name,
+        created_at: format_ms(org.created_at),
+        egress_ips: state.config.egress_ips.to_strings(),
+    };
     Ok(ok("Organization retrieved successfully", view))
 }
 

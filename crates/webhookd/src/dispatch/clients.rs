@@ -7,38 +7,36 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::egress::Egress;
 use crate::domain::webhook::TlsSettings;
 
-/// The settings every outbound client shares.
-pub(super) fn client_builder(allow_private: bool) -> reqwest::ClientBuilder {
-    let mut builder = reqwest::Client::builder();
-    if !allow_private {
-        builder = builder.dns_resolver(Arc::new(super::resolver::GuardedResolver));
-    }
-    builder
+/// The settings every outbound client shares: the SSRF resolver and the egress proxy
+/// (`egress.rs`), no redirects, timeouts.
+pub(super) fn client_builder(egress: &Egress) -> reqwest::Result<reqwest::ClientBuilder> {
+    Ok(egress
+        .builder()?
         .user_agent(concat!("webhookd/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(256)
         .pool_idle_timeout(Duration::from_secs(90))
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(10)))
 }
 
 /// Clients of webhooks with TLS settings, by webhook id.
 #[derive(Clone)]
 pub(super) struct TlsClients {
-    allow_private: bool,
+    egress: Egress,
     built: moka::sync::Cache<Uuid, Arc<(TlsSettings, reqwest::Client)>>,
 }
 
 impl TlsClients {
-    pub fn new(allow_private: bool) -> Self {
+    pub fn new(egress: Egress) -> Self {
         let built = moka::sync::Cache::builder()
             .max_capacity(10_000)
             .time_to_idle(Duration::from_secs(3600))
             .build();
-        Self { allow_private, built }
+        Self { egress, built }
     }
 
     /// `webhook`'s client for `tls`: the one built before, unless the settings changed since.
@@ -46,7 +44,7 @@ impl TlsClients {
         if let Some(built) = self.built.get(&webhook).filter(|built| built.0 == *tls) {
             return Ok(built.1.clone());
         }
-        let mut builder = client_builder(self.allow_private);
+        let mut builder = client_builder(&self.egress).map_err(|e| format!("TLS client: {e}"))?;
         if let Some(identity) = &tls.client {
             let pem = format!("{}\n{}", identity.key_pem, identity.cert_pem);
             let identity = reqwest::Identity::from_pem(pem.as_bytes())

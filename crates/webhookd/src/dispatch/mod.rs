@@ -12,6 +12,7 @@
 mod actor;
 mod attempt;
 mod clients;
+mod egress;
 mod feeder;
 mod job;
 mod lane;

@@ -12,8 +12,8 @@ use reqwest::header::ACCEPT;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::egress::Egress;
 use super::sender::{describe, read_bounded};
-use crate::domain::destination::check_url;
 use crate::domain::webhook::OAuth2Client;
 
 /// A token is used until this long before the expiry its endpoint announced.
@@ -61,7 +61,7 @@ impl TokenCache {
     pub async fn token(
         &self,
         http: &reqwest::Client,
-        allow_private: bool,
+        egress: &Egress,
         webhook: Uuid,
         client: &OAuth2Client,
         rejected: Option<&str>,
@@ -75,7 +75,7 @@ impl TokenCache {
             }
         }
         *held = None;
-        let (access_token, lifetime) = fetch(http, allow_private, client).await?;
+        let (access_token, lifetime) = fetch(http, egress, client).await?;
         if let Some(fresh_for) = lifetime.checked_sub(EXPIRY_MARGIN).filter(|d| !d.is_zero()) {
             let fresh_until = Instant::now() + fresh_for;
             *held = Some(Token { access_token: access_token.clone(), fresh_until });
@@ -125,12 +125,11 @@ struct Refused {
 /// operator can act on (recorded on the attempt as `oauth2 token: <reason>`).
 async fn fetch(
     http: &reqwest::Client,
-    allow_private: bool,
+    egress: &Egress,
     client: &OAuth2Client,
 ) -> Result<(String, Duration), String> {
-    // IP literals never reach the guarded resolver: check them here, like webhook URLs.
-    check_url(&client.token_url, allow_private)
-        .map_err(|reason| format!("destination refused: oauth2_token_url {reason}"))?;
+    // The token URL obeys the webhook URL's rule, proxy or not.
+    egress.admit(&client.token_url, "oauth2_token_url").await?;
     let mut form = vec![("grant_type", "client_credentials")];
     form.extend(client.scope.as_deref().map(|scope| ("scope", scope)));
     form.extend(client.audience.as_deref().map(|audience| ("audience", audience)));

@@ -10,10 +10,11 @@ use reqwest::StatusCode;
 use uuid::Uuid;
 
 use super::clients::{client_builder, TlsClients};
+use super::egress::Egress;
 use super::oauth2::TokenCache;
 use super::retry::{parse_retry_after, AttemptOutcome};
 use crate::domain::clock::now_ms;
-use crate::domain::destination::check_url;
+use crate::domain::egress::EgressProxy;
 use crate::domain::webhook::TlsSettings;
 use crate::domain::{Authorization, CustomHeader, HttpMethod};
 use crate::signing;
@@ -70,36 +71,25 @@ impl Sent {
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
-    allow_private: bool,
+    egress: Egress,
     tokens: TokenCache,
     tls_clients: TlsClients,
 }
 
 impl Sender {
-    /// A client with the SSRF guard, unless `allow_private` (then any address is a destination).
-    pub fn new(allow_private: bool) -> anyhow::Result<Self> {
-        let client = client_builder(allow_private).build()?;
-        let tls_clients = TlsClients::new(allow_private);
-        Ok(Self { client, allow_private, tokens: TokenCache::default(), tls_clients })
+    /// A client with the SSRF guard (unless `allow_private`: then any address is a
+    /// destination), sending through `proxy` when there is one.
+    pub fn new(allow_private: bool, proxy: Option<EgressProxy>) -> anyhow::Result<Self> {
+        let egress = Egress { allow_private, proxy };
+        let client = client_builder(&egress)?.build()?;
+        let tls_clients = TlsClients::new(egress.clone());
+        Ok(Self { client, egress, tokens: TokenCache::default(), tls_clients })
     }
 
     /// Sends `outgoing` once. Never fails: a failure is an attempt with an error.
     pub async fn send(&self, outgoing: &Outgoing) -> Sent {
         let sent_at = now_ms();
         let started = Instant::now();
-        // IP literals never reach the resolver: check them here (URLs saved before the guard was
-        // switched on included).
-        if let Err(reason) = check_url(&outgoing.url, self.allow_private) {
-            return Sent {
-                sent_at,
-                duration_ms: 0,
-                status: None,
-                body: None,
-                headers: None,
-                error: Some(format!("destination refused: webhook_url {reason}")),
-                retry_after: None,
-            };
-        }
         let attempt = tokio::time::timeout(outgoing.timeout, self.deliver(outgoing, sent_at)).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let mut sent = Sent {
@@ -130,6 +120,8 @@ impl Sender {
     /// The request with its authorization: an `oauth2` webhook's token is fetched first (or
     /// taken from the cache), and fetched anew once when the endpoint answers 401 to it.
     async fn deliver(&self, outgoing: &Outgoing, sent_at: i64) -> Result<Captured, String> {
+        // Within the attempt's timeout: behind a proxy this resolves the destination's name.
+        self.egress.admit(&outgoing.url, "webhook_url").await?;
         // A webhook with TLS settings sends through its own client (`clients.rs`).
         let http = &match outgoing.webhook_id.filter(|_| !outgoing.tls.is_default()) {
             None => self.client.clone(),
@@ -142,8 +134,7 @@ impl Sender {
         };
         let token = |rejected: Option<String>| async move {
             let rejected = rejected.as_deref();
-            let got =
-                self.tokens.token(&self.client, self.allow_private, webhook, client, rejected);
+            let got = self.tokens.token(&self.client, &self.egress, webhook, client, rejected);
             got.await.map_err(|reason| format!("oauth2 token: {reason}"))
         };
         let first = token(None).await?;

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod circuit;
 pub mod clock;
 pub mod destination;
+pub mod egress;
 pub mod event;
 pub mod filter;
 pub mod health;

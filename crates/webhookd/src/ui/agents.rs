@@ -26,6 +26,8 @@ struct AgentsPage {
     agents: Vec<AgentRow>,
     page: i64,
     has_next: bool,
+    /// `--egress-ips`, for the note that asks customers to allow them.
+    egress_ips: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,7 +52,8 @@ pub async fn list(
     let found = state.store.list_agents(session.org_id(), page, AGENTS_PER_PAGE).await?;
     let has_next = page * AGENTS_PER_PAGE < found.total;
     let agents = found.items.into_iter().map(AgentRow::from).collect();
-    render(&AgentsPage { chrome: Chrome::of(&session), agents, page, has_next })
+    let egress_ips = state.config.egress_ips.to_strings();
+    render(&AgentsPage { chrome: Chrome::of(&session), agents, page, has_next, egress_ips })
 }
 
 pub struct AgentRow {
@@ -130,6 +133,8 @@ struct AgentPage {
     agent: Agent,
     webhooks: Vec<WebhookRow>,
     portal: Option<crate::api::portal::PortalLink>,
+    /// `--egress-ips`, for the note that asks customers to allow them.
+    egress_ips: Vec<String>,
 }
 
 /// The agent named by the path, when this session may see it.
@@ -158,7 +163,8 @@ async fn agent_page(
     let chrome = Chrome::of(session)
         .crumb(agent.name.clone(), format!("/ui/agents/{}", agent.id))
         .notice(notice);
-    render(&AgentPage { chrome, agent, webhooks: rows, portal })
+    let egress_ips = state.config.egress_ips.to_strings();
+    render(&AgentPage { chrome, agent, webhooks: rows, portal, egress_ips })
 }
 
 pub async fn show(

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod collector;
+mod egress_proxies;
 mod harness;
 mod hostile;
 mod process;
@@ -19,6 +20,7 @@ mod catalog;
 mod cli;
 mod crash;
 mod delivery;
+mod egress;
 mod errors;
 mod faults;
 mod hardening;

@@ -74,6 +74,12 @@ async fn openapi_document_covers_every_route_with_schemas() {
     ] {
         assert!(schemas.contains_key(schema), "missing schema {schema}");
     }
+    // The egress addresses (SPEC §9) are always a list of strings, empty when unset.
+    let organization = &schemas["OrganizationView"];
+    assert_eq!(organization["properties"]["egress_ips"]["type"], "array", "{organization}");
+    assert_eq!(organization["properties"]["egress_ips"]["items"]["type"], "string");
+    let required = organization["required"].as_array().unwrap();
+    assert!(required.iter().any(|field| field == "egress_ips"), "{organization}");
     // Every operation documents its responses.
     for (path, item) in paths {
         for (method, operation) in item.as_object().unwrap() {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
@@ -20,6 +20,8 @@ pub struct Received {
     pub body: Bytes,
     #[allow(dead_code)]
     pub at: Instant,
+    /// The address the request came from (an egress proxy's, when it went through one).
+    pub peer: SocketAddr,
 }
 
 impl Received {
@@ -81,6 +83,7 @@ impl Receiver {
         let app = axum::Router::new().fallback(record).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         Receiver { addr, shared }
     }
@@ -121,6 +124,7 @@ impl Receiver {
 
 async fn record(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -132,6 +136,7 @@ async fn record(
         headers,
         body,
         at: Instant::now(),
+        peer,
     });
     shared.arrived.notify_waiters();
     let reply = shared

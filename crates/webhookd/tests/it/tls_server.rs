@@ -81,6 +81,8 @@ pub struct TlsServer {
     pub addr: SocketAddr,
     answered: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
+    /// Where each connection came from.
+    peers: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
 }
 
 impl TlsServer {
@@ -105,8 +107,11 @@ impl TlsServer {
         let addr = listener.local_addr().unwrap();
         let (answered, refused) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (answered_, refused_) = (answered.clone(), refused.clone());
+        let peers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let peers_ = peers.clone();
         tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                peers_.lock().unwrap().push(peer);
                 let (acceptor, answered, refused) =
                     (acceptor.clone(), answered_.clone(), refused_.clone());
                 tokio::spawn(async move {
@@ -124,11 +129,16 @@ impl TlsServer {
                 });
             }
         });
-        TlsServer { addr, answered, refused }
+        TlsServer { addr, answered, refused, peers }
     }
 
     pub fn url(&self) -> String {
         format!("https://{}/hook", self.addr)
+    }
+
+    /// The address each connection came from, in order.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
     }
 
     pub fn answered(&self) -> usize {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
@@ -31,6 +31,8 @@ struct Shared {
     failing: AtomicBool,
     requests: AtomicUsize,
     issued: AtomicUsize,
+    /// Where each request came from.
+    peers: Mutex<Vec<SocketAddr>>,
 }
 
 #[derive(Clone)]
@@ -49,10 +51,12 @@ impl TokenServer {
             failing: AtomicBool::new(false),
             requests: AtomicUsize::new(0),
             issued: AtomicUsize::new(0),
+            peers: Mutex::default(),
         });
         let app = axum::Router::new().fallback(issue).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await });
         TokenServer { addr, shared }
     }
@@ -64,6 +68,11 @@ impl TokenServer {
     /// Token requests answered so far (issued or refused).
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// The address each request came from, in order.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.shared.peers.lock().unwrap().clone()
     }
 
     /// Each answer waits this long first.
@@ -79,9 +88,11 @@ impl TokenServer {
 
 async fn issue(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    shared.peers.lock().unwrap().push(peer);
     shared.requests.fetch_add(1, Ordering::SeqCst);
     let delay = *shared.delay.lock().unwrap();
     tokio::time::sleep(delay).await;
