@@ -101,6 +101,23 @@ pub struct Args {
     /// Milliseconds the slow endpoint takes to answer.
     #[arg(long, default_value_t = 200)]
     pub slow_delay_ms: u64,
+    /// History scenario: write this many events, each with one delivery log on one webhook
+    /// (and an earlier attempt for each failed log), spread over 30 days, straight into the
+    /// database; then time every log read of the API and the dashboard over it, and the bytes it
+    /// takes on disk. The other load options do not apply.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(100..=100_000_000))]
+    pub history: Option<u64>,
+    /// `--history`: timed requests per read (after two warm-ups).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub history_runs: u64,
+    /// `--history`: after the reads, restart webhookd with `--retention 1h` (the whole history
+    /// expired) while a second webhook is offered events at a steady rate; time until the history
+    /// is gone and report that webhook's delivery latency meanwhile.
+    #[arg(long)]
+    pub retention_check: bool,
+    /// `--retention-check`: events per second offered to the healthy webhook.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub healthy_rate: u64,
     /// Stop waiting for deliveries after this many seconds (counted from the first ingest).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,
@@ -117,6 +134,9 @@ impl Args {
             && !self.database.starts_with("postgresql://")
         {
             bail!("--database must be `sqlite` or a postgres:// URL, got {:?}", self.database);
+        }
+        if self.retention_check && self.history.is_none() {
+            bail!("--retention-check is part of the --history scenario");
         }
         if self.source.is_some() && (self.backlog || self.black_holes > 0 || self.slow_backlog > 0)
         {

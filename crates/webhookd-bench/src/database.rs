@@ -46,6 +46,13 @@ impl Database {
     }
 }
 
+impl Database {
+    /// The SQLite file (its `-wal` beside it), for the history's size on disk.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        self.url.strip_prefix("sqlite://").map(std::path::PathBuf::from)
+    }
+}
+
 impl Drop for Database {
     fn drop(&mut self) {
         if let Cleanup::Postgres { admin_url, schema } = &self.cleanup {

@@ -6,6 +6,8 @@
 mod bus;
 mod cli;
 mod database;
+mod history;
+mod history_sql;
 mod load;
 mod otlp_sink;
 mod payload;

@@ -30,6 +30,9 @@ fn progress(message: &str) {
 /// Runs the benchmark and prints its report; `Ok(false)` if deliveries are missing.
 pub async fn run(args: Args) -> anyhow::Result<bool> {
     args.validate()?;
+    if let Some(events) = args.history {
+        return crate::history::run(&args, events).await;
+    }
     let binary = args.webhookd_binary()?;
     let expected = args.expected();
     let concurrency = args.concurrency();

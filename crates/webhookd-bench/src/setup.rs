@@ -76,7 +76,7 @@ pub async fn create_agent(
 }
 
 /// POSTs JSON, expects 201 and returns the envelope's `data`.
-async fn post(
+pub async fn post(
     client: &reqwest::Client,
     url: &str,
     api_key: &str,
