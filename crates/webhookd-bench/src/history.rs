@@ -332,7 +332,7 @@ async fn send(
         builder = builder.json(body);
     }
     let started = Instant::now();
-    let response = builder.send().await.with_context(|| format!("{}", request.name))?;
+    let response = builder.send().await.with_context(|| request.name.to_string())?;
     let status = response.status();
     let body = response.bytes().await?;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
