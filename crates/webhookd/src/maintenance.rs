@@ -12,6 +12,10 @@ use crate::telemetry::metrics;
 
 /// How often the gauges are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+/// How soon a pass runs again after a day's partitions were too busy to drop: a long read holds
+/// a day only for a moment, and waiting a whole interval (up to an hour) would let the history
+/// grow past its retention.
+const BUSY_RETRY: Duration = Duration::from_secs(5);
 
 /// How long one batch should hold the writer: short enough that a delivery waiting behind it
 /// stays far inside its latency budget, long enough that a large backlog goes quickly.
@@ -39,17 +43,18 @@ fn millis(duration: Duration) -> i64 {
 /// removes the payloads older than `retention.payloads`, then sleeps; repeats until `stop`. Rows
 /// go before payloads, so an expiring history is not first rewritten without its payloads. It
 /// runs at start and then every tenth of the shorter period (at least every second, at most every
-/// hour).
+/// hour), or after [`BUSY_RETRY`] when a day could not be dropped for its locks.
 pub async fn run_retention(store: Store, retention: Retention, stop: CancellationToken) {
     let shorter = retention.rows.min(retention.payloads);
     let interval = (shorter / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     while !stop.is_cancelled() {
-        drop_expired_days(&store, now_ms().saturating_sub(millis(retention.rows))).await;
+        let busy = drop_expired_days(&store, now_ms().saturating_sub(millis(retention.rows))).await;
         delete_expired(&store, now_ms().saturating_sub(millis(retention.rows)), &stop).await;
         expire_payloads(&store, now_ms().saturating_sub(millis(retention.payloads)), &stop).await;
+        let pause = if busy { interval.min(BUSY_RETRY) } else { interval };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
@@ -99,15 +104,19 @@ async fn in_batches<T, Batch>(
 }
 
 /// Makes the coming days' partitions, then drops the days that ended before `cutoff`
-/// (PostgreSQL; nothing on SQLite).
-async fn drop_expired_days(store: &Store, cutoff: i64) {
+/// (PostgreSQL; nothing on SQLite). True when a day was left because its tables were busy.
+async fn drop_expired_days(store: &Store, cutoff: i64) -> bool {
     if let Err(error) = store.make_partitions(now_ms()).await {
         tracing::warn!(error = %error, "cannot make the coming days' partitions; will try again");
     }
     match store.drop_expired_days(cutoff).await {
-        Ok(dropped) => count_deleted(&dropped.deleted),
+        Ok(dropped) => {
+            count_deleted(&dropped.deleted);
+            dropped.busy
+        }
         Err(error) => {
-            tracing::error!(error = %error, "dropping expired days failed; will try again")
+            tracing::error!(error = %error, "dropping expired days failed; will try again");
+            false
         }
     }
 }

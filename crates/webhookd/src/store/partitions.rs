@@ -63,7 +63,7 @@ impl Store {
 
     /// Drops every day whose end is at or before `cutoff`, oldest first, each in its own short
     /// transaction (PostgreSQL; nothing to do on SQLite). A day whose tables stay locked past
-    /// [`LOCK_TIMEOUT`] is left for the next pass.
+    /// [`LOCK_TIMEOUT`] is left for the next pass, which the maintenance task runs soon.
     pub async fn drop_expired_days(&self, cutoff: UnixMs) -> Result<DroppedDays, StoreError> {
         let Db::Postgres(pool) = &self.db else { return Ok(DroppedDays::default()) };
         let days: Vec<(String, i64)> = sqlx::query_as(
@@ -94,7 +94,7 @@ impl Store {
                     if error.try_downcast_ref::<PgDatabaseError>().map(|e| e.code())
                         == Some("55P03") =>
                 {
-                    tracing::info!(day = %day.suffix, "a day's partitions are busy; next pass");
+                    tracing::info!(day = %day.suffix, "a day's partitions are busy; trying again in a few seconds");
                     done.busy = true;
                     break;
                 }

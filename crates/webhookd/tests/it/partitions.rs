@@ -125,6 +125,56 @@ async fn retention_drops_an_expired_day_whole_and_keeps_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_held_by_a_long_read_is_dropped_soon_after_the_read_ends() {
+    if postgres_base_url().is_none() {
+        return;
+    }
+    // Thirty days of retention: a pass an hour, so only the retry after a busy day can drop it.
+    let thirty_days = Duration::from_secs(30 * 86_400);
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.retention = thirty_days).await;
+    let receiver = Receiver::start().await;
+    let agent = app.create_agent().await;
+    let webhook = app.create_webhook(&agent, json!({"webhook_url": receiver.url("/")})).await;
+    let webhook = webhook["id"].as_str().unwrap();
+    let accepted = app.ingest(&agent, json!({"event": "call.completed", "data": {}})).await;
+    let log = accepted["logs"][0]["log_id"].as_str().unwrap();
+    app.wait_for_log(&agent, webhook, log, "success").await;
+    age_events(&app.db().url, &[id(&accepted["event_id"])], 40).await;
+    let table = format!("delivery_logs_{}", day_suffix(40));
+
+    // A long read holds the day while a second node's first pass tries to drop it.
+    let pool = PgPool::connect(&app.db().url).await.unwrap();
+    let mut read = pool.begin().await.unwrap();
+    sqlx::query(&format!("LOCK TABLE {table} IN ACCESS SHARE MODE"))
+        .execute(&mut *read)
+        .await
+        .unwrap();
+    let _node = app.spawn_on(|c| c.retention = thirty_days).await;
+    let waiting = format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND relation = '{table}'::regclass)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sqlx::query_scalar::<_, bool>(&waiting).fetch_one(&pool).await.unwrap() {
+        assert!(Instant::now() < deadline, "the second node never tried to drop {table}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The read ends only after the drop gave up waiting for it, so the pass found the day busy.
+    while sqlx::query_scalar::<_, bool>(&waiting).fetch_one(&pool).await.unwrap() {
+        assert!(Instant::now() < deadline, "the drop never gave up waiting for {table}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    read.commit().await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while exists(&pool, &table).await {
+        assert!(Instant::now() < deadline, "{table} was not dropped after the read ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let path = format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}");
+    assert_eq!(app.call(Method::GET, &path, None).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_log_in_an_expiring_day_ends_failed_before_the_day_goes() {
     if postgres_base_url().is_none() {
         return;
