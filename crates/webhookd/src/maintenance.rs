@@ -16,6 +16,8 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 /// a day only for a moment, and waiting a whole interval (up to an hour) would let the history
 /// grow past its retention.
 const BUSY_RETRY: Duration = Duration::from_secs(5);
+/// Busy passes in a row that leave out the row deletes and payload expiry (a minute of retries).
+const BUSY_PASSES_BEFORE_THE_REST: u32 = 12;
 
 /// How long one batch should hold the writer: short enough that a delivery waiting behind it
 /// stays far inside its latency budget, long enough that a large backlog goes quickly.
@@ -23,8 +25,9 @@ const BATCH_TARGET: Duration = Duration::from_millis(25);
 /// Bounds of a batch, in events.
 const BATCH_MIN: i64 = 50;
 const BATCH_MAX: i64 = 20_000;
-/// The least pause between two batches; otherwise a pause as long as the batch took, so the
-/// writer is free at least half the time during a pass.
+/// The least pause between two batches; otherwise a pause half as long as the batch took, so the
+/// writer is free a third of the time during a pass (each wait behind it stays one batch long;
+/// a pause as long as the batch left 1,000,000 expired events on SQLite 93 s to go).
 const PAUSE_MIN: Duration = Duration::from_millis(5);
 
 /// How long rows and payloads are kept (`--retention`, `--payload-retention`).
@@ -47,10 +50,19 @@ fn millis(duration: Duration) -> i64 {
 pub async fn run_retention(store: Store, retention: Retention, stop: CancellationToken) {
     let shorter = retention.rows.min(retention.payloads);
     let interval = (shorter / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+    let mut busy_passes = 0;
     while !stop.is_cancelled() {
         let busy = drop_expired_days(&store, now_ms().saturating_sub(millis(retention.rows))).await;
-        delete_expired(&store, now_ms().saturating_sub(millis(retention.rows)), &stop).await;
-        expire_payloads(&store, now_ms().saturating_sub(millis(retention.payloads)), &stop).await;
+        busy_passes = if busy { busy_passes + 1 } else { 0 };
+        // While expired days wait for their drop, the rest of the pass waits too: payload
+        // expiry would otherwise first rewrite every row about to be dropped (at a million
+        // events, minutes of writes before the retry). Not for ever: payloads still expire if
+        // the days stay busy.
+        if busy_passes == 0 || busy_passes > BUSY_PASSES_BEFORE_THE_REST {
+            delete_expired(&store, now_ms().saturating_sub(millis(retention.rows)), &stop).await;
+            let cutoff = now_ms().saturating_sub(millis(retention.payloads));
+            expire_payloads(&store, cutoff, &stop).await;
+        }
         let pause = if busy { interval.min(BUSY_RETRY) } else { interval };
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -72,7 +84,7 @@ impl Pace {
         let ratio = BATCH_TARGET.as_secs_f64() / took.as_secs_f64().max(1e-6);
         let scaled = (self.limit as f64 * ratio.clamp(0.5, 2.0)) as i64;
         self.limit = scaled.clamp(BATCH_MIN, BATCH_MAX);
-        took.max(PAUSE_MIN)
+        (took / 2).max(PAUSE_MIN)
     }
 }
 

@@ -176,7 +176,7 @@ macro_rules! estimated_count {
             );
             *edge = bind_all!(sqlx::query_scalar(&sql), $args).fetch_one(&mut *$tx).await?;
         }
-        estimate_total(edges[0], edges[1], edges[2])
+        estimate_total(EXACT_TOTAL_MAX + 1, edges[0], edges[1], edges[2])
     }};
 }
 pub(super) use {bind_all, estimated_count};
@@ -269,12 +269,10 @@ fn ms_of(id: Uuid) -> i64 {
     i64::try_from(u64::from_be_bytes(ms)).unwrap_or(i64::MAX)
 }
 
-/// The total of a listing that has more than [`EXACT_TOTAL_MAX`] logs: the matching logs seem to
-/// arrive at the rate of their newest [`EXACT_TOTAL_MAX`] + 1 (from `newest` to `kth`, the
-/// (`EXACT_TOTAL_MAX` + 1)th newest), so the whole span from `oldest` holds that many times
-/// more. Never less than what was counted.
-pub(super) fn estimate_total(newest: Uuid, kth: Uuid, oldest: Uuid) -> i64 {
-    let counted = EXACT_TOTAL_MAX + 1;
+/// The total of more matching logs than were counted (`counted`, from `newest` to `kth`, the
+/// oldest of them): the matches seem to arrive at the rate of those newest ones, so the whole span
+/// from `oldest` holds that many times more. Never less than what was counted.
+pub(super) fn estimate_total(counted: i64, newest: Uuid, kth: Uuid, oldest: Uuid) -> i64 {
     let recent = (ms_of(newest) - ms_of(kth)).max(1);
     let whole = (ms_of(newest) - ms_of(oldest)).max(recent);
     let estimate = i128::from(counted) * i128::from(whole) / i128::from(recent);
@@ -433,8 +431,8 @@ mod tests {
     fn a_large_total_is_extrapolated_from_the_rate_of_the_newest_logs() {
         let at = |ms: i64| id_at(ms);
         // 10,001 logs in the last 10 s of a 100 s span: about ten times as many.
-        assert_eq!(estimate_total(at(100_000), at(90_000), at(0)), 100_010);
+        assert_eq!(estimate_total(EXACT_TOTAL_MAX + 1, at(100_000), at(90_000), at(0)), 100_010);
         // All in one millisecond: no rate to go by, never below what was counted.
-        assert_eq!(estimate_total(at(5), at(5), at(5)), EXACT_TOTAL_MAX + 1);
+        assert_eq!(estimate_total(EXACT_TOTAL_MAX + 1, at(5), at(5), at(5)), EXACT_TOTAL_MAX + 1);
     }
 }

@@ -134,6 +134,16 @@ impl Store {
             attempts: rows_in(&mut tx, &attempts, "TRUE").await?
                 + rows_in(&mut tx, &logs, "last_attempt_id IS NOT NULL").await?,
         };
+        // Dropping a partition locks its parent exclusively. The parents are locked first, in
+        // the order every other transaction takes them (an ingest: events, then logs; a
+        // recording: logs, then attempts), so a drop never holds `attempts` while it waits for
+        // a recording that holds `delivery_logs` and wants `attempts` (each would wait for the
+        // other until the lock timeout, and the day would stay).
+        sqlx::query(
+            "LOCK TABLE ONLY events, ONLY delivery_logs, ONLY attempts IN ACCESS EXCLUSIVE MODE",
+        )
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(&format!(
             "DROP TABLE attempts_{suffix}, delivery_logs_{suffix}, events_{suffix}"
         ))

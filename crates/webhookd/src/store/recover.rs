@@ -43,8 +43,18 @@ const CANDIDATES: &str = concat!(
 const CANDIDATES_OF_STATUS: &str =
     concat!("FROM delivery_logs l WHERE l.status = $6 AND ", candidate_conditions!());
 
+/// The logs of one status (`$6`) in the window as ids, whatever else: index entries alone, no row
+/// visited (`$2 <= $3` only keeps the statement's parameters those of the candidates).
+const OF_STATUS: &str = "FROM delivery_logs l WHERE l.webhook_id = $1 AND l.status = $6
+      AND l.id >= $4 AND l.id < $5 AND $2 <= $3";
+
 /// Logs queued per transaction.
 pub const RECOVER_PAGE: i64 = 500;
+
+/// Candidates of each status counted exactly; beyond, the count is estimated from these newest
+/// ones. Fewer than a listing's 10,000: each candidate costs a visit to its row and a probe for a
+/// later log of its event, so this keeps a dry run over any history to a few milliseconds.
+pub const RECOVER_EXACT_MAX: i64 = 1_000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
@@ -57,7 +67,7 @@ pub struct Window {
 pub struct RecoverCount {
     pub count: i64,
     pub without_payload: i64,
-    /// More than [`EXACT_TOTAL_MAX`] logs of a status matched: the counts are estimates.
+    /// More than [`RECOVER_EXACT_MAX`] logs of a status matched: the counts are estimates.
     pub estimated: bool,
 }
 
@@ -91,22 +101,30 @@ const RECOVERY_COLUMNS: &str =
 
 impl Store {
     /// How many logs a recovery of `window` would queue now, and how many more it leaves alone
-    /// because their payload expired or was erased. Exact up to [`EXACT_TOTAL_MAX`] logs of each
-    /// status; beyond, extrapolated from the newest ones (as a listing's total), so a dry run over
-    /// a history of millions costs what one over ten thousand does.
+    /// because their payload expired or was erased. Exact up to [`RECOVER_EXACT_MAX`] logs of
+    /// each status; beyond, the logs of that status in the window (counted from the index alone,
+    /// itself estimated past [`EXACT_TOTAL_MAX`]) times the share of candidates among the newest
+    /// ones, so a dry run over a history of millions costs what one over a thousand does.
     pub async fn recover_count(
         &self,
         webhook: &Webhook,
         window: Window,
     ) -> Result<RecoverCount, StoreError> {
-        let counted_sql = format!(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN payload_state = 'present' THEN 0 ELSE 1 END), 0)
-             FROM (SELECT l.payload_state {CANDIDATES_OF_STATUS} LIMIT {}) AS capped",
-            EXACT_TOTAL_MAX + 1
+        let newest_sql = format!(
+            "SELECT l.id, l.payload_state {CANDIDATES_OF_STATUS} ORDER BY l.id DESC LIMIT {}",
+            RECOVER_EXACT_MAX + 1
         );
+        let oldest_sql = format!("SELECT l.id {CANDIDATES_OF_STATUS} ORDER BY l.id LIMIT 1");
+        let capped = |condition: &str| {
+            format!(
+                "SELECT COUNT(*) FROM (SELECT 1 {OF_STATUS}{condition} LIMIT {}) AS capped",
+                EXACT_TOTAL_MAX + 1
+            )
+        };
+        let (all_sql, since_kth_sql) = (capped(""), capped(" AND l.id >= $7"));
         let mut total = RecoverCount::default();
         for status in [LogStatus::Failed, LogStatus::Skipped] {
-            let args = [
+            let mut args = vec![
                 Arg::Uuid(webhook.id),
                 Arg::Int(window.since),
                 Arg::Int(window.until),
@@ -114,25 +132,48 @@ impl Store {
                 Arg::Uuid(id_bound_until(window.until)),
                 Arg::Text(status.as_str().into()),
             ];
-            let (counted, without, estimate) = on_snapshot!(self, |tx| {
-                let (counted, without): (i64, i64) =
-                    bind_all!(sqlx::query_as(&counted_sql), &args).fetch_one(&mut *tx).await?;
-                let estimate = if counted > EXACT_TOTAL_MAX {
-                    Some(estimated_count!(tx, CANDIDATES_OF_STATUS, &args))
-                } else {
-                    None
+            let (newest, share) = on_snapshot!(self, |tx| {
+                let newest: Vec<(Uuid, String)> =
+                    bind_all!(sqlx::query_as(&newest_sql), &args).fetch_all(&mut *tx).await?;
+                let share = 'share: {
+                    let kth = match newest.last() {
+                        Some(&(kth, _)) if newest.len() as i64 > RECOVER_EXACT_MAX => kth,
+                        _ => break 'share None,
+                    };
+                    let oldest: Uuid = bind_all!(sqlx::query_scalar(&oldest_sql), &args)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if oldest == kth {
+                        // The oldest candidate is the last one read: exactly this many.
+                        break 'share None;
+                    }
+                    let mut all: i64 =
+                        bind_all!(sqlx::query_scalar(&all_sql), &args).fetch_one(&mut *tx).await?;
+                    if all > EXACT_TOTAL_MAX {
+                        all = estimated_count!(tx, OF_STATUS, &args);
+                    }
+                    args.push(Arg::Uuid(kth));
+                    let since_kth: i64 = bind_all!(sqlx::query_scalar(&since_kth_sql), &args)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    Some((all, since_kth))
                 };
-                (counted, without, estimate)
+                (newest, share)
             });
-            let Some(estimate) = estimate else {
+            let counted = newest.len() as i64;
+            let without = newest.iter().filter(|(_, state)| state != "present").count() as i64;
+            let Some((all, since_kth)) = share else {
                 total.count += counted - without;
                 total.without_payload += without;
                 continue;
             };
-            // The newest logs' share without a payload stands for the whole window's.
-            let without =
-                i64::try_from(i128::from(estimate) * i128::from(without) / i128::from(counted))
-                    .unwrap_or(i64::MAX);
+            // The newest logs' shares of candidates, and of those without a payload, stand for
+            // the whole window's.
+            let scale = |part: i64| {
+                i64::try_from(i128::from(all) * i128::from(part) / i128::from(since_kth.max(1)))
+                    .unwrap_or(i64::MAX)
+            };
+            let (estimate, without) = (scale(counted).max(counted), scale(without));
             total.count += estimate - without;
             total.without_payload += without;
             total.estimated = true;
