@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::models::Attempt;
-use super::{offset, on_reader, on_snapshot, Store, StoreError, Webhook};
+use super::{offset, on_lookup, on_snapshot, Store, StoreError, Webhook};
 use crate::domain::clock::{UnixMs, SECOND_MS};
 use crate::domain::{LogStatus, PayloadState, SendType};
 
@@ -381,23 +381,23 @@ impl Store {
             "SELECT {LOG_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
              WHERE l.id = $1 AND l.org_id = $2 AND {condition}"
         );
-        on_reader!(self, |pool| {
-            let log: Option<DeliveryLog> = sqlx::query_as(&sql)
+        let log: Option<DeliveryLog> = on_lookup!(self, |tx| {
+            sqlx::query_as(&sql)
                 .bind(log_id)
                 .bind(org_id)
                 .bind(scope.id(org_id))
-                .fetch_optional(pool)
-                .await?;
-            let Some(log) = log else { return Ok(None) };
-            let attempts = self.attempts_of(&log).await?;
-            Ok(Some((log, attempts)))
-        })
+                .fetch_optional(&mut *tx)
+                .await?
+        });
+        let Some(log) = log else { return Ok(None) };
+        let attempts = self.attempts_of(&log).await?;
+        Ok(Some((log, attempts)))
     }
 
     /// A log's attempts, oldest first: the earlier ones from `attempts`, the latest from the
     /// log row. `log` must have been read for an organization the caller may see.
     pub async fn attempts_of(&self, log: &DeliveryLog) -> Result<Vec<Attempt>, StoreError> {
-        let mut attempts: Vec<Attempt> = on_reader!(self, |pool| {
+        let mut attempts: Vec<Attempt> = on_lookup!(self, |tx| {
             sqlx::query_as(
                 "SELECT id, number, send_type, sent_at, response_code, duration_ms,
                     response_body, response_headers, error
@@ -406,7 +406,7 @@ impl Store {
             .bind(log.id)
             // The event names the day partition that holds the attempts (PostgreSQL).
             .bind(log.event_id)
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?
         });
         attempts.extend(log.latest_attempt());

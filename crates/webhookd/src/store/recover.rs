@@ -54,7 +54,7 @@ pub const RECOVER_PAGE: i64 = 500;
 /// Candidates of each status counted exactly; beyond, the count is estimated from these newest
 /// ones. Fewer than a listing's 10,000: each candidate costs a visit to its row and a probe for a
 /// later log of its event, so this keeps a dry run over any history to a few milliseconds.
-pub const RECOVER_EXACT_MAX: i64 = 1_000;
+pub const RECOVER_EXACT_MAX: i64 = 500;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Window {

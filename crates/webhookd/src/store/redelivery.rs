@@ -7,7 +7,7 @@ use super::claims::lease_ms;
 use super::logs::LOG_COLUMNS;
 use super::models::QueuedLog;
 use super::queue::{LogIds, NewLog};
-use super::{on_reader, DeliveryLog, Store, StoreError, Webhook};
+use super::{on_lookup, on_reader, DeliveryLog, Store, StoreError, Webhook};
 use crate::domain::catalog::{POST_CALL_EVENT, TEST_EVENT};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::webhook::Timeout;
@@ -29,9 +29,9 @@ impl Store {
             "SELECT {LOG_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
              WHERE l.id = $1 AND l.org_id = $2"
         );
-        on_reader!(self, |pool| {
-            Ok(sqlx::query_as(&sql).bind(log_id).bind(org_id).fetch_optional(pool).await?)
-        })
+        Ok(on_lookup!(self, |tx| {
+            sqlx::query_as(&sql).bind(log_id).bind(org_id).fetch_optional(&mut *tx).await?
+        }))
     }
 
     /// Queues a new log for `original`'s event to `webhook`'s current URL, due now. Its first
@@ -73,14 +73,14 @@ impl Store {
                AND l.original_log_id IS NULL {sent}
              ORDER BY l.id"
         );
-        on_reader!(self, |pool| {
-            Ok(sqlx::query_as(&sql)
+        Ok(on_lookup!(self, |tx| {
+            sqlx::query_as(&sql)
                 .bind(org_id)
                 .bind(call_id)
                 .bind(POST_CALL_EVENT)
-                .fetch_all(pool)
-                .await?)
-        })
+                .fetch_all(&mut *tx)
+                .await?
+        }))
     }
 
     /// The call's post-call events, oldest first, each with whether it ever had a log.

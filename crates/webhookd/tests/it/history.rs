@@ -511,7 +511,7 @@ async fn totals_are_exact_up_to_ten_thousand_logs_and_estimated_beyond(backend: 
         .collect();
     let expected: Vec<String> = (0..100).rev().map(|n| format!("c_0_{n}")).collect();
     assert_eq!(calls, expected);
-    // Recover's dry run counts like a listing: exact up to 1,000 of each status, estimated beyond.
+    // Recover's dry run: exact up to 500 logs of each status, estimated beyond.
     let (status, body) = app
         .call(Method::POST, &format!("{base}/recover"), Some(json!({"since": 0, "dry_run": true})))
         .await;
