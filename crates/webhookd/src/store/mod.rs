@@ -128,7 +128,7 @@ macro_rules! on_snapshot {
     };
 }
 /// Runs `$body` with `$tx` bound to a read-only transaction for a lookup whose best plan is the
-/// same whatever the values bound (a log by id, a call's logs): on PostgreSQL with the generic
+/// same whatever the values bound (a log by id, a call's logs, recover's count): on PostgreSQL with the generic
 /// plan of the statement, made once per connection and pruned to the right day partitions when
 /// it runs. A custom plan is made anew on every call, and planning over every day partition cost
 /// ~36 ms for 1.5 ms of execution at 34 days. Listings keep custom plans: their best index
