@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::postgres::{self, Heard};
 use super::{Db, Store};
 use crate::domain::clock::UnixMs;
 use crate::domain::PayloadState;
@@ -122,6 +123,16 @@ impl Announcer {
         gone.get(&event).map(|(state, _)| *state)
     }
 
+    /// What this node's `LISTEN` connection heard, published as announcements: each
+    /// notification's items, and a rescan whenever it listens (again), since announcements may
+    /// have been missed meanwhile.
+    pub(super) fn hear(&self, heard: Heard<'_>) {
+        match heard {
+            Heard::Listening => self.publish([Announcement::Rescan]),
+            Heard::Notification(payload) => self.publish(decode(payload)),
+        }
+    }
+
     /// Everything announced since the last call.
     pub fn take(&self) -> Pending {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
@@ -154,7 +165,7 @@ impl Store {
                 payloads.push(work.iter().copied().map(encode).collect::<Vec<_>>().join(","));
             }
             for payload in payloads {
-                if let Err(error) = super::postgres::notify(pool, CHANNEL, &payload).await {
+                if let Err(error) = postgres::notify(pool, CHANNEL, &payload).await {
                     tracing::warn!(%error, "cannot announce work to other nodes; their rescan will find it");
                 }
             }
@@ -184,7 +195,7 @@ fn encode(item: &Announcement) -> String {
 }
 
 /// The announcements in a `NOTIFY` payload; unreadable items ask for a rescan.
-pub(super) fn decode(payload: &str) -> Vec<Announcement> {
+fn decode(payload: &str) -> Vec<Announcement> {
     payload
         .split(',')
         .filter(|item| !item.is_empty())

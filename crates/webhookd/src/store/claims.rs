@@ -11,13 +11,14 @@
 //!   the claims in flight on every node under its webhook's row lock, so the sum stays within it.
 //!
 //! Under `ordering: call`, a log is eligible only when no earlier pending log of its call waits
-//! in the same lane ([`ELIGIBLE`]): its predecessor's retries included, on every node, across
+//! in the same lane (`backend::ELIGIBLE`): its predecessor's retries included, on every node, across
 //! restarts.
 
 use uuid::Uuid;
 
+use super::backend::{LaneClaim, LaneClaimed, INSERT_CHUNK};
 use super::models::{QueuedLog, QUEUED_COLUMNS};
-use super::{on_reader, on_writer, with_ids, Db, Store, StoreError};
+use super::{on_reader, on_writer, postgres, sqlite, with_ids, Db, Store, StoreError};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::webhook::Timeout;
 
@@ -28,32 +29,6 @@ pub const LEASE_MARGIN_MS: i64 = 10_000;
 /// of its lane before it starts, and its result must be written before the lease ends.
 pub fn lease_ms(timeout: Timeout) -> i64 {
     2 * timeout.millis() + LEASE_MARGIN_MS
-}
-
-/// The condition (on log `l`) that makes a log of an ordered call eligible.
-pub(super) const ELIGIBLE: &str = "(l.order_key IS NULL OR NOT EXISTS (
-        SELECT 1 FROM delivery_logs p
-        WHERE p.lane_id = l.lane_id AND p.order_key = l.order_key AND p.status = 'pending'
-          AND p.id < l.id))";
-
-/// A claim for one lane.
-#[derive(Debug, Clone)]
-pub struct LaneClaim {
-    pub lane: Uuid,
-    pub want: usize,
-    /// Lease of the claimed logs (PostgreSQL).
-    pub lease_ms: i64,
-    /// The webhook's `max_concurrency`, counted over every node (PostgreSQL).
-    pub max_concurrency: Option<u32>,
-}
-
-/// What one lane's claim took.
-#[derive(Debug, Clone)]
-pub struct LaneClaimed {
-    pub lane: Uuid,
-    pub logs: Vec<QueuedLog>,
-    /// When the lane's next pending log falls due after now (a retry, a lease ending).
-    pub next_due: Option<UnixMs>,
 }
 
 /// A lane with pending logs, found by [`Store::lanes_due`].
@@ -70,7 +45,7 @@ impl Store {
         let now = now_ms();
         let mut claimed = match &self.db {
             Db::Sqlite { write, .. } => {
-                let (logs, mut claimed) = super::sqlite::claim_lanes(write, claims, now).await?;
+                let (logs, mut claimed) = sqlite::claim_lanes(write, claims, now).await?;
                 for log in logs {
                     if let Some(lane) = claimed.iter_mut().find(|c| c.lane == log.lane_id) {
                         lane.logs.push(log);
@@ -78,7 +53,7 @@ impl Store {
                 }
                 claimed
             }
-            Db::Postgres(pool) => super::postgres::claim_lanes(pool, claims, now).await?,
+            Db::Postgres(pool) => postgres::claim_lanes(pool, claims, now).await?,
         };
         self.fill_payloads(claimed.iter_mut().flat_map(|lane| lane.logs.iter_mut()).collect())
             .await?;
@@ -179,7 +154,7 @@ impl Store {
             now_ms()
         );
         on_writer!(self, |pool| {
-            for chunk in log_ids.chunks(super::queue::INSERT_CHUNK) {
+            for chunk in log_ids.chunks(INSERT_CHUNK) {
                 with_ids(sql.clone(), chunk.iter().copied()).build().execute(pool).await?;
             }
         });

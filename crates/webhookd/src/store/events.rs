@@ -10,9 +10,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::announce::Announcement;
+use super::backend::INSERT_CHUNK;
 use super::claims::lease_ms;
 use super::models::{Payload, QueuedLog};
-use super::queue::{insert_logs, LogIds, NewLog, INSERT_CHUNK};
+use super::queue::{insert_logs, LogIds, NewLog};
 use super::{on_reader, on_writer, Backend, Store, StoreError};
 use crate::domain::clock::{now_ms, DAY_MS};
 use crate::domain::event::NewEvent;

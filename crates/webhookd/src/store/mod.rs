@@ -9,6 +9,7 @@
 mod agents;
 mod announce;
 mod availability;
+mod backend;
 mod claims;
 mod codec;
 mod error;
@@ -47,7 +48,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use announce::{Announcement, Announcer, Pending};
 pub use availability::Availability;
-pub use claims::{lease_ms, LaneClaim, LaneClaimed, LaneDue, LEASE_MARGIN_MS};
+pub(crate) use backend::with_ids;
+pub use backend::{AttemptRecord, Backend, LaneClaim, LaneClaimed};
+pub use claims::{lease_ms, LaneDue, LEASE_MARGIN_MS};
 pub use error::{Fault, StoreError};
 pub use events::{CreatedLog, HandedLog, Handoff, IngestRequest, Ingested, IngestedEvent};
 pub use health::{LastError, WebhookHealth, PENDING_CAP};
@@ -60,18 +63,11 @@ pub use operational::OperationalWebhook;
 pub use orgs::{ApiKeyInfo, CreatedOrg};
 pub use partitions::DroppedDays;
 pub use payload_removal::{ErasedCall, Expired, PAYLOAD_BATCH};
-pub use record::{AttemptRecord, Recorded, SkipRecord};
+pub use record::{Recorded, SkipRecord};
 pub use recover::{RecoverCount, Recovery, Window, RECOVER_PAGE};
 pub use redelivery::PostCallEvent;
 pub use retention::{Deleted, RETENTION_BATCH};
 pub use sessions::UiSession;
-
-/// Which database a [`Store`] runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 #[derive(Clone)]
 enum Db {
@@ -241,7 +237,9 @@ impl Store {
     pub fn spawn_listener(&self, stop: CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
         match &self.db {
             Db::Postgres(pool) => {
-                Some(tokio::spawn(postgres::listen(pool.clone(), self.announcer.clone(), stop)))
+                let announcer = self.announcer.clone();
+                let heard = move |heard: postgres::Heard<'_>| announcer.hear(heard);
+                Some(tokio::spawn(postgres::listen(pool.clone(), announce::CHANNEL, heard, stop)))
             }
             Db::Sqlite { .. } => None,
         }
@@ -250,10 +248,7 @@ impl Store {
     /// What a `SELECT` appends to lock the rows the transaction will update: `FOR UPDATE` on
     /// PostgreSQL (other nodes wait); nothing on SQLite, whose one writer already runs alone.
     pub(crate) fn row_lock(&self) -> &'static str {
-        match self.backend() {
-            Backend::Postgres => postgres::FOR_UPDATE,
-            Backend::Sqlite => "",
-        }
+        self.backend().row_lock()
     }
 
     pub fn backend(&self) -> Backend {
@@ -346,25 +341,6 @@ pub async fn migrate_database(url: &str) -> Result<(), StoreError> {
     let migrated = db.migrate().await;
     db.close().await;
     migrated
-}
-
-/// `sql` followed by `(id, id, …)`: an `IN` list of bound ids, for any backend.
-pub(crate) fn with_ids<'args, DB>(
-    sql: impl Into<String>,
-    ids: impl IntoIterator<Item = uuid::Uuid>,
-) -> sqlx::QueryBuilder<'args, DB>
-where
-    DB: sqlx::Database,
-    uuid::Uuid: sqlx::Encode<'args, DB> + sqlx::Type<DB>,
-{
-    let mut query = sqlx::QueryBuilder::new(sql);
-    query.push("(");
-    let mut list = query.separated(", ");
-    for id in ids {
-        list.push_bind(id);
-    }
-    query.push(")");
-    query
 }
 
 /// `OFFSET` of a 1-based page, saturating so absurd page numbers cannot overflow.

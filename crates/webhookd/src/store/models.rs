@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::StoreError;
+use super::error::StoreError;
 use crate::domain::circuit::{Circuit, CircuitState};
 use crate::domain::clock::UnixMs;
 use crate::domain::filter::Filter;

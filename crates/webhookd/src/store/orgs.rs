@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use super::announce::Announcement;
+use super::backend::BootstrapLock;
 use super::{on_reader, on_writer, Organization, Store, StoreError, WebhookSecrets};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::secrets::{
@@ -22,12 +23,6 @@ pub struct ApiKeyInfo {
     pub key_prefix: String,
     pub org_id: Uuid,
     pub created_at: UnixMs,
-}
-
-/// Makes the creation of the first organization one at a time across every node (PostgreSQL's
-/// advisory lock); implemented per backend in `sqlite.rs` and `postgres.rs`.
-pub(super) trait BootstrapLock {
-    async fn lock_bootstrap(&mut self) -> Result<(), StoreError>;
 }
 
 impl Store {

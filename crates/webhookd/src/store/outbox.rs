@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::announce::Announcement;
+use super::backend::INSERT_CHUNK;
 use super::queue::{announcements, insert_logs, LogIds, NewLog};
 use super::{with_ids, AttemptRecord, Recorded, StoreError};
 use crate::domain::circuit::Transition;
@@ -220,7 +221,7 @@ macro_rules! outbox_for {
                         _ => None,
                     })
                     .collect();
-                for chunk in log_ids.chunks(super::queue::INSERT_CHUNK) {
+                for chunk in log_ids.chunks(INSERT_CHUNK) {
                     let rows: Vec<FailedLog> = with_ids::<$db>(
                         "SELECT id, agent_id, webhook_id, event_id, event_type, call_id, url,
                             attempt_count FROM delivery_logs WHERE id IN ",
@@ -232,7 +233,7 @@ macro_rules! outbox_for {
                     known.logs.extend(rows.into_iter().map(|row| (row.id, row)));
                 }
                 let (events, logs) = known.events(&wanted, now);
-                for chunk in events.chunks(super::queue::INSERT_CHUNK) {
+                for chunk in events.chunks(INSERT_CHUNK) {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO events (id, org_id, agent_id, event_type, call_id, payload,
                             created_at) ",

@@ -14,6 +14,7 @@
 use uuid::Uuid;
 
 use super::announce::Announcement;
+use super::backend::INSERT_CHUNK;
 use super::{on_writer, Store, StoreError};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::PayloadState;
@@ -50,7 +51,7 @@ macro_rules! remove_payloads {
         let (state, error, only, now): (&str, &str, &str, i64) =
             (state.as_str(), state.error().unwrap_or("payload removed"), $only, $now);
         let mut ended: Vec<Uuid> = Vec::new();
-        for chunk in ids.chunks(super::queue::INSERT_CHUNK) {
+        for chunk in ids.chunks($crate::store::backend::INSERT_CHUNK) {
             let ids = || chunk.iter().copied();
             let ended_now: Vec<(Uuid,)> = $crate::store::with_ids(
                 format!(
@@ -166,7 +167,7 @@ impl Store {
             let ids: Vec<Uuid> = ids.into_iter().map(|(id,)| id).collect();
             remove_payloads!(tx, &ids, PayloadState::Erased, "TRUE", now);
             let mut logs = 0_i64;
-            for chunk in ids.chunks(super::queue::INSERT_CHUNK) {
+            for chunk in ids.chunks(INSERT_CHUNK) {
                 let count: i64 = super::with_ids(
                     "SELECT COUNT(*) FROM delivery_logs WHERE event_id IN ",
                     chunk.iter().copied(),

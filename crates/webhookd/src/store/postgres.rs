@@ -9,11 +9,9 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 
 use uuid::Uuid;
 
-use super::announce::{decode, Announcement, Announcer, CHANNEL};
-use super::claims::{LaneClaim, LaneClaimed, ELIGIBLE};
+use super::backend::{AttemptRecord, BootstrapLock, LaneClaim, LaneClaimed, UpdateLogs, ELIGIBLE};
+use super::error::StoreError;
 use super::models::{QueuedLog, QUEUED_COLUMNS};
-use super::record::{AttemptRecord, UpdateLogs};
-use super::StoreError;
 
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -42,12 +40,9 @@ pub(super) async fn connect(url: &str) -> Result<PgPool, StoreError> {
     Ok(pool)
 }
 
-/// Appended to a `SELECT` whose rows the transaction will update (other nodes wait).
-pub(super) const FOR_UPDATE: &str = " FOR UPDATE";
-
 /// Nodes starting at once on an empty database create one first organization between them: the
 /// transaction that creates it holds this lock, released at its end.
-impl super::orgs::BootstrapLock for sqlx::Transaction<'_, sqlx::Postgres> {
+impl BootstrapLock for sqlx::Transaction<'_, sqlx::Postgres> {
     async fn lock_bootstrap(&mut self) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_xact_lock(7301)").execute(&mut **self).await?;
         Ok(())
@@ -181,11 +176,21 @@ pub(super) async fn notify(pool: &PgPool, channel: &str, payload: &str) -> Resul
     Ok(())
 }
 
-/// Publishes other nodes' announcements to this process until `stop`. Reconnects on errors and
-/// asks for a rescan after each reconnection (announcements may have been missed meanwhile).
+/// What a `LISTEN` connection hears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Heard<'a> {
+    /// The connection listens (again): notifications sent meanwhile may have been missed.
+    Listening,
+    /// A notification's payload.
+    Notification(&'a str),
+}
+
+/// Listens on `channel` until `stop`, telling `heard` of each notification and of each
+/// (re)connection. Reconnects on errors.
 pub(super) async fn listen(
     pool: PgPool,
-    announcer: std::sync::Arc<Announcer>,
+    channel: &'static str,
+    heard: impl Fn(Heard<'_>) + Send + 'static,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
@@ -199,17 +204,17 @@ pub(super) async fn listen(
                 }
             }
         };
-        if let Err(error) = listener.listen(CHANNEL).await {
+        if let Err(error) = listener.listen(channel).await {
             tracing::warn!(%error, "cannot LISTEN for announcements; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        announcer.publish([Announcement::Rescan]);
+        heard(Heard::Listening);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 received = listener.recv() => match received {
-                    Ok(notification) => announcer.publish(decode(notification.payload())),
+                    Ok(notification) => heard(Heard::Notification(notification.payload())),
                     Err(error) => {
                         tracing::warn!(%error, "LISTEN connection lost; reconnecting");
                         break;

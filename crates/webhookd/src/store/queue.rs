@@ -4,13 +4,11 @@
 use uuid::Uuid;
 
 use super::announce::Announcement;
+use super::backend::INSERT_CHUNK;
 use super::{on_writer, Store, StoreError};
 use crate::domain::clock::UnixMs;
 use crate::domain::lane::lane_of;
 use crate::domain::{LogStatus, SendType};
-
-/// Rows per multi-row `INSERT`: well under SQLite's 32,766 bound variables.
-pub(super) const INSERT_CHUNK: usize = 500;
 
 /// A delivery log about to be inserted.
 #[derive(Debug, Clone)]

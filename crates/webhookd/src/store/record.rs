@@ -8,31 +8,13 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::models::Attempt;
+use super::backend::{AttemptRecord, UpdateLogs, INSERT_CHUNK};
 use super::outbox::{facts_of_batch, Outbox};
 use super::{on_writer, with_ids, Store, StoreError};
 use crate::domain::circuit::{Breaker, Circuit, CircuitState, Transition};
-use crate::domain::clock::{now_ms, UnixMs};
+use crate::domain::clock::now_ms;
 use crate::domain::health::{Health, Observation};
 use crate::domain::LogStatus;
-
-/// One finished attempt and what it means for its log.
-#[derive(Debug, Clone)]
-pub struct AttemptRecord {
-    pub log_id: Uuid,
-    pub webhook_id: Option<Uuid>,
-    pub lane_id: Uuid,
-    pub org_id: Uuid,
-    pub attempt: Attempt,
-    /// The log's status after this attempt.
-    pub status: LogStatus,
-    /// When to try again (status `pending`), else `None`.
-    pub next_attempt_at: Option<UnixMs>,
-    /// Whether this attempt used one of the log's automatic retries.
-    pub counts_as_retry: bool,
-    /// The attempt was its circuit's probe.
-    pub probe: bool,
-}
 
 /// A claimed log closed without an attempt (its webhook is gone or disabled).
 #[derive(Debug, Clone)]
@@ -49,15 +31,6 @@ pub struct Recorded {
     pub circuits: Vec<(Uuid, Circuit, Transition)>,
     /// Webhooks disabled by this batch, with the reason.
     pub disabled: Vec<(Uuid, &'static str)>,
-}
-
-/// Writes each attempt's outcome onto its log; the fastest way differs per backend.
-pub(super) trait UpdateLogs {
-    async fn update_logs(
-        &mut self,
-        attempts: &[AttemptRecord],
-        now: UnixMs,
-    ) -> Result<(), StoreError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -119,7 +92,7 @@ impl Store {
             // The earlier latest attempt of logs that had one moves to `attempts`.
             let retried: Vec<Uuid> =
                 attempts.iter().filter(|a| a.attempt.number > 1).map(|a| a.log_id).collect();
-            for chunk in retried.chunks(super::queue::INSERT_CHUNK) {
+            for chunk in retried.chunks(INSERT_CHUNK) {
                 // Locked (PostgreSQL) so that an erasure in progress is waited for and its
                 // cleared row is what moves; an erasure that comes later clears this row too.
                 with_ids(

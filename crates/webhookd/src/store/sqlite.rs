@@ -7,10 +7,12 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use super::claims::{LaneClaim, LaneClaimed, ELIGIBLE};
+use super::backend::{
+    with_ids, AttemptRecord, BootstrapLock, LaneClaim, LaneClaimed, UpdateLogs, ELIGIBLE,
+    INSERT_CHUNK,
+};
+use super::error::StoreError;
 use super::models::{QueuedLog, QUEUED_COLUMNS};
-use super::record::{AttemptRecord, UpdateLogs};
-use super::StoreError;
 
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -84,7 +86,7 @@ async fn fit_for_reuse(connection: &mut sqlx::SqliteConnection) -> Result<bool, 
 
 /// One process per file and a single writer connection: bootstrap transactions already run one
 /// at a time.
-impl super::orgs::BootstrapLock for sqlx::Transaction<'_, sqlx::Sqlite> {
+impl BootstrapLock for sqlx::Transaction<'_, sqlx::Sqlite> {
     async fn lock_bootstrap(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -123,13 +125,13 @@ pub(super) async fn claim_lanes(
 /// These logs ready to send, payloads included.
 async fn queued_logs(pool: &SqlitePool, ids: &[uuid::Uuid]) -> Result<Vec<QueuedLog>, StoreError> {
     let mut logs = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(super::queue::INSERT_CHUNK) {
+    for chunk in ids.chunks(INSERT_CHUNK) {
         let sql = format!(
             "SELECT {QUEUED_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
              WHERE l.id IN "
         );
         let found: Vec<QueuedLog> =
-            super::with_ids(sql, chunk.iter().copied()).build_query_as().fetch_all(pool).await?;
+            with_ids(sql, chunk.iter().copied()).build_query_as().fetch_all(pool).await?;
         logs.extend(found);
     }
     Ok(logs)
@@ -159,7 +161,7 @@ impl UpdateLogs for sqlx::Transaction<'_, sqlx::Sqlite> {
         attempts: &[AttemptRecord],
         now: i64,
     ) -> Result<(), StoreError> {
-        for chunk in attempts.chunks(super::queue::INSERT_CHUNK) {
+        for chunk in attempts.chunks(INSERT_CHUNK) {
             let mut update = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
                 "WITH v(id, status, retry, http_status, response_body, response_headers,
                     duration_ms, error, finished_at, next_attempt_at, attempt_id, sent_at,
