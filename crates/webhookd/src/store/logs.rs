@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::models::Attempt;
-use super::{offset, on_lookup, on_snapshot, Store, StoreError, Webhook};
+use super::{offset, on_snapshot, Store, StoreError, Webhook};
 use crate::domain::clock::{UnixMs, SECOND_MS};
 use crate::domain::{LogStatus, PayloadState, SendType};
 
@@ -381,7 +381,7 @@ impl Store {
             "SELECT {LOG_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
              WHERE l.id = $1 AND l.org_id = $2 AND {condition}"
         );
-        let log: Option<DeliveryLog> = on_lookup!(self, |tx| {
+        let log: Option<DeliveryLog> = on_snapshot!(self, generic_plans, |tx| {
             sqlx::query_as(&sql)
                 .bind(log_id)
                 .bind(org_id)
@@ -397,7 +397,7 @@ impl Store {
     /// A log's attempts, oldest first: the earlier ones from `attempts`, the latest from the
     /// log row. `log` must have been read for an organization the caller may see.
     pub async fn attempts_of(&self, log: &DeliveryLog) -> Result<Vec<Attempt>, StoreError> {
-        let mut attempts: Vec<Attempt> = on_lookup!(self, |tx| {
+        let mut attempts: Vec<Attempt> = on_snapshot!(self, generic_plans, |tx| {
             sqlx::query_as(
                 "SELECT id, number, send_type, sent_at, response_code, duration_ms,
                     response_body, response_headers, error

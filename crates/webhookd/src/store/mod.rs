@@ -104,8 +104,22 @@ macro_rules! on_reader {
 /// and its total, read by two statements, agree even while deliveries are being recorded.
 /// SQLite's read transaction keeps its first read's snapshot; PostgreSQL needs REPEATABLE READ
 /// (each statement of a READ COMMITTED transaction sees its own).
+///
+/// `on_snapshot!(store, generic_plans, |tx| …)` is for lookups whose best plan is the same
+/// whatever the values bound (a log by id, a call's logs, recover's count): on PostgreSQL they
+/// run with the statement's generic plan, made once per connection and pruned to the right day
+/// partitions when it runs. A custom plan is made anew on every call, and planning over every day
+/// partition cost ~36 ms for 1.5 ms of execution at 34 days. Listings keep custom plans: their
+/// best index depends on the values of their filters.
 macro_rules! on_snapshot {
-    ($store:expr, |$tx:ident| $body:expr) => {
+    ($store:expr, generic_plans, |$tx:ident| $body:expr) => {
+        $crate::store::on_snapshot!(
+            $store,
+            setting = "SET LOCAL plan_cache_mode = force_generic_plan",
+            |$tx| $body
+        )
+    };
+    ($store:expr, $(setting = $setting:literal,)? |$tx:ident| $body:expr) => {
         match &$store.db {
             $crate::store::Db::Sqlite { read, .. } => {
                 let mut $tx = read.begin().await?;
@@ -116,6 +130,7 @@ macro_rules! on_snapshot {
             $crate::store::Db::Postgres(pool) => {
                 let mut $tx =
                     pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;
+                $(sqlx::query($setting).execute(&mut *$tx).await?;)?
                 let result = $body;
                 $tx.commit().await?;
                 result
@@ -123,34 +138,7 @@ macro_rules! on_snapshot {
         }
     };
 }
-/// Runs `$body` with `$tx` bound to a read-only transaction for a lookup whose best plan is the
-/// same whatever the values bound (a log by id, a call's logs, recover's count): on PostgreSQL with the generic
-/// plan of the statement, made once per connection and pruned to the right day partitions when
-/// it runs. A custom plan is made anew on every call, and planning over every day partition cost
-/// ~36 ms for 1.5 ms of execution at 34 days. Listings keep custom plans: their best index
-/// depends on the values of their filters.
-macro_rules! on_lookup {
-    ($store:expr, |$tx:ident| $body:expr) => {
-        match &$store.db {
-            $crate::store::Db::Sqlite { read, .. } => {
-                let mut $tx = read.begin().await?;
-                let result = $body;
-                $tx.commit().await?;
-                result
-            }
-            $crate::store::Db::Postgres(pool) => {
-                let mut $tx = pool.begin_with("BEGIN READ ONLY").await?;
-                sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
-                    .execute(&mut *$tx)
-                    .await?;
-                let result = $body;
-                $tx.commit().await?;
-                result
-            }
-        }
-    };
-}
-pub(crate) use {on_lookup, on_reader, on_snapshot, on_writer};
+pub(crate) use {on_reader, on_snapshot, on_writer};
 
 /// One page of a listing, with the total for Talkover's `pagination`.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use super::logs::{
     EXACT_TOTAL_MAX,
 };
 use super::queue::{announcements, insert_logs, LogIds, NewLog};
-use super::{on_lookup, on_reader, on_writer, Store, StoreError, Webhook};
+use super::{on_reader, on_snapshot, on_writer, Store, StoreError, Webhook};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::{LogStatus, SendType};
 
@@ -134,7 +134,7 @@ impl Store {
             ];
             // The generic plan: a custom one probed every day partition for each candidate's
             // later logs (seconds at a million logs); the generic one prunes to the event's day.
-            let (newest, share) = on_lookup!(self, |tx| {
+            let (newest, share) = on_snapshot!(self, generic_plans, |tx| {
                 let newest: Vec<(Uuid, String)> =
                     bind_all!(sqlx::query_as(&newest_sql), &args).fetch_all(&mut *tx).await?;
                 let share = 'share: {

@@ -7,7 +7,7 @@ use super::claims::lease_ms;
 use super::logs::LOG_COLUMNS;
 use super::models::QueuedLog;
 use super::queue::{LogIds, NewLog};
-use super::{on_lookup, on_reader, DeliveryLog, Store, StoreError, Webhook};
+use super::{on_reader, on_snapshot, DeliveryLog, Store, StoreError, Webhook};
 use crate::domain::catalog::{POST_CALL_EVENT, TEST_EVENT};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::webhook::Timeout;
@@ -29,7 +29,7 @@ impl Store {
             "SELECT {LOG_COLUMNS} FROM delivery_logs l JOIN events e ON e.id = l.event_id
              WHERE l.id = $1 AND l.org_id = $2"
         );
-        Ok(on_lookup!(self, |tx| {
+        Ok(on_snapshot!(self, generic_plans, |tx| {
             sqlx::query_as(&sql).bind(log_id).bind(org_id).fetch_optional(&mut *tx).await?
         }))
     }
@@ -73,7 +73,7 @@ impl Store {
                AND l.original_log_id IS NULL {sent}
              ORDER BY l.id"
         );
-        Ok(on_lookup!(self, |tx| {
+        Ok(on_snapshot!(self, generic_plans, |tx| {
             sqlx::query_as(&sql)
                 .bind(org_id)
                 .bind(call_id)
