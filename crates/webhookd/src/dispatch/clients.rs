@@ -40,10 +40,28 @@ impl TlsClients {
     }
 
     /// `webhook`'s client for `tls`: the one built before, unless the settings changed since.
+    /// However many attempts ask at once, one of them builds it (the cache's per-key init).
     pub fn client(&self, webhook: Uuid, tls: &TlsSettings) -> Result<reqwest::Client, String> {
-        if let Some(built) = self.built.get(&webhook).filter(|built| built.0 == *tls) {
+        let built = self.built_for(webhook, tls)?;
+        if built.0 == *tls {
             return Ok(built.1.clone());
         }
+        // Saved since: the old client goes, the next asker builds the new one.
+        self.built.invalidate(&webhook);
+        Ok(self.built_for(webhook, tls)?.1.clone())
+    }
+
+    fn built_for(
+        &self,
+        webhook: Uuid,
+        tls: &TlsSettings,
+    ) -> Result<Arc<(TlsSettings, reqwest::Client)>, String> {
+        self.built
+            .try_get_with(webhook, || self.build(tls).map(|client| Arc::new((tls.clone(), client))))
+            .map_err(|error| error.to_string())
+    }
+
+    fn build(&self, tls: &TlsSettings) -> Result<reqwest::Client, String> {
         let mut builder = client_builder(&self.egress).map_err(|e| format!("TLS client: {e}"))?;
         if let Some(identity) = &tls.client {
             let pem = format!("{}\n{}", identity.key_pem, identity.cert_pem);
@@ -56,8 +74,6 @@ impl TlsClients {
                 .map_err(|e| format!("tls_ca_cert: {e}"))?;
             builder = roots.into_iter().fold(builder, |b, root| b.add_root_certificate(root));
         }
-        let client = builder.build().map_err(|e| format!("TLS client: {e}"))?;
-        self.built.insert(webhook, Arc::new((tls.clone(), client.clone())));
-        Ok(client)
+        builder.build().map_err(|e| format!("TLS client: {e}"))
     }
 }

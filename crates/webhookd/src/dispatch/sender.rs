@@ -160,12 +160,14 @@ impl Sender {
             HttpMethod::Patch => reqwest::Method::PATCH,
         };
         let headers = request_headers(outgoing, sent_at / 1000, bearer);
-        let response = http
-            .request(method, &outgoing.url)
-            .headers(headers)
-            .body(outgoing.body.clone())
-            .send()
-            .await?;
+        let request = || {
+            let request = http.request(method.clone(), &outgoing.url).headers(headers.clone());
+            request.body(outgoing.body.clone()).send()
+        };
+        let response = match request().await {
+            Err(error) if closed_unanswered(&error) => request().await?,
+            sent => sent?,
+        };
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -177,6 +179,24 @@ impl Sender {
         let body = String::from_utf8_lossy(&body).into_owned();
         Ok(Captured { status, retry_after, headers, body, body_error })
     }
+}
+
+/// The peer closed the connection before answering a byte: the usual cause is a pooled
+/// keep-alive connection closed by the other side as it was being reused (an endpoint's idle
+/// timeout shorter than the pool's, or a proxy such as tinyproxy that serves one request per
+/// connection without saying so). The request is then sent once more, at once, on another
+/// connection, as Go's HTTP client does for requests carrying an idempotency key: `webhook-id`
+/// is one, and a consumer that got the first copy drops the second. Once only, so an endpoint
+/// that closes on every request still fails the attempt.
+fn closed_unanswered(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// At most `limit` bytes of `response`'s body, and why the rest could not be read, if it could

@@ -20,6 +20,7 @@ backend_tests!(
     a_per_call_webhook_url_is_signed_with_the_organization_secret,
     long_response_bodies_are_truncated_at_16_kib,
     the_test_endpoint_sends_now_and_reports_the_answer,
+    a_reused_connection_closed_unanswered_is_sent_again_on_a_new_one,
 );
 
 async fn setup(backend: Backend, fields: Value) -> (TestApp, Receiver, String, Value) {
@@ -271,4 +272,76 @@ async fn the_test_endpoint_sends_now_and_reports_the_answer(backend: Backend) {
     assert_eq!(log["attempts"][0]["send_type"], "test");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 2, "a test is never retried");
+}
+
+/// An endpoint that answers the first request on its first connection and keeps it open, then
+/// closes that connection when the next request comes on it, unanswered (as a keep-alive
+/// connection closed at the moment of its reuse); every later connection is answered. Says
+/// which connection (0, 1, …) each request came on, with its `webhook-id`.
+async fn closes_a_reused_connection(
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen_ = seen.clone();
+    tokio::spawn(async move {
+        for connection in 0.. {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let seen = seen_.clone();
+            tokio::spawn(async move {
+                let mut tcp = BufReader::new(tcp);
+                for request in 0.. {
+                    let (mut length, mut webhook_id) = (0, String::new());
+                    loop {
+                        let mut line = String::new();
+                        if tcp.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+                        match name.to_ascii_lowercase().as_str() {
+                            "content-length" => length = value.trim().parse().unwrap(),
+                            "webhook-id" => webhook_id = value.trim().to_string(),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    tcp.read_exact(&mut body).await.unwrap();
+                    seen.lock().unwrap().push((connection, webhook_id));
+                    if connection == 0 && request == 1 {
+                        return; // closed, unanswered
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    tcp.get_mut().write_all(answer).await.unwrap();
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+async fn a_reused_connection_closed_unanswered_is_sent_again_on_a_new_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (url, seen) = closes_a_reused_connection().await;
+    let agent = app.create_agent().await;
+    let webhook = app.create_webhook(&agent, json!({"webhook_url": url, "max_retries": 0})).await;
+    let mut logs = Vec::new();
+    for n in 0..2 {
+        let accepted =
+            app.ingest(&agent, json!({"event": "call.completed", "data": {"n": n}})).await;
+        let log_id = accepted["logs"][0]["log_id"].as_str().unwrap().to_string();
+        logs.push(app.wait_for_log(&agent, id(&webhook), &log_id, "success").await);
+    }
+    // The second request rode the first connection, which was closed on it; it went again at
+    // once on a new connection, within the same attempt.
+    let seen = seen.lock().unwrap().clone();
+    let connections: Vec<usize> = seen.iter().map(|(connection, _)| *connection).collect();
+    assert_eq!(connections, [0, 0, 1], "{seen:?}");
+    assert_eq!(seen[1].1, seen[2].1, "the same webhook-id both times");
+    assert_ne!(seen[0].1, seen[1].1);
+    assert_eq!(logs[1]["attempts"].as_array().unwrap().len(), 1, "{}", logs[1]);
 }

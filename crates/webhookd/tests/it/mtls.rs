@@ -56,11 +56,14 @@ async fn a_webhook_with_the_right_client_certificate_is_accepted(backend: Backen
             }),
         )
         .await;
-    for _ in 0..2 {
+    for _ in 0..3 {
         let log = deliver(&app, &agent, &webhook).await;
         assert_eq!(log["status"], "success", "{log}");
     }
-    assert_eq!((server.answered(), server.refused()), (2, 0));
+    assert_eq!((server.answered(), server.refused()), (3, 0));
+    // The webhook's client (its rustls configuration and connection pool) is built once and
+    // reused: the later attempts ride the first one's connection, no new handshake.
+    assert_eq!(server.peers().len(), 1, "connections: {:?}", server.peers());
 }
 
 async fn a_webhook_without_a_client_certificate_is_refused_by_the_server(backend: Backend) {
