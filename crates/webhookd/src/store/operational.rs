@@ -10,7 +10,7 @@
 
 use uuid::Uuid;
 
-use super::queue::{LogIds, NewLog};
+use super::log_inserts::{LogIds, NewLog};
 use super::{on_reader, on_writer, DeliveryLog, Store, StoreError};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::operational::{self, Subscription};

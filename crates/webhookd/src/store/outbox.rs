@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::announce::Announcement;
 use super::backend::INSERT_CHUNK;
-use super::queue::{announcements, insert_logs, LogIds, NewLog};
+use super::log_inserts::{announcements, insert_logs, LogIds, NewLog};
 use super::{with_ids, AttemptRecord, Recorded, StoreError};
 use crate::domain::circuit::Transition;
 use crate::domain::clock::{format_ms, UnixMs};

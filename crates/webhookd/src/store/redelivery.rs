@@ -4,9 +4,9 @@
 use uuid::Uuid;
 
 use super::claims::lease_ms;
+use super::log_inserts::{LogIds, NewLog};
 use super::logs::LOG_COLUMNS;
 use super::models::QueuedLog;
-use super::queue::{LogIds, NewLog};
 use super::{on_reader, on_snapshot, DeliveryLog, Store, StoreError, Webhook};
 use crate::domain::catalog::{POST_CALL_EVENT, TEST_EVENT};
 use crate::domain::clock::{now_ms, UnixMs};
@@ -130,7 +130,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             if !taken {
-                super::queue::insert_logs(&mut tx, std::slice::from_ref(&log)).await?;
+                super::log_inserts::insert_logs(&mut tx, std::slice::from_ref(&log)).await?;
             }
             tx.commit().await?;
             !taken
@@ -191,7 +191,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            super::queue::insert_logs(&mut tx, std::slice::from_ref(log)).await?;
+            super::log_inserts::insert_logs(&mut tx, std::slice::from_ref(log)).await?;
             tx.commit().await?;
         });
         Ok(())

@@ -1,5 +1,5 @@
-//! The delivery queue in the database: the one place delivery logs are inserted, whatever made
-//! them (ingestion, Talkover retry, recovery, Bland create, the test endpoint).
+//! Delivery logs inserted: the one place they are written, whatever made them (ingestion,
+//! Talkover retry, recovery, Bland create, the test endpoint).
 
 use uuid::Uuid;
 
