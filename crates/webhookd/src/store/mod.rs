@@ -207,6 +207,12 @@ impl Store {
         self.sealer.open(&stored).map_err(|detail| StoreError::Corrupt { table: "secrets", detail })
     }
 
+    /// The key `purpose` derived from the server key (see `domain::sealing`): the same on every
+    /// node of one database.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        self.sealer.derive_key(purpose)
+    }
+
     /// A webhook and previous secret pair as stored, opened.
     fn open_secrets(&self, secrets: WebhookSecrets) -> Result<WebhookSecrets, StoreError> {
         Ok(WebhookSecrets {
