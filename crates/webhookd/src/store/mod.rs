@@ -13,6 +13,7 @@ mod backend;
 mod claims;
 mod codec;
 mod error;
+mod event_inserts;
 mod events;
 mod gauges;
 mod health;

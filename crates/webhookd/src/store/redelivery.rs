@@ -4,6 +4,7 @@
 use uuid::Uuid;
 
 use super::claims::lease_ms;
+use super::event_inserts::{insert_events, EventRow};
 use super::log_inserts::{LogIds, NewLog};
 use super::logs::LOG_COLUMNS;
 use super::models::QueuedLog;
@@ -177,20 +178,20 @@ impl Store {
         log: &NewLog,
         now: UnixMs,
     ) -> Result<(), StoreError> {
+        let event = EventRow {
+            id: event_id,
+            org_id: webhook.org_id,
+            agent_id: webhook.agent_id,
+            event_type: TEST_EVENT,
+            call_id: None,
+            payload,
+            webhook_url: None,
+            traceparent: None,
+            created_at: now,
+        };
         super::on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO events (id, org_id, agent_id, event_type, payload, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(event_id)
-            .bind(webhook.org_id)
-            .bind(webhook.agent_id)
-            .bind(TEST_EVENT)
-            .bind(payload)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            insert_events(&mut tx, std::slice::from_ref(&event)).await?;
             super::log_inserts::insert_logs(&mut tx, std::slice::from_ref(log)).await?;
             tx.commit().await?;
         });
