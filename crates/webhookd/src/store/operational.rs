@@ -49,6 +49,15 @@ impl OperationalRow {
     }
 }
 
+impl NewLog {
+    /// This log as the delivery of an operational event: such a log has no webhook, and goes in
+    /// its organization's operational lane rather than the per-call lane its URL would make.
+    pub(super) fn into_operational(self) -> Self {
+        debug_assert!(self.webhook_id.is_none(), "an operational log has no webhook");
+        Self { lane_id: operational::lane(self.org_id), ..self }
+    }
+}
+
 impl Store {
     /// The organization's operational webhook, if one is set.
     pub async fn operational_webhook(
@@ -148,11 +157,7 @@ impl Store {
         };
         let call_id = original.call_id.as_deref();
         let log = NewLog::pending(ids, &original.event_type, call_id, url, SendType::Manual, now);
-        let log = NewLog {
-            lane_id: operational::lane(original.org_id),
-            original_log_id: Some(original.id),
-            ..log
-        };
+        let log = NewLog { original_log_id: Some(original.id), ..log.into_operational() };
         self.enqueue(std::slice::from_ref(&log)).await?;
         Ok((log.id, now))
     }

@@ -302,7 +302,7 @@ impl Known {
             let kind = event.kind.as_str();
             let call_id = event.call_id.as_deref();
             let log = NewLog::pending(ids, kind, call_id, &subscriber.url, SendType::Spawn, now);
-            logs.push(NewLog { lane_id: operational::lane(event.org_id), ..log });
+            logs.push(log.into_operational());
             events.push(event);
         }
         (events, logs)
