@@ -71,7 +71,7 @@ impl AuthCache {
             return Ok(KeyCheck::Valid(org_id));
         }
         metrics::api_key_lookup();
-        let Some(org_id) = store.org_for_api_key_hash(key_hash).await? else {
+        let Some((_, org_id)) = store.api_key_by_hash(key_hash).await? else {
             self.lookups.remember_unknown(key_hash);
             return Ok(match turn {
                 Turn::Free => {

@@ -110,3 +110,59 @@ pub(super) trait UpdateLogs {
 pub(super) trait BootstrapLock {
     async fn lock_bootstrap(&mut self) -> Result<(), StoreError>;
 }
+
+/// Inserts `rows` into `into` (a table and its columns) in multi-row statements of
+/// [`INSERT_CHUNK`] rows within the caller's transaction; `bind` adds one row's values in the
+/// columns' order.
+///
+/// Arguments are built by hand, each placeholder written by the backend itself (`?` on SQLite,
+/// `$n` on PostgreSQL): SQLite looks up a named parameter by scanning the statement's list, so
+/// 9,000 `$n` parameters cost quadratic time, while `?` binds by position. (A `QueryBuilder`
+/// does the same, but one generic over the backend cannot be executed and dropped within a
+/// function.)
+pub(super) async fn insert_rows<DB, R>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    into: &str,
+    rows: &[R],
+    bind: impl for<'v, 'q> Fn(&mut Values<'v, 'q, DB>, &'q R) -> Result<(), StoreError>,
+) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB> + Default,
+{
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut sql = format!("INSERT INTO {into} VALUES ");
+        let mut args = DB::Arguments::default();
+        for (n, row) in chunk.iter().enumerate() {
+            sql.push_str(if n == 0 { "(" } else { ", (" });
+            bind(&mut Values { sql: &mut sql, args: &mut args, first: true }, row)?;
+            sql.push(')');
+        }
+        sqlx::query_with(&sql, args).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// One row's values: each bound to the arguments, its placeholder written to the statement.
+pub(super) struct Values<'a, 'q, DB: sqlx::Database> {
+    sql: &'a mut String,
+    args: &'a mut DB::Arguments<'q>,
+    first: bool,
+}
+
+impl<'q, DB: sqlx::Database> Values<'_, 'q, DB> {
+    pub(super) fn add<T>(&mut self, value: T) -> Result<(), StoreError>
+    where
+        T: sqlx::Encode<'q, DB> + sqlx::Type<DB> + 'q,
+    {
+        use sqlx::Arguments;
+        if !self.first {
+            self.sql.push_str(", ");
+        }
+        self.first = false;
+        self.args.add(value).map_err(sqlx::Error::Encode)?;
+        self.args.format_placeholder(self.sql).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        Ok(())
+    }
+}

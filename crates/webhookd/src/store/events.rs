@@ -10,10 +10,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::announce::Announcement;
-use super::backend::INSERT_CHUNK;
 use super::claims::lease_ms;
+use super::event_inserts::{insert_events, EventRow};
+use super::log_inserts::{insert_logs, LogIds, NewLog};
 use super::models::{Payload, QueuedLog};
-use super::queue::{insert_logs, LogIds, NewLog};
 use super::{on_reader, on_writer, Backend, Store, StoreError};
 use crate::domain::clock::{now_ms, DAY_MS};
 use crate::domain::event::NewEvent;
@@ -154,7 +154,7 @@ impl Store {
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let mut agents: HashMap<(Uuid, Uuid), Option<Arc<Vec<Subscription>>>> = HashMap::new();
-            let mut new_events: Vec<(Uuid, &IngestRequest, &NewEvent)> = Vec::new();
+            let mut new_events: Vec<EventRow<'_>> = Vec::new();
             let mut logs: Vec<NewLog> = Vec::new();
             for request in requests {
                 let key = (request.org_id, request.agent_id);
@@ -286,28 +286,21 @@ impl Store {
                         logs: created,
                         filtered,
                     });
-                    new_events.push((event_id, request, event));
+                    new_events.push(EventRow {
+                        id: event_id,
+                        org_id: request.org_id,
+                        agent_id: request.agent_id,
+                        event_type,
+                        call_id,
+                        payload: &event.payload,
+                        webhook_url: event.webhook_url.as_ref().map(|url| url.as_str()),
+                        traceparent: event.traceparent.as_deref(),
+                        created_at: now,
+                    });
                 }
                 outcomes.push(Ingested::Events { events, handed });
             }
-            for chunk in new_events.chunks(INSERT_CHUNK) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO events (id, org_id, agent_id, event_type, call_id, payload,
-                        webhook_url, traceparent, created_at) ",
-                );
-                insert.push_values(chunk, |mut row, (id, request, event)| {
-                    row.push_bind(*id)
-                        .push_bind(request.org_id)
-                        .push_bind(request.agent_id)
-                        .push_bind(event.event_type.as_str())
-                        .push_bind(event.call_id.as_ref().map(|id| id.as_str()))
-                        .push_bind(event.payload.as_ref())
-                        .push_bind(event.webhook_url.as_ref().map(|url| url.as_str()))
-                        .push_bind(event.traceparent.as_deref())
-                        .push_bind(now);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
+            insert_events(&mut tx, &new_events).await?;
             insert_logs(&mut tx, &logs).await?;
             tx.commit().await?;
         });

@@ -13,9 +13,11 @@ mod backend;
 mod claims;
 mod codec;
 mod error;
+mod event_inserts;
 mod events;
 mod gauges;
 mod health;
+mod log_inserts;
 mod log_pages;
 mod logs;
 mod meta;
@@ -27,13 +29,12 @@ mod partitions;
 mod payload_removal;
 mod payloads;
 mod postgres;
-mod queue;
 mod record;
 mod recover;
 mod redelivery;
 mod retention;
 mod sealing;
-mod sending;
+mod send_context;
 mod sessions;
 mod sqlite;
 mod webhooks;
@@ -205,6 +206,12 @@ impl Store {
     /// A stored secret's plaintext.
     pub(crate) fn open(&self, stored: String) -> Result<String, StoreError> {
         self.sealer.open(&stored).map_err(|detail| StoreError::Corrupt { table: "secrets", detail })
+    }
+
+    /// The key `purpose` derived from the server key (see `domain::sealing`): the same on every
+    /// node of one database.
+    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
+        self.sealer.derive_key(purpose)
     }
 
     /// A webhook and previous secret pair as stored, opened.

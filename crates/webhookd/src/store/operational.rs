@@ -10,7 +10,7 @@
 
 use uuid::Uuid;
 
-use super::queue::{LogIds, NewLog};
+use super::log_inserts::{LogIds, NewLog};
 use super::{on_reader, on_writer, DeliveryLog, Store, StoreError};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::operational::{self, Subscription};
@@ -46,6 +46,15 @@ impl OperationalRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
+    }
+}
+
+impl NewLog {
+    /// This log as the delivery of an operational event: such a log has no webhook, and goes in
+    /// its organization's operational lane rather than the per-call lane its URL would make.
+    pub(super) fn into_operational(self) -> Self {
+        debug_assert!(self.webhook_id.is_none(), "an operational log has no webhook");
+        Self { lane_id: operational::lane(self.org_id), ..self }
     }
 }
 
@@ -148,11 +157,7 @@ impl Store {
         };
         let call_id = original.call_id.as_deref();
         let log = NewLog::pending(ids, &original.event_type, call_id, url, SendType::Manual, now);
-        let log = NewLog {
-            lane_id: operational::lane(original.org_id),
-            original_log_id: Some(original.id),
-            ..log
-        };
+        let log = NewLog { original_log_id: Some(original.id), ..log.into_operational() };
         self.enqueue(std::slice::from_ref(&log)).await?;
         Ok((log.id, now))
     }

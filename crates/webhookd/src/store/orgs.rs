@@ -118,10 +118,14 @@ impl Store {
         })
     }
 
-    /// The organization of the API key whose hash is `key_hash`.
-    pub async fn org_for_api_key_hash(&self, key_hash: &[u8]) -> Result<Option<Uuid>, StoreError> {
+    /// The id and organization of the API key whose hash is `key_hash`: the API authenticates
+    /// by its organization, a sign-in also records the key on its session.
+    pub async fn api_key_by_hash(
+        &self,
+        key_hash: &[u8],
+    ) -> Result<Option<(Uuid, Uuid)>, StoreError> {
         on_reader!(self, |pool| {
-            Ok(sqlx::query_scalar("SELECT org_id FROM api_keys WHERE key_hash = $1")
+            Ok(sqlx::query_as("SELECT id, org_id FROM api_keys WHERE key_hash = $1")
                 .bind(key_hash)
                 .fetch_optional(pool)
                 .await?)

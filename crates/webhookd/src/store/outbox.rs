@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use super::announce::Announcement;
 use super::backend::INSERT_CHUNK;
-use super::queue::{announcements, insert_logs, LogIds, NewLog};
+use super::event_inserts::{insert_events, EventRow};
+use super::log_inserts::{announcements, insert_logs, LogIds, NewLog};
 use super::{with_ids, AttemptRecord, Recorded, StoreError};
 use crate::domain::circuit::Transition;
 use crate::domain::clock::{format_ms, UnixMs};
@@ -158,6 +159,22 @@ struct NewEvent {
     payload: Vec<u8>,
 }
 
+impl NewEvent {
+    fn row(&self, now: UnixMs) -> EventRow<'_> {
+        EventRow {
+            id: self.id,
+            org_id: self.org_id,
+            agent_id: self.agent_id,
+            event_type: self.kind.as_str(),
+            call_id: self.call_id.as_deref(),
+            payload: &self.payload,
+            webhook_url: None,
+            traceparent: None,
+            created_at: now,
+        }
+    }
+}
+
 /// The read side of the outbox, whatever the backend.
 struct Known {
     subscribers: HashMap<Uuid, (Subscriber, Subscription)>,
@@ -233,22 +250,8 @@ macro_rules! outbox_for {
                     known.logs.extend(rows.into_iter().map(|row| (row.id, row)));
                 }
                 let (events, logs) = known.events(&wanted, now);
-                for chunk in events.chunks(INSERT_CHUNK) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO events (id, org_id, agent_id, event_type, call_id, payload,
-                            created_at) ",
-                    );
-                    insert.push_values(chunk, |mut row, event| {
-                        row.push_bind(event.id)
-                            .push_bind(event.org_id)
-                            .push_bind(event.agent_id)
-                            .push_bind(event.kind.as_str())
-                            .push_bind(event.call_id.clone())
-                            .push_bind(event.payload.clone())
-                            .push_bind(now);
-                    });
-                    insert.build().execute(&mut **self).await?;
-                }
+                let rows: Vec<EventRow<'_>> = events.iter().map(|e| e.row(now)).collect();
+                insert_events(self, &rows).await?;
                 insert_logs(self, &logs).await?;
                 Ok(announcements(&logs))
             }
@@ -299,7 +302,7 @@ impl Known {
             let kind = event.kind.as_str();
             let call_id = event.call_id.as_deref();
             let log = NewLog::pending(ids, kind, call_id, &subscriber.url, SendType::Spawn, now);
-            logs.push(NewLog { lane_id: operational::lane(event.org_id), ..log });
+            logs.push(log.into_operational());
             events.push(event);
         }
         (events, logs)

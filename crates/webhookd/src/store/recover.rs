@@ -5,11 +5,11 @@
 
 use uuid::Uuid;
 
+use super::log_inserts::{announcements, insert_logs, LogIds, NewLog};
 use super::logs::{
     bind_all, estimate_total, estimated_count, id_bound_until, lowest_id_since, Arg,
     EXACT_TOTAL_MAX,
 };
-use super::queue::{announcements, insert_logs, LogIds, NewLog};
 use super::{on_reader, on_snapshot, on_writer, Store, StoreError, Webhook};
 use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::{LogStatus, SendType};

@@ -4,9 +4,10 @@
 use uuid::Uuid;
 
 use super::claims::lease_ms;
+use super::event_inserts::{insert_events, EventRow};
+use super::log_inserts::{LogIds, NewLog};
 use super::logs::LOG_COLUMNS;
 use super::models::QueuedLog;
-use super::queue::{LogIds, NewLog};
 use super::{on_reader, on_snapshot, DeliveryLog, Store, StoreError, Webhook};
 use crate::domain::catalog::{POST_CALL_EVENT, TEST_EVENT};
 use crate::domain::clock::{now_ms, UnixMs};
@@ -130,7 +131,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             if !taken {
-                super::queue::insert_logs(&mut tx, std::slice::from_ref(&log)).await?;
+                super::log_inserts::insert_logs(&mut tx, std::slice::from_ref(&log)).await?;
             }
             tx.commit().await?;
             !taken
@@ -177,21 +178,21 @@ impl Store {
         log: &NewLog,
         now: UnixMs,
     ) -> Result<(), StoreError> {
+        let event = EventRow {
+            id: event_id,
+            org_id: webhook.org_id,
+            agent_id: webhook.agent_id,
+            event_type: TEST_EVENT,
+            call_id: None,
+            payload,
+            webhook_url: None,
+            traceparent: None,
+            created_at: now,
+        };
         super::on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO events (id, org_id, agent_id, event_type, payload, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(event_id)
-            .bind(webhook.org_id)
-            .bind(webhook.agent_id)
-            .bind(TEST_EVENT)
-            .bind(payload)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            super::queue::insert_logs(&mut tx, std::slice::from_ref(log)).await?;
+            insert_events(&mut tx, std::slice::from_ref(&event)).await?;
+            super::log_inserts::insert_logs(&mut tx, std::slice::from_ref(log)).await?;
             tx.commit().await?;
         });
         Ok(())

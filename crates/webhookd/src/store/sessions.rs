@@ -1,5 +1,4 @@
-//! Dashboard and portal sessions (`ui_sessions`), the API key lookup that signs a person in, and
-//! the keys derived from the server key for the UI. A session row is found by the SHA-256 of the
+//! Dashboard and portal sessions (`ui_sessions`). A session row is found by the SHA-256 of the
 //! cookie's token; expired rows are never returned and are swept when new sessions are made.
 
 use uuid::Uuid;
@@ -22,25 +21,6 @@ pub struct UiSession {
 }
 
 impl Store {
-    /// The key `purpose` derived from the server key (see `domain::sealing`): the same on every
-    /// node of one database.
-    pub fn derived_key(&self, purpose: &str) -> [u8; 32] {
-        self.sealer.derive_key(purpose)
-    }
-
-    /// The id and organization of the API key whose hash is `key_hash`.
-    pub async fn api_key_by_hash(
-        &self,
-        key_hash: &[u8],
-    ) -> Result<Option<(Uuid, Uuid)>, StoreError> {
-        on_reader!(self, |pool| {
-            Ok(sqlx::query_as("SELECT id, org_id FROM api_keys WHERE key_hash = $1")
-                .bind(key_hash)
-                .fetch_optional(pool)
-                .await?)
-        })
-    }
-
     /// Stores `session`, first sweeping every expired one.
     pub async fn create_ui_session(&self, session: &UiSession) -> Result<(), StoreError> {
         on_writer!(self, |pool| {

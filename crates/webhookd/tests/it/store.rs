@@ -74,13 +74,14 @@ async fn api_keys_resolve_to_their_organization_by_hash_only(backend: Backend) {
     let one = store.create_org("one").await.unwrap();
     let two = store.create_org("two").await.unwrap();
     assert_ne!(one.api_key, two.api_key);
-    let found = store.org_for_api_key_hash(&hash_api_key(&one.api_key)).await.unwrap();
-    assert_eq!(found, Some(one.org.id));
-    let found = store.org_for_api_key_hash(&hash_api_key(&two.api_key)).await.unwrap();
-    assert_eq!(found, Some(two.org.id));
-    assert_eq!(store.org_for_api_key_hash(&hash_api_key("whk_nope")).await.unwrap(), None);
+    let org_of = |found: Option<(Uuid, Uuid)>| found.map(|(_, org_id)| org_id);
+    let found = store.api_key_by_hash(&hash_api_key(&one.api_key)).await.unwrap();
+    assert_eq!(org_of(found), Some(one.org.id));
+    let found = store.api_key_by_hash(&hash_api_key(&two.api_key)).await.unwrap();
+    assert_eq!(org_of(found), Some(two.org.id));
+    assert_eq!(store.api_key_by_hash(&hash_api_key("whk_nope")).await.unwrap(), None);
     // The plaintext is nowhere: looking it up as if it were a hash finds nothing.
-    assert_eq!(store.org_for_api_key_hash(one.api_key.as_bytes()).await.unwrap(), None);
+    assert_eq!(store.api_key_by_hash(one.api_key.as_bytes()).await.unwrap(), None);
 }
 
 async fn agents_are_scoped_to_their_organization(backend: Backend) {

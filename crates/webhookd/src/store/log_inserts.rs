@@ -1,10 +1,10 @@
-//! The delivery queue in the database: the one place delivery logs are inserted, whatever made
-//! them (ingestion, Talkover retry, recovery, Bland create, the test endpoint).
+//! Delivery logs inserted: the one place they are written, whatever made them (ingestion,
+//! Talkover retry, recovery, Bland create, the test endpoint).
 
 use uuid::Uuid;
 
 use super::announce::Announcement;
-use super::backend::INSERT_CHUNK;
+use super::backend::insert_rows;
 use super::{on_writer, Store, StoreError};
 use crate::domain::clock::UnixMs;
 use crate::domain::lane::lane_of;
@@ -93,68 +93,30 @@ where
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    // Arguments are built by hand, each placeholder written by the backend itself (`?` on
-    // SQLite, `$n` on PostgreSQL): SQLite looks up a named parameter by scanning the statement's
-    // list, so 9,000 `$n` parameters cost quadratic time, while `?` binds by position. (A
-    // `QueryBuilder` does the same, but one generic over the backend cannot be executed and
-    // dropped within a function.)
-    for chunk in logs.chunks(INSERT_CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO delivery_logs (id, org_id, agent_id, webhook_id, lane_id, event_id,
-                event_type, call_id, order_key, url, status, first_send_type, error,
-                original_log_id, next_attempt_at, claimed_at, created_at, updated_at)
-             VALUES ",
-        );
-        let mut args = DB::Arguments::default();
-        for (row, log) in chunk.iter().enumerate() {
-            sql.push_str(if row == 0 { "(" } else { ", (" });
-            let mut values = Values { sql: &mut sql, args: &mut args, first: true };
-            values.add(log.id)?;
-            values.add(log.org_id)?;
-            values.add(log.agent_id)?;
-            values.add(log.webhook_id)?;
-            values.add(log.lane_id)?;
-            values.add(log.event_id)?;
-            values.add(log.event_type.clone())?;
-            values.add(log.call_id.clone())?;
-            values.add(log.order_key.clone())?;
-            values.add(log.url.clone())?;
-            values.add(log.status.as_str().to_string())?;
-            values.add(log.first_send_type.as_str().to_string())?;
-            values.add(log.error.clone())?;
-            values.add(log.original_log_id)?;
-            values.add(log.next_attempt_at)?;
-            values.add(log.claimed_at)?;
-            values.add(log.created_at)?;
-            values.add(log.created_at)?;
-            sql.push(')');
-        }
-        sqlx::query_with(&sql, args).execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// One row's values: each bound to the arguments, its placeholder written to the statement.
-struct Values<'a, 'q, DB: sqlx::Database> {
-    sql: &'a mut String,
-    args: &'a mut DB::Arguments<'q>,
-    first: bool,
-}
-
-impl<'q, DB: sqlx::Database> Values<'_, 'q, DB> {
-    fn add<T>(&mut self, value: T) -> Result<(), StoreError>
-    where
-        T: sqlx::Encode<'q, DB> + sqlx::Type<DB> + 'q,
-    {
-        use sqlx::Arguments;
-        if !self.first {
-            self.sql.push_str(", ");
-        }
-        self.first = false;
-        self.args.add(value).map_err(sqlx::Error::Encode)?;
-        self.args.format_placeholder(self.sql).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        Ok(())
-    }
+    let into = "delivery_logs (id, org_id, agent_id, webhook_id, lane_id, event_id, event_type,
+        call_id, order_key, url, status, first_send_type, error, original_log_id,
+        next_attempt_at, claimed_at, created_at, updated_at)";
+    insert_rows(tx, into, logs, |values, log| {
+        values.add(log.id)?;
+        values.add(log.org_id)?;
+        values.add(log.agent_id)?;
+        values.add(log.webhook_id)?;
+        values.add(log.lane_id)?;
+        values.add(log.event_id)?;
+        values.add(log.event_type.clone())?;
+        values.add(log.call_id.clone())?;
+        values.add(log.order_key.clone())?;
+        values.add(log.url.clone())?;
+        values.add(log.status.as_str().to_string())?;
+        values.add(log.first_send_type.as_str().to_string())?;
+        values.add(log.error.clone())?;
+        values.add(log.original_log_id)?;
+        values.add(log.next_attempt_at)?;
+        values.add(log.claimed_at)?;
+        values.add(log.created_at)?;
+        values.add(log.created_at)
+    })
+    .await
 }
 
 impl Store {
