@@ -10,11 +10,12 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use serde_json::json;
 
 use super::{
-    amqp_url, app_consuming, assert_each_once, broker_or_skip, events_by_call, message, outcome,
-    source_state, unique, wait_for_events, wait_until,
+    amqp_url, app_consuming, assert_each_once, broker_or_skip, create_agent, events_by_call,
+    message, outcome, source_state, unique, wait_for_events, wait_until,
 };
 use crate::backend_tests;
-use crate::harness::Backend;
+use crate::harness::{postgres_base_url, Backend, TestDb};
+use crate::process::{create_org, ServeProcess};
 use crate::proxy::Proxy;
 
 backend_tests!(amqp_messages_become_one_event_each_acknowledged_after_commit);
@@ -178,4 +179,165 @@ async fn the_amqp_consumer_reconnects_after_its_connection_is_cut_and_loses_noth
     let counts = wait_for_events(Backend::Sqlite, &db, &agent, N, Duration::from_secs(60)).await;
     assert_each_once(&counts, N);
     assert_eq!(source_state(&base, &queue.source()).await, "consuming");
+}
+
+/// How many times `node` logged that the message `message_id` was not stored (the database
+/// refused it) and goes back to the broker. Its log is JSON, with `webhookd::source` at debug.
+fn refusals(node: &ServeProcess, message_id: &str) -> usize {
+    let log = String::from_utf8(node.stderr_log().into_inner()).unwrap();
+    let id = format!("\"message_id\":\"{message_id}\"");
+    log.lines().filter(|line| line.contains("was not stored") && line.contains(&id)).count()
+}
+
+/// PostgreSQL behind a proxy that the test cuts: while the database is down nothing is stored,
+/// acknowledged, rejected or dead-lettered; the node holds at most its bound of messages, and
+/// what it could not store it gives back to the queue (nack with requeue), which delivers it
+/// again. When the database returns, each message becomes one event. The node is a process of
+/// its own, so that its log shows the first message refused a second time: proof that it went
+/// back to the queue and came again, not that it was held until the database returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_leaves_amqp_messages_unacknowledged_until_it_returns() {
+    if postgres_base_url().is_none() {
+        return;
+    }
+    let Some(queue) = TestQueue::new().await else { return };
+    let db = TestDb::new(Backend::Postgres).await;
+    let key = create_org(&db.url);
+    let (proxy, through_proxy) = Proxy::before_postgres(&db.url).await;
+    let url = queue.url();
+    let args = ["--source", url.as_str(), "--source-max-unacked", "5", "--log-format", "json"];
+    let debug = [("RUST_LOG", "info,sqlx=warn,webhookd::source=debug")];
+    let node = ServeProcess::start_with_env(&through_proxy, &args, &debug);
+    let base = node.url("");
+    let agent = create_agent(&base, &key).await;
+    wait_until("the source consumes", Duration::from_secs(10), || async {
+        source_state(&base, &queue.source()).await == "consuming"
+    })
+    .await;
+
+    proxy.cut().await;
+    const N: usize = 40;
+    queue.publish_range(&agent, 0, N).await;
+    // A publish is not a confirmed enqueue: first the queue has every message but the bound.
+    wait_until(
+        "the node holds its bound and the queue the rest",
+        Duration::from_secs(20),
+        || async { queue.ready(&queue.name).await as usize == N - 5 },
+    )
+    .await;
+    let again = "the first message is refused, requeued and refused again";
+    wait_until(again, Duration::from_secs(60), || async {
+        let ready = queue.ready(&queue.name).await as usize;
+        assert!(ready + 5 >= N, "more than the bound left the queue: {ready} of {N} ready");
+        assert_eq!(queue.ready(&queue.dead).await, 0, "a message was dead-lettered");
+        refusals(&node, "m-0") >= 2
+    })
+    .await;
+    assert_eq!(outcome(&base, &queue.source(), "ingested").await, 0.0);
+    assert_eq!(outcome(&base, &queue.source(), "rejected").await, 0.0);
+
+    proxy.restore().await;
+    let counts =
+        wait_for_events(Backend::Postgres, &db.url, &agent, N, Duration::from_secs(60)).await;
+    assert_each_once(&counts, N);
+    wait_until("every message is settled", Duration::from_secs(20), || async {
+        outcome(&base, &queue.source(), "ingested").await == N as f64
+    })
+    .await;
+    wait_until("the queue is empty", Duration::from_secs(10), || async {
+        queue.ready(&queue.name).await == 0
+    })
+    .await;
+    assert_eq!(outcome(&base, &queue.source(), "rejected").await, 0.0);
+    assert_eq!(queue.ready(&queue.dead).await, 0, "a message was dead-lettered");
+}
+
+/// Two `webhookd serve` processes on one PostgreSQL consume one queue as competing consumers:
+/// they share its messages, and no event is created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_one_amqp_queue_and_create_no_event_twice() {
+    if postgres_base_url().is_none() {
+        return;
+    }
+    let Some(queue) = TestQueue::new().await else { return };
+    let db = TestDb::new(Backend::Postgres).await;
+    let key = create_org(&db.url);
+    let url = queue.url();
+    let args = ["--source", url.as_str(), "--source-max-unacked", "100"];
+    let first = ServeProcess::start(&db.url, &args);
+    let second = ServeProcess::start(&db.url, &args);
+    for node in [&first, &second] {
+        wait_until("both nodes consume", Duration::from_secs(10), || async {
+            source_state(&node.url(""), &queue.source()).await == "consuming"
+        })
+        .await;
+    }
+    let agent = create_agent(&first.url(""), &key).await;
+    const N: usize = 3_000;
+    queue.publish_range(&agent, 0, N).await;
+
+    let counts =
+        wait_for_events(Backend::Postgres, &db.url, &agent, N, Duration::from_secs(60)).await;
+    assert_each_once(&counts, N);
+    let source = queue.source();
+    let settled = || async {
+        let one = outcome(&first.url(""), &source, "ingested").await;
+        let two = outcome(&second.url(""), &source, "ingested").await;
+        (one, two)
+    };
+    wait_until("both nodes have counted what they stored", Duration::from_secs(10), || async {
+        let (one, two) = settled().await;
+        one + two >= N as f64
+    })
+    .await;
+    let (one, two) = settled().await;
+    assert!(one > 0.0 && two > 0.0, "one node did all the work: {one} and {two}");
+    assert_eq!(one + two, N as f64);
+    assert_eq!(queue.ready(&queue.name).await, 0);
+    assert_eq!(queue.ready(&queue.dead).await, 0, "a message was dead-lettered");
+}
+
+/// kill -9 of webhookd in the middle of a queue, then a restart: every published message is
+/// exactly one event. The broker requeues what the dead node had not acknowledged; its message
+/// id is the idempotency key, so a message committed but not acknowledged before the crash is a
+/// duplicate, not a second event, and there are at most as many duplicates as the node's bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_stream_makes_every_amqp_message_exactly_one_event() {
+    let Some(queue) = TestQueue::new().await else { return };
+    let db = TestDb::new(Backend::Sqlite).await;
+    let key = create_org(&db.url);
+    let url = queue.url();
+    let args = ["--source", url.as_str()];
+    let mut node = ServeProcess::start(&db.url, &args);
+    let agent = create_agent(&node.url(""), &key).await;
+    const N: usize = 5_000;
+    // The crash comes while the queue is still being published, so always mid-stream.
+    let crash = async {
+        wait_until("part of the queue is stored", Duration::from_secs(30), || async {
+            events_by_call(Backend::Sqlite, &db.url, &agent).await.len() >= 200
+        })
+        .await;
+        node.kill();
+    };
+    tokio::join!(queue.publish_range(&agent, 0, N), crash);
+    let before = events_by_call(Backend::Sqlite, &db.url, &agent).await.len();
+    assert!(before < N, "the crash came after the whole queue");
+
+    let restarted = ServeProcess::start(&db.url, &args);
+    let counts =
+        wait_for_events(Backend::Sqlite, &db.url, &agent, N, Duration::from_secs(60)).await;
+    assert_each_once(&counts, N);
+    let base = restarted.url("");
+    wait_until("the restarted node has stored the rest", Duration::from_secs(10), || async {
+        outcome(&base, &queue.source(), "ingested").await == (N - before) as f64
+    })
+    .await;
+    let duplicates = outcome(&base, &queue.source(), "duplicate").await;
+    let bound = webhookd::source::DEFAULT_MAX_UNACKED as f64;
+    assert!(duplicates <= bound, "{duplicates} duplicates: more than the node held at its crash");
+    wait_until("the queue is empty", Duration::from_secs(10), || async {
+        queue.ready(&queue.name).await == 0
+    })
+    .await;
+    assert_eq!(queue.ready(&queue.dead).await, 0, "a message was dead-lettered");
 }
