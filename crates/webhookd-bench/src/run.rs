@@ -130,6 +130,14 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         Some((publisher, metric)) => {
             let published =
                 publisher.publish(&agent, args.events, args.rate, payload_bytes).await?;
+            // The publisher's own pace bounds the ingest rate: say it, to tell the two apart.
+            let last = published.acked.values().max().copied().unwrap_or(published.first_send);
+            let took = last.saturating_duration_since(published.first_send).as_secs_f64();
+            progress(&format!(
+                "published {} events in {took:.2} s ({:.0}/s, to the broker's acks)",
+                args.events,
+                args.events as f64 / took.max(1e-9)
+            ));
             let deadline = published.first_send + Duration::from_secs(args.timeout_secs);
             let last_ack = bus::wait_ingested(&client, api, metric, args.events, deadline).await?;
             Ingested {

@@ -132,16 +132,56 @@ where
     for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB> + Default,
 {
     for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut sql = format!("INSERT INTO {into} VALUES ");
-        let mut args = DB::Arguments::default();
-        for (n, row) in chunk.iter().enumerate() {
-            sql.push_str(if n == 0 { "(" } else { ", (" });
-            bind(&mut Values { sql: &mut sql, args: &mut args, first: true }, row)?;
-            sql.push(')');
-        }
+        let (sql, args) = rows_statement(into, chunk, "", &bind)?;
         sqlx::query_with(&sql, args).execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// [`insert_rows`] with `tail` after the rows (an `ON CONFLICT … RETURNING …` clause, values
+/// written into it being constants of the code, never input), and every row returned.
+pub(super) async fn insert_rows_returning<DB, R, O>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    into: &str,
+    rows: &[R],
+    tail: &str,
+    bind: impl for<'v, 'q> Fn(&mut Values<'v, 'q, DB>, &'q R) -> Result<(), StoreError>,
+) -> Result<Vec<O>, StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB> + Default,
+    O: for<'r> sqlx::FromRow<'r, DB::Row> + Send + Unpin,
+{
+    let mut returned = Vec::new();
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let (sql, args) = rows_statement(into, chunk, tail, &bind)?;
+        returned.extend(sqlx::query_as_with(&sql, args).fetch_all(&mut **tx).await?);
+    }
+    Ok(returned)
+}
+
+/// One multi-row `INSERT` of `chunk` with `tail` after its rows, and its arguments.
+fn rows_statement<'q, DB, R>(
+    into: &str,
+    chunk: &'q [R],
+    tail: &str,
+    bind: &impl for<'v, 'b> Fn(&mut Values<'v, 'b, DB>, &'b R) -> Result<(), StoreError>,
+) -> Result<(String, DB::Arguments<'q>), StoreError>
+where
+    DB: sqlx::Database,
+    DB::Arguments<'q>: Default,
+{
+    let mut sql = format!("INSERT INTO {into} VALUES ");
+    let mut args = DB::Arguments::default();
+    for (n, row) in chunk.iter().enumerate() {
+        sql.push_str(if n == 0 { "(" } else { ", (" });
+        bind(&mut Values { sql: &mut sql, args: &mut args, first: true }, row)?;
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(tail);
+    Ok((sql, args))
 }
 
 /// One row's values: each bound to the arguments, its placeholder written to the statement.

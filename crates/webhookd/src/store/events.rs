@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::announce::Announcement;
 use super::claims::lease_ms;
 use super::event_inserts::{insert_events, EventRow};
+use super::idempotency::claim_idempotency_keys;
 use super::log_inserts::{insert_logs, LogIds, NewLog};
 use super::models::{Payload, QueuedLog};
 use super::{on_reader, on_writer, Backend, Store, StoreError};
@@ -184,11 +185,12 @@ impl Store {
                 };
                 let mut events = Vec::with_capacity(request.events.len());
                 let mut handed = Vec::new();
-                for event in &request.events {
-                    let event_id = Uuid::now_v7();
-                    if let Some(first) =
-                        claim_idempotency_key(&mut tx, request.org_id, event, event_id, now).await?
-                    {
+                let ids: Vec<Uuid> = request.events.iter().map(|_| Uuid::now_v7()).collect();
+                let taken =
+                    claim_idempotency_keys(&mut tx, request.org_id, &request.events, &ids, now)
+                        .await?;
+                for (position, (event, &event_id)) in request.events.iter().zip(&ids).enumerate() {
+                    if let Some(&first) = taken.get(&position) {
                         events.push(IngestedEvent {
                             event_id: first,
                             duplicate: true,
@@ -359,53 +361,6 @@ impl Store {
             .await?)
         })
     }
-}
-
-/// Takes `event`'s idempotency key for `event_id`; `Some(first)` when the key was used within
-/// the window by an earlier event, which is then the answer.
-async fn claim_idempotency_key<DB>(
-    tx: &mut sqlx::Transaction<'_, DB>,
-    org_id: Uuid,
-    event: &NewEvent,
-    event_id: Uuid,
-    now: i64,
-) -> Result<Option<Uuid>, StoreError>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    for<'q> Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB> + sqlx::Decode<'q, DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    (Uuid,): for<'r> sqlx::FromRow<'r, DB::Row>,
-{
-    let Some(key) = &event.idempotency_key else { return Ok(None) };
-    let claimed: Option<(Uuid,)> = sqlx::query_as(
-        "INSERT INTO idempotency_keys (org_id, idempotency_key, event_id, created_at)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (org_id, idempotency_key) DO UPDATE
-            SET event_id = excluded.event_id, created_at = excluded.created_at
-            WHERE idempotency_keys.created_at < $5
-         RETURNING event_id",
-    )
-    .bind(org_id)
-    .bind(key.as_str().to_string())
-    .bind(event_id)
-    .bind(now)
-    .bind(now - IDEMPOTENCY_WINDOW_MS)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if claimed.is_some() {
-        return Ok(None);
-    }
-    let (first,): (Uuid,) = sqlx::query_as(
-        "SELECT event_id FROM idempotency_keys WHERE org_id = $1 AND idempotency_key = $2",
-    )
-    .bind(org_id)
-    .bind(key.as_str().to_string())
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(Some(first))
 }
 
 /// An event's `data` for filters: its bytes parsed (`null` if they are not JSON, which only

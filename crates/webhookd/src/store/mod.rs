@@ -17,6 +17,7 @@ mod event_inserts;
 mod events;
 mod gauges;
 mod health;
+mod idempotency;
 mod log_inserts;
 mod log_pages;
 mod logs;

@@ -14,6 +14,8 @@ backend_tests!(
     invalid_events_are_422_naming_each_field,
     an_idempotency_key_returns_the_first_event_and_creates_nothing,
     the_idempotency_key_header_stands_in_for_a_missing_key,
+    a_batchs_keys_are_claimed_together_repeats_answer_with_their_first_event,
+    a_key_older_than_the_window_makes_a_new_event,
     a_batch_reports_each_item_and_accepts_the_valid_ones,
     a_disabled_webhook_gets_a_skipped_log_and_no_request,
     events_go_only_to_webhooks_subscribed_to_them,
@@ -241,4 +243,71 @@ async fn another_organizations_agent_cannot_receive_events(backend: Backend) {
         .await;
         assert_error(status, &response, 404, "AGENT_NOT_FOUND");
     }
+}
+
+async fn a_batchs_keys_are_claimed_together_repeats_answer_with_their_first_event(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let agent = app.create_agent().await;
+    let used = app
+        .ingest(&agent, json!({"event": "call.completed", "data": {}, "idempotency_key": "used"}))
+        .await;
+    let keys = [Some("a"), Some("used"), None, Some("a"), Some("b"), Some("used"), Some("b")];
+    let events: Vec<Value> = keys
+        .iter()
+        .enumerate()
+        .map(
+            |(i, key)| json!({"event": "call.completed", "data": {"i": i}, "idempotency_key": key}),
+        )
+        .collect();
+    let path = format!("/api/v1/agents/{agent}/events/batch");
+    let (status, body) = app.call(Method::POST, &path, Some(json!({"events": events}))).await;
+    assert_eq!(status, 202, "{body}");
+    let results = body["data"]["results"].as_array().unwrap();
+    let duplicate: Vec<bool> = results.iter().map(|r| r["duplicate"] == true).collect();
+    assert_eq!(duplicate, [false, true, false, true, false, true, true], "{body}");
+    let id = |i: usize| results[i]["event_id"].clone();
+    assert_eq!((id(1), id(5)), (used["event_id"].clone(), used["event_id"].clone()));
+    assert_eq!(id(3), id(0), "a repeat within the batch answers with its first event");
+    assert_eq!(id(6), id(4));
+    assert_ne!(id(0), id(4));
+    // The same batch again creates nothing.
+    let (_, again) = app.call(Method::POST, &path, Some(json!({"events": events}))).await;
+    let again = again["data"]["results"].as_array().unwrap();
+    for (i, result) in again.iter().enumerate() {
+        assert_eq!(result["duplicate"], keys[i].is_some(), "{result}");
+        if keys[i].is_some() {
+            assert_eq!(result["event_id"], id(i));
+        }
+    }
+}
+
+async fn a_key_older_than_the_window_makes_a_new_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let agent = app.create_agent().await;
+    let event = json!({"event": "call.completed", "data": {}, "idempotency_key": "old"});
+    let first = app.ingest(&agent, event.clone()).await;
+    // Taken a day (the window) and a moment ago.
+    let aged = "UPDATE idempotency_keys SET created_at = created_at - 86400000 - 1";
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.db().url).await.unwrap();
+            sqlx::query(aged).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.db().url).await.unwrap();
+            sqlx::query(aged).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+    let second = app.ingest(&agent, event.clone()).await;
+    assert_eq!(second["duplicate"], false, "{second}");
+    assert_ne!(second["event_id"], first["event_id"]);
+    let third = app.ingest(&agent, event).await;
+    assert_eq!(
+        (third["duplicate"].clone(), third["event_id"].clone()),
+        (json!(true), second["event_id"].clone())
+    );
 }
