@@ -140,9 +140,11 @@ impl Intake {
             let pairs = messages.iter().zip(&flows);
             let chosen = pairs.filter(move |(_, &flow)| (flow == Flow::Redeliver) == later);
             let told = chosen.map(|(message, &flow)| tell(message, flow));
+            // All at once: each answer's future waits for its frame to be written, and one
+            // after another they took longer than the chunk's commit.
             async move {
-                for told in told {
-                    if let Err(error) = told.await {
+                for told in futures::future::join_all(told).await {
+                    if let Err(error) = told {
                         tracing::debug!(source, %error, "an acknowledgement was not sent");
                     }
                 }
