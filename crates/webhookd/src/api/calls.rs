@@ -61,7 +61,7 @@ pub async fn erase_call(
     org_id: uuid::Uuid,
     call_id: &CallId,
 ) -> Result<CallErased, ApiError> {
-    let erased = state.store.erase_call(org_id, call_id.as_str()).await?;
+    let erased = state.store.erase_call(org_id, call_id).await?;
     let erased = erased.ok_or(ApiError::NotFound(Missing::Call))?;
     metrics::payloads_erased(erased.events.unsigned_abs());
     tracing::info!(

@@ -224,7 +224,7 @@ pub(crate) fn parse_query(query: LogQuery) -> Result<(LogFilter, LogPage), ApiEr
     if let Some(status) = query.status {
         filter.status = errors.check(
             "status",
-            LogStatus::parse(&status).ok_or("must be pending, success, failed or skipped".into()),
+            LogStatus::parse(&status).ok_or("must be pending, success, failed or skipped"),
         );
     }
     let timestamp =
@@ -234,7 +234,7 @@ pub(crate) fn parse_query(query: LogQuery) -> Result<(LogFilter, LogPage), ApiEr
     let cursor = query.cursor.and_then(|cursor| {
         errors.check(
             "cursor",
-            Uuid::parse_str(&cursor).map_err(|_| "is not a cursor from next_cursor".into()),
+            Uuid::parse_str(&cursor).map_err(|_| "is not a cursor from next_cursor"),
         )
     });
     errors.finish()?;

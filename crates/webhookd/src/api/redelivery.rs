@@ -17,7 +17,7 @@ use super::webhooks::{find_webhook, WebhookPath};
 use super::AppState;
 use crate::domain::clock::{format_ms, now_ms, parse_timestamp, SECOND_MS};
 use crate::domain::validation::FieldErrors;
-use crate::domain::SendType;
+use crate::domain::{RecoveryStatus, SendType};
 use crate::store::{RecoverCount, Recovery, Window, RECOVER_PAGE};
 
 /// Recoveries up to this many logs are queued before the answer; larger ones run in the
@@ -195,7 +195,7 @@ pub async fn recover_window(
             without_payload,
             count_estimated: estimated,
             dry_run: true,
-            status: "completed".into(),
+            status: RecoveryStatus::Completed.as_str().into(),
             recovery_id: None,
         });
     }
@@ -209,7 +209,7 @@ pub async fn recover_window(
             without_payload,
             count_estimated: estimated,
             dry_run: false,
-            status: "running".into(),
+            status: RecoveryStatus::Running.as_str().into(),
             recovery_id: Some(recovery.id),
         });
     }
@@ -228,7 +228,7 @@ pub async fn recover_window(
         without_payload,
         count_estimated: false,
         dry_run: false,
-        status: "completed".into(),
+        status: RecoveryStatus::Completed.as_str().into(),
         recovery_id: None,
     })
 }
@@ -254,7 +254,7 @@ impl From<Recovery> for RecoveryView {
         Self {
             id: r.id,
             webhook_id: r.webhook_id,
-            status: r.status,
+            status: r.status.as_str().into(),
             total: r.total,
             queued: r.queued,
             since: format_ms(r.since),

@@ -4,11 +4,11 @@ use uuid::Uuid;
 
 use super::lane::LaneSettings;
 use super::limiter::Started;
-use super::sender::Outgoing;
+use super::sender::{Destination, Outgoing};
 use super::ticket::Ticket;
 use crate::domain::clock::UnixMs;
-use crate::domain::webhook::{MaxRetries, Timeout};
-use crate::domain::{Authorization, HttpMethod, LogStatus, SendType};
+use crate::domain::webhook::MaxRetries;
+use crate::domain::{LogStatus, SendType};
 use crate::store::SkipRecord;
 
 /// One attempt about to be sent.
@@ -51,46 +51,25 @@ pub fn build(
     }
     let send_type = ticket.send_type();
     let log = &ticket.log;
-    let (outgoing, max_retries) = match settings {
+    let (destination, max_retries) = match settings {
         LaneSettings::Gone => return skip(ticket, LogStatus::Skipped, "Webhook no longer exists"),
         LaneSettings::Webhook(webhook) => {
             if !webhook.settings.enabled && !ticket.is_explicit() {
                 return skip(ticket, LogStatus::Skipped, "Webhook is disabled");
             }
-            let settings = &webhook.settings;
-            let outgoing = Outgoing {
-                webhook_id: Some(webhook.id),
-                method: settings.http_method,
-                url: log.url.clone(),
-                message_id: log.event_id.to_string(),
-                event_type: log.event_type.clone(),
-                body: log.payload.0.clone(),
-                secrets: webhook.secrets.active_at(now).into_iter().map(String::from).collect(),
-                authorization: settings.authorization.clone(),
-                custom_headers: settings.custom_headers.as_slice().to_vec(),
-                tls: settings.tls.clone(),
-                timeout: settings.timeout.duration(),
-                traceparent: None,
-            };
-            (outgoing, settings.max_retries.get())
+            (Destination::Webhook(webhook), webhook.settings.max_retries.get())
         }
         LaneSettings::PerCall(secrets) => {
-            let outgoing = Outgoing {
-                webhook_id: None,
-                method: HttpMethod::Post,
-                url: log.url.clone(),
-                message_id: log.event_id.to_string(),
-                event_type: log.event_type.clone(),
-                body: log.payload.0.clone(),
-                secrets: secrets.active_at(now).into_iter().map(String::from).collect(),
-                authorization: Authorization::None,
-                custom_headers: Vec::new(),
-                tls: Default::default(),
-                timeout: Timeout::DEFAULT.duration(),
-                traceparent: None,
-            };
-            (outgoing, MaxRetries::DEFAULT.get())
+            (Destination::PerCall(secrets), MaxRetries::DEFAULT.get())
         }
     };
+    let outgoing = Outgoing::new(
+        destination,
+        &log.url,
+        log.event_id,
+        &log.event_type,
+        log.payload.0.clone(),
+        now,
+    );
     Ok(Job { ticket, outgoing, send_type, max_retries, probe, started, attempt })
 }

@@ -13,11 +13,12 @@ use super::clients::{client_builder, TlsClients};
 use super::egress::Egress;
 use super::oauth2::TokenCache;
 use super::retry::{parse_retry_after, AttemptOutcome};
-use crate::domain::clock::now_ms;
+use crate::domain::clock::{now_ms, UnixMs};
 use crate::domain::egress::EgressProxy;
-use crate::domain::webhook::TlsSettings;
+use crate::domain::webhook::{Timeout, TlsSettings};
 use crate::domain::{Authorization, CustomHeader, HttpMethod};
 use crate::signing;
+use crate::store::{Webhook, WebhookSecrets};
 
 /// Stored response bodies and headers are cut at this many bytes.
 pub const RESPONSE_LIMIT: usize = 16 * 1024;
@@ -43,6 +44,65 @@ pub struct Outgoing {
     pub timeout: Duration,
     /// The W3C `traceparent` of this attempt (`telemetry::traces`), set just before it is sent.
     pub traceparent: Option<String>,
+}
+
+/// Where a request goes, which decides everything about it but the event it carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'a> {
+    /// A webhook: its method, authorization, custom headers, mutual TLS, timeout and secrets.
+    Webhook(&'a Webhook),
+    /// A per-call `webhook_url`: a plain POST with the default timeout, signed with the
+    /// organization's secrets.
+    PerCall(&'a WebhookSecrets),
+}
+
+impl Outgoing {
+    /// The request delivering event `event_id` of `event_type` (its payload `body`) to `url` at
+    /// `destination`, signed with the secrets active at `at`. The dispatcher and the dashboard's
+    /// display of sent headers both build it here, so they cannot drift apart.
+    pub fn new(
+        destination: Destination<'_>,
+        url: &str,
+        event_id: Uuid,
+        event_type: &str,
+        body: Bytes,
+        at: UnixMs,
+    ) -> Self {
+        let secrets = match destination {
+            Destination::Webhook(webhook) => &webhook.secrets,
+            Destination::PerCall(secrets) => secrets,
+        };
+        // A per-call request is the plain one; a webhook's settings replace its defaults.
+        let plain = Outgoing {
+            webhook_id: None,
+            method: HttpMethod::Post,
+            url: url.to_string(),
+            message_id: event_id.to_string(),
+            event_type: event_type.to_string(),
+            body,
+            secrets: secrets.active_at(at).into_iter().map(String::from).collect(),
+            authorization: Authorization::None,
+            custom_headers: Vec::new(),
+            tls: TlsSettings::default(),
+            timeout: Timeout::DEFAULT.duration(),
+            traceparent: None,
+        };
+        match destination {
+            Destination::PerCall(_) => plain,
+            Destination::Webhook(webhook) => {
+                let settings = &webhook.settings;
+                Outgoing {
+                    webhook_id: Some(webhook.id),
+                    method: settings.http_method,
+                    authorization: settings.authorization.clone(),
+                    custom_headers: settings.custom_headers.as_slice().to_vec(),
+                    tls: settings.tls.clone(),
+                    timeout: settings.timeout.duration(),
+                    ..plain
+                }
+            }
+        }
+    }
 }
 
 /// What one attempt produced.

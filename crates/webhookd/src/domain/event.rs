@@ -49,6 +49,13 @@ macro_rules! client_id {
                 &self.0
             }
         }
+
+        /// Exactly as sent, for messages that name it.
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
     };
 }
 

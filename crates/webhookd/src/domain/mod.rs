@@ -48,6 +48,28 @@ impl LogStatus {
     }
 }
 
+/// Status of a recovery (`POST …/recover`): continuing in the background, or done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryStatus {
+    Running,
+    Completed,
+}
+
+impl RecoveryStatus {
+    pub const ALL: [RecoveryStatus; 2] = [Self::Running, Self::Completed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+}
+
 /// How an attempt came to be sent (SPEC §1, `send_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

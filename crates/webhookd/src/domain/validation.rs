@@ -11,8 +11,12 @@ impl FieldErrors {
     }
 
     /// Keeps the value of a successful check; records the message of a failed one.
-    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
-        result.map_err(|message| self.add(field, message)).ok()
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        result: Result<T, E>,
+    ) -> Option<T> {
+        result.map_err(|error| self.add(field, error.to_string())).ok()
     }
 
     /// Takes in every problem `other` recorded.

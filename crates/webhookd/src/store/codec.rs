@@ -4,7 +4,7 @@
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 
-use crate::domain::{LogStatus, PayloadState, SendType};
+use crate::domain::{LogStatus, PayloadState, RecoveryStatus, SendType};
 
 macro_rules! text_enum {
     ($ty:ty) => {
@@ -50,3 +50,4 @@ macro_rules! text_enum {
 text_enum!(LogStatus);
 text_enum!(SendType);
 text_enum!(PayloadState);
+text_enum!(RecoveryStatus);

@@ -17,6 +17,7 @@ use super::announce::Announcement;
 use super::backend::INSERT_CHUNK;
 use super::{on_writer, Store, StoreError};
 use crate::domain::clock::{now_ms, UnixMs};
+use crate::domain::event::CallId;
 use crate::domain::PayloadState;
 
 /// Events per payload expiry transaction at first; the maintenance task sizes later batches by
@@ -150,7 +151,7 @@ impl Store {
     pub async fn erase_call(
         &self,
         org_id: Uuid,
-        call_id: &str,
+        call_id: &CallId,
     ) -> Result<Option<ErasedCall>, StoreError> {
         let now = now_ms();
         let erased = on_writer!(self, |pool| {
@@ -158,7 +159,7 @@ impl Store {
             let ids: Vec<(Uuid,)> =
                 sqlx::query_as("SELECT id FROM events WHERE org_id = $1 AND call_id = $2")
                     .bind(org_id)
-                    .bind(call_id)
+                    .bind(call_id.as_str())
                     .fetch_all(&mut *tx)
                     .await?;
             if ids.is_empty() {
@@ -187,13 +188,17 @@ impl Store {
     }
 
     /// The agents of the events of `call_id` in `org_id`.
-    pub async fn call_agents(&self, org_id: Uuid, call_id: &str) -> Result<Vec<Uuid>, StoreError> {
+    pub async fn call_agents(
+        &self,
+        org_id: Uuid,
+        call_id: &CallId,
+    ) -> Result<Vec<Uuid>, StoreError> {
         let agents: Vec<(Uuid,)> = super::on_reader!(self, |pool| {
             sqlx::query_as(
                 "SELECT DISTINCT agent_id FROM events WHERE org_id = $1 AND call_id = $2",
             )
             .bind(org_id)
-            .bind(call_id)
+            .bind(call_id.as_str())
             .fetch_all(pool)
             .await?
         });

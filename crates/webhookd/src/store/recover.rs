@@ -12,7 +12,7 @@ use super::logs::{
 };
 use super::{on_reader, on_snapshot, on_writer, Store, StoreError, Webhook};
 use crate::domain::clock::{now_ms, UnixMs};
-use crate::domain::{LogStatus, SendType};
+use crate::domain::{LogStatus, RecoveryStatus, SendType};
 
 /// The conditions (on log `l`, bound `$1` webhook, `$2`/`$3` window, `$4`/`$5` the window as
 /// log ids, which the `(webhook_id, status, id)` index seeks to) of the candidates below, but
@@ -78,8 +78,7 @@ pub struct Recovery {
     pub webhook_id: Uuid,
     pub since: UnixMs,
     pub until: UnixMs,
-    /// `running` or `completed`.
-    pub status: String,
+    pub status: RecoveryStatus,
     pub total: i64,
     pub queued: i64,
     pub cursor: Option<Uuid>,
@@ -283,7 +282,7 @@ impl Store {
             webhook_id: webhook.id,
             since: window.since,
             until: window.until,
-            status: "running".into(),
+            status: RecoveryStatus::Running,
             total,
             queued: 0,
             cursor: None,
@@ -294,13 +293,14 @@ impl Store {
             sqlx::query(
                 "INSERT INTO recoveries (id, org_id, webhook_id, since, until, status, total, queued,
                     created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, 'running', $6, 0, $7, $7)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)",
             )
             .bind(recovery.id)
             .bind(recovery.org_id)
             .bind(recovery.webhook_id)
             .bind(recovery.since)
             .bind(recovery.until)
+            .bind(recovery.status)
             .bind(total)
             .bind(now)
             .execute(pool)

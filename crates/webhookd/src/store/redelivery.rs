@@ -11,6 +11,7 @@ use super::models::QueuedLog;
 use super::{on_reader, on_snapshot, DeliveryLog, Store, StoreError, Webhook};
 use crate::domain::catalog::{POST_CALL_EVENT, TEST_EVENT};
 use crate::domain::clock::{now_ms, UnixMs};
+use crate::domain::event::CallId;
 use crate::domain::webhook::Timeout;
 use crate::domain::SendType;
 
@@ -64,7 +65,7 @@ impl Store {
     pub async fn post_call_logs(
         &self,
         org_id: Uuid,
-        call_id: &str,
+        call_id: &CallId,
         sent_only: bool,
     ) -> Result<Vec<DeliveryLog>, StoreError> {
         let sent = if sent_only { "AND l.attempt_count > 0" } else { "" };
@@ -77,7 +78,7 @@ impl Store {
         Ok(on_snapshot!(self, generic_plans, |tx| {
             sqlx::query_as(&sql)
                 .bind(org_id)
-                .bind(call_id)
+                .bind(call_id.as_str())
                 .bind(POST_CALL_EVENT)
                 .fetch_all(&mut *tx)
                 .await?
@@ -88,7 +89,7 @@ impl Store {
     pub async fn post_call_events(
         &self,
         org_id: Uuid,
-        call_id: &str,
+        call_id: &CallId,
     ) -> Result<Vec<PostCallEvent>, StoreError> {
         on_reader!(self, |pool| {
             Ok(sqlx::query_as(
@@ -99,7 +100,7 @@ impl Store {
                  ORDER BY e.id",
             )
             .bind(org_id)
-            .bind(call_id)
+            .bind(call_id.as_str())
             .bind(POST_CALL_EVENT)
             .fetch_all(pool)
             .await?)
@@ -112,12 +113,13 @@ impl Store {
         &self,
         org_id: Uuid,
         event: &PostCallEvent,
-        call_id: &str,
+        call_id: &CallId,
         url: &str,
         send_type: SendType,
     ) -> Result<Option<QueuedLog>, StoreError> {
         let ids = LogIds { org_id, agent_id: event.agent_id, webhook_id: None, event_id: event.id };
-        let log = NewLog::pending(ids, POST_CALL_EVENT, Some(call_id), url, send_type, now_ms());
+        let log =
+            NewLog::pending(ids, POST_CALL_EVENT, Some(call_id.as_str()), url, send_type, now_ms());
         let log = held(log, Timeout::DEFAULT);
         let lock = self.row_lock();
         let lock_event = format!("SELECT id FROM events WHERE id = $1{lock}");

@@ -171,15 +171,15 @@ async fn erasable_call(
             "This log has no call id: there is no call to erase.".into(),
         )));
     };
+    let call = CallId::parse(&call_id).map_err(|_| UiError::NotFound)?;
     if let Some(scope) = session.agent_scope() {
-        let agents = state.store.call_agents(session.org_id(), &call_id).await?;
+        let agents = state.store.call_agents(session.org_id(), &call).await?;
         if agents.iter().any(|agent| *agent != scope) {
             return Err(UiError::Api(crate::api::error::ApiError::Conflict(
                 "This call has events of other agents too; ask the platform to erase it.".into(),
             )));
         }
     }
-    let call = CallId::parse(&call_id).map_err(|_| UiError::NotFound)?;
     Ok((agent, webhook, call))
 }
 
@@ -244,8 +244,9 @@ pub async fn resend(
             )))
         }
     };
+    let call = CallId::parse(&call_id).map_err(|_| UiError::NotFound)?;
     if let Some(scope) = session.agent_scope() {
-        let logs = state.store.post_call_logs(session.org_id(), &call_id, true).await?;
+        let logs = state.store.post_call_logs(session.org_id(), &call, true).await?;
         if logs.iter().any(|log| log.agent_id != scope) {
             return Err(UiError::Api(crate::api::error::ApiError::Conflict(
                 "This call's post-call webhook also went elsewhere; ask the platform to resend it."
@@ -253,7 +254,6 @@ pub async fn resend(
             )));
         }
     }
-    let call = CallId::parse(&call_id).map_err(|_| UiError::NotFound)?;
     let (logs, errors) = resend_calls(&state, session.org_id(), &[call]).await?;
     let resent = logs
         .into_iter()

@@ -54,18 +54,25 @@ impl From<askama::Error> for UiError {
     }
 }
 
+/// How a failed request is answered: elsewhere, or with an error page (status, title, message,
+/// and details such as one line per invalid field).
+enum Answer {
+    Redirect(&'static str),
+    Page(StatusCode, &'static str, String, Vec<String>),
+}
+
 impl UiError {
-    fn page(self) -> (StatusCode, &'static str, String, Vec<String>) {
+    fn answer(self) -> Answer {
         match self {
-            UiError::SignedOut => unreachable!("answered with a redirect"),
-            UiError::NotFound => (
+            UiError::SignedOut => Answer::Redirect("/ui/sign-in"),
+            UiError::NotFound => Answer::Page(
                 StatusCode::NOT_FOUND,
                 "Not found",
                 "There is nothing here, or it is not yours to see. Go back to the start page."
                     .into(),
                 Vec::new(),
             ),
-            UiError::Csrf => (
+            UiError::Csrf => Answer::Page(
                 StatusCode::FORBIDDEN,
                 "Form refused",
                 "This form did not carry the security token of your session (CSRF protection), \
@@ -73,7 +80,7 @@ impl UiError {
                     .into(),
                 Vec::new(),
             ),
-            UiError::BadPortalLink(why) => (
+            UiError::BadPortalLink(why) => Answer::Page(
                 StatusCode::FORBIDDEN,
                 "Portal link refused",
                 format!("This portal link {why}. Ask for a new link."),
@@ -87,14 +94,14 @@ impl UiError {
                         messages.into_iter().map(move |m| format!("{field} {m}"))
                     })
                     .collect();
-                (
+                Answer::Page(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "Not done",
                     "The input was invalid.".into(),
                     details,
                 )
             }
-            UiError::Api(ApiError::LogNotRetriable) => (
+            UiError::Api(ApiError::LogNotRetriable) => Answer::Page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Log cannot be retried",
                 "Only a failed or skipped log of an enabled webhook, within the retry window, \
@@ -102,7 +109,7 @@ impl UiError {
                     .into(),
                 Vec::new(),
             ),
-            UiError::Api(ApiError::PayloadGone(state)) => (
+            UiError::Api(ApiError::PayloadGone(state)) => Answer::Page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Log cannot be retried",
                 format!(
@@ -112,15 +119,15 @@ impl UiError {
                 Vec::new(),
             ),
             UiError::Api(ApiError::Conflict(message)) => {
-                (StatusCode::CONFLICT, "Not done", message, Vec::new())
+                Answer::Page(StatusCode::CONFLICT, "Not done", message, Vec::new())
             }
-            UiError::Api(ApiError::PayloadTooLarge) => (
+            UiError::Api(ApiError::PayloadTooLarge) => Answer::Page(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Form too large",
                 "The form is larger than 1 MiB; nothing was changed.".into(),
                 Vec::new(),
             ),
-            UiError::Api(ApiError::RateLimited { .. }) => (
+            UiError::Api(ApiError::RateLimited { .. }) => Answer::Page(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many requests",
                 "Wait a moment and try again.".into(),
@@ -138,8 +145,8 @@ impl UiError {
     }
 }
 
-fn server_fault() -> (StatusCode, &'static str, String, Vec<String>) {
-    (
+fn server_fault() -> Answer {
+    Answer::Page(
         StatusCode::INTERNAL_SERVER_ERROR,
         "Server error",
         "Something went wrong on the server; the details are in its log. Try again.".into(),
@@ -149,10 +156,10 @@ fn server_fault() -> (StatusCode, &'static str, String, Vec<String>) {
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
-        if matches!(self, UiError::SignedOut) {
-            return Redirect::to("/ui/sign-in").into_response();
-        }
-        let (status, title, message, details) = self.page();
+        let (status, title, message, details) = match self.answer() {
+            Answer::Redirect(to) => return Redirect::to(to).into_response(),
+            Answer::Page(status, title, message, details) => (status, title, message, details),
+        };
         let page =
             ErrorPage { chrome: Chrome::signed_out(), title: title.into(), message, details };
         render_with(status, &page).unwrap_or_else(|_| (status, title).into_response())

@@ -19,7 +19,7 @@ use super::request::{LogPath, UiPath, UiQuery};
 use super::session::Session;
 use super::views::{header_pairs, optional_time, render, text, time, Label};
 use crate::api::AppState;
-use crate::dispatch::sender::{request_headers, Outgoing};
+use crate::dispatch::sender::{request_headers, Destination, Outgoing};
 use crate::domain::catalog::POST_CALL_EVENT;
 use crate::domain::clock::{now_ms, UnixMs, SECOND_MS};
 use crate::domain::{LogStatus, PayloadState};
@@ -95,21 +95,15 @@ struct LogPage {
 /// The headers of an attempt of `log` sent at `sent_at`, as the sender builds them.
 fn headers_sent(webhook: &Webhook, log: &DeliveryLog, sent_at: UnixMs) -> Vec<(String, String)> {
     let settings = &webhook.settings;
-    let outgoing = Outgoing {
-        webhook_id: Some(webhook.id),
-        method: settings.http_method,
-        url: log.url.clone(),
-        message_id: log.event_id.to_string(),
-        event_type: log.event_type.clone(),
-        body: Bytes::from(log.payload.clone().unwrap_or_default()),
-        secrets: webhook.secrets.active_at(sent_at).into_iter().map(String::from).collect(),
-        authorization: settings.authorization.clone(),
-        custom_headers: settings.custom_headers.as_slice().to_vec(),
-        tls: settings.tls.clone(),
-        timeout: settings.timeout.duration(),
-        // Each attempt's span id is its own and not kept; the header is not shown.
-        traceparent: None,
-    };
+    // Each attempt's span id is its own and not kept: no `traceparent` is shown.
+    let outgoing = Outgoing::new(
+        Destination::Webhook(webhook),
+        &log.url,
+        log.event_id,
+        &log.event_type,
+        Bytes::from(log.payload.clone().unwrap_or_default()),
+        sent_at,
+    );
     // An `oauth2` token is not kept; a stand-in marks where it went, masked like the others.
     let bearer = settings.authorization.oauth2().is_some().then_some("token");
     let masked = settings.authorization.header_name();

@@ -18,6 +18,7 @@ use crate::api::error::ApiError;
 use crate::api::redelivery::{find_recovery, recover_window, RecoverInput, TimeInput};
 use crate::api::AppState;
 use crate::domain::clock::format_ms;
+use crate::domain::RecoveryStatus;
 
 #[derive(Template)]
 #[template(path = "recover.html")]
@@ -135,7 +136,7 @@ pub async fn progress(
         href: format!("{}/recover/{}", webhook_href(&webhook_path), recovery.id),
         logs_href: webhook_href(&webhook_path),
         id: recovery.id,
-        running: recovery.status == "running",
+        running: recovery.status == RecoveryStatus::Running,
         total: recovery.total,
         queued: recovery.queued,
         since: time(recovery.since),

@@ -290,7 +290,7 @@ fn messages(errors: FieldErrors) -> (Vec<String>, Vec<String>) {
 /// A number field: blank is `None`; anything but a whole number is an error naming the field.
 fn number(fields: &FormFields, name: &str, errors: &mut FieldErrors) -> Option<i64> {
     let value = fields.filled(name)?;
-    errors.check(name, value.trim().parse::<i64>().map_err(|_| "must be a whole number".into()))
+    errors.check(name, value.trim().parse::<i64>().map_err(|_| "must be a whole number"))
 }
 
 /// Parses the form into changes and hands them to `save`. `current_scheme` is the webhook's

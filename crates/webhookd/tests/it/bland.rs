@@ -251,6 +251,11 @@ async fn get_returns_the_calls_log_or_404(backend: Backend) {
     assert_eq!(status, 404);
     assert_eq!(body["data"], Value::Null);
     assert_eq!(body["errors"][0]["error"], "invalid_parameter");
+    // A call id no event can have (blank) is just another unknown call.
+    let (status, body) = get("%20%20").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["errors"][0]["error"], "invalid_parameter");
+    assert_eq!(body["errors"][0]["message"], "No post-call webhook exists for call   ");
     let intruder = app.other_org_key().await;
     let (status, _) = send(
         app.client.get(app.url("/v1/postcall/webhooks/c_1")).header("authorization", intruder),

@@ -196,7 +196,7 @@ pub async fn resend_calls(
 ) -> Result<(Vec<BlandLog>, Vec<BlandError>), ApiError> {
     let mut errors = Vec::new();
     let mut found = Vec::new();
-    for call_id in call_ids.iter().map(CallId::as_str) {
+    for call_id in call_ids {
         let logs = state.store.post_call_logs(org_id, call_id, true).await?;
         if logs.is_empty() {
             errors.push(BlandError::invalid(format!(
@@ -270,7 +270,7 @@ async fn create(
     };
     let mut errors = Vec::new();
     let mut held = Vec::new();
-    for call_id in call_ids.iter().map(CallId::as_str) {
+    for call_id in &call_ids {
         let events = state.store.post_call_events(org_id, call_id).await.map_err(ApiError::from)?;
         let Some(event) = events.last() else {
             errors
@@ -325,8 +325,13 @@ async fn get_post_call_log(
     path: Result<ApiPath<CallPath>, ApiError>,
 ) -> Result<Json<BlandEnvelope<BlandLog>>, BlandFailure> {
     let ApiPath(path) = path?;
-    let logs =
-        state.store.post_call_logs(org_id, &path.call_id, false).await.map_err(ApiError::from)?;
+    let logs = match CallId::parse(&path.call_id) {
+        Ok(call_id) => {
+            state.store.post_call_logs(org_id, &call_id, false).await.map_err(ApiError::from)?
+        }
+        // No event has a call id that does not parse: the same 404 as any unknown call.
+        Err(_) => Vec::new(),
+    };
     let Some(log) = logs.into_iter().last() else {
         return Err(BlandFailure {
             status: StatusCode::NOT_FOUND,

@@ -96,7 +96,7 @@ impl Authorization {
         let mut required = |field: &str, value: Option<&str>| -> Option<String> {
             let checked = match value {
                 None => Err(format!("is required when authorization_scheme is {}", input.scheme)),
-                Some(value) => header_value(value, CREDENTIAL_MAX),
+                Some(value) => header_value(value, CREDENTIAL_MAX).map_err(|e| e.to_string()),
             };
             errors.check(field, checked)
         };

@@ -313,7 +313,7 @@ impl CustomHeaders {
         }
         let mut seen = Vec::with_capacity(headers.len());
         for header in headers {
-            header_name(&header.key)?;
+            header_name(&header.key).map_err(|e| e.to_string())?;
             let key = header.key.to_ascii_lowercase();
             if seen.contains(&key) {
                 return Err(format!("{:?} appears more than once", header.key));
@@ -340,26 +340,46 @@ impl CustomHeaders {
     }
 }
 
+/// Why a header name cannot be a customer's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderNameError {
+    #[error("{0:?} is not a valid header name")]
+    Invalid(String),
+    #[error("{0:?} is set by webhookd and cannot be overridden")]
+    Reserved(String),
+}
+
+/// Why a header value cannot be sent. Its messages follow the field's name
+/// (`auth_token must not be empty`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderValueError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {max} bytes")]
+    TooLong { max: usize },
+    #[error("must be printable ASCII without line breaks")]
+    NotPrintable,
+}
+
 /// A header name a customer may set: valid, and not one webhookd sets itself.
-pub fn header_name(name: &str) -> Result<String, String> {
+pub fn header_name(name: &str) -> Result<String, HeaderNameError> {
     let parsed = HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+        .map_err(|_| HeaderNameError::Invalid(name.to_string()))?;
     if RESERVED_HEADERS.contains(&parsed.as_str()) {
-        return Err(format!("{name:?} is set by webhookd and cannot be overridden"));
+        return Err(HeaderNameError::Reserved(name.to_string()));
     }
     Ok(name.to_string())
 }
 
 /// A header value: 1–`max` bytes of printable ASCII without line breaks.
-pub fn header_value(value: &str, max: usize) -> Result<String, String> {
+pub fn header_value(value: &str, max: usize) -> Result<String, HeaderValueError> {
     if value.is_empty() {
-        return Err("must not be empty".into());
+        return Err(HeaderValueError::Empty);
     }
     if value.len() > max {
-        return Err(format!("must be at most {max} bytes"));
+        return Err(HeaderValueError::TooLong { max });
     }
-    HeaderValue::from_str(value)
-        .map_err(|_| "must be printable ASCII without line breaks".to_string())?;
+    HeaderValue::from_str(value).map_err(|_| HeaderValueError::NotPrintable)?;
     Ok(value.to_string())
 }
 
@@ -447,6 +467,18 @@ mod tests {
         assert!(RateLimit::parse(10_001).is_err());
         assert!(MaxConcurrency::parse(1_000).is_ok());
         assert!(Timeout::from_stored(0).unwrap_err().contains("Timeout"));
+    }
+
+    #[test]
+    fn header_errors_keep_the_messages_the_api_answers_with() {
+        let name = |name: &str| header_name(name).unwrap_err().to_string();
+        assert_eq!(name("bad name"), "\"bad name\" is not a valid header name");
+        assert_eq!(name("Host"), "\"Host\" is set by webhookd and cannot be overridden");
+        let value = |value: &str| header_value(value, 3).unwrap_err().to_string();
+        assert_eq!(value(""), "must not be empty");
+        assert_eq!(value("abcd"), "must be at most 3 bytes");
+        assert_eq!(value("a\nb"), "must be printable ASCII without line breaks");
+        assert_eq!(header_name("X-Team").as_deref(), Ok("X-Team"));
     }
 
     #[test]

@@ -8,8 +8,9 @@ mod tls;
 
 pub use auth::{Authorization, AuthorizationInput, API_KEY_HEADER_DEFAULT, CREDENTIAL_MAX};
 pub use fields::{
-    header_name, header_value, CustomHeader, CustomHeaders, EventTypes, HttpMethod, MaxConcurrency,
-    MaxRetries, Name, Ordering, RateLimit, Timeout, WebhookUrl, NAME_MAX, SECRET_MAX, URL_MAX,
+    header_name, header_value, CustomHeader, CustomHeaders, EventTypes, HeaderNameError,
+    HeaderValueError, HttpMethod, MaxConcurrency, MaxRetries, Name, Ordering, RateLimit, Timeout,
+    WebhookUrl, NAME_MAX, SECRET_MAX, URL_MAX,
 };
 pub use oauth2::{OAuth2Client, OAuth2Input};
 pub use tls::{ClientIdentity, TlsInput, TlsSettings, TrustedCa};

@@ -60,7 +60,10 @@ impl OAuth2Client {
         };
         let token_url = errors.check("oauth2_token_url", token_url);
         let mut credential = |field: &str, value: Option<&str>| {
-            let checked = value.map_or(Err(WHY.to_string()), |v| header_value(v, CREDENTIAL_MAX));
+            let checked = match value {
+                None => Err(WHY.to_string()),
+                Some(value) => header_value(value, CREDENTIAL_MAX).map_err(|e| e.to_string()),
+            };
             errors.check(field, checked)
         };
         let client_id = credential("oauth2_client_id", input.client_id);
