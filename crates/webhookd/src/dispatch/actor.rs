@@ -224,7 +224,13 @@ impl Actor {
             ticket.log.payload_state = state;
         }
         let lane = ticket.lane();
-        let Some(settings) = self.settings(lane).cloned() else { return };
+        let Some(settings) = self.settings(lane).cloned() else {
+            // The scheduler counted a slot for this start, and the ticket holds a claim: both go
+            // back, or the lane would stay a slot short and its log stay claimed by nobody.
+            self.scheduler.finished(lane, started, false, None);
+            self.release(vec![ticket], now);
+            return;
+        };
         self.next_attempt += 1;
         match job::build(ticket, &settings, started, probe, self.next_attempt, now) {
             Ok(job) => {
@@ -425,5 +431,143 @@ impl Actor {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::dispatch::retry::RetryPolicy;
+    use crate::dispatch::scheduler::Limits;
+    use crate::dispatch::sender::Sender;
+    use crate::domain::circuit::Breaker;
+    use crate::domain::sealing::Sealer;
+    use crate::domain::{PayloadState, SendType};
+    use crate::store::{Payload, WebhookSecrets};
+
+    fn log(lane: Uuid, org: Uuid) -> QueuedLog {
+        QueuedLog {
+            id: Uuid::now_v7(),
+            org_id: org,
+            agent_id: Uuid::nil(),
+            webhook_id: None,
+            lane_id: lane,
+            event_id: Uuid::now_v7(),
+            event_type: "call.completed".into(),
+            call_id: None,
+            url: "https://example.com/".into(),
+            attempt_count: 0,
+            retries: 0,
+            first_send_type: SendType::Spawn,
+            created_at: 0,
+            lease_until: None,
+            traceparent: None,
+            ordered: false,
+            payload: Payload::default(),
+            payload_state: PayloadState::Present,
+        }
+    }
+
+    fn per_call() -> LaneSettings {
+        LaneSettings::PerCall(Arc::new(WebhookSecrets {
+            current: "s".into(),
+            previous: None,
+            previous_expires_at: None,
+        }))
+    }
+
+    /// An actor with one active slot, whose feeder requests land in the returned receiver.
+    async fn actor(dir: &tempfile::TempDir) -> (Actor, mpsc::UnboundedReceiver<Feed>) {
+        let url = format!("sqlite://{}", dir.path().join("webhookd.db").display());
+        let sealer = Sealer::from_base64(&Sealer::generate_key()).unwrap();
+        let store = Store::connect(&url, sealer).await.unwrap();
+        let config = Arc::new(DispatchConfig {
+            concurrency: 1,
+            stalled: 4,
+            shutdown_grace: Duration::from_secs(1),
+            policy: RetryPolicy { schedule: vec![Duration::from_secs(1)] },
+            breaker: Breaker::default(),
+            handoff_kib: 0,
+            feed_from_database: true,
+            tracer: None,
+        });
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let (feeder, fed) = mpsc::unbounded_channel();
+        let (recorder, _task) = Recorder::spawn(store.clone(), inbox_tx.clone(), config.breaker);
+        let limits = Limits { concurrency: 1, stalled: 4, stalled_per_org: 1 };
+        let actor = Actor {
+            postgres: false,
+            store,
+            scheduler: Scheduler::new(limits),
+            inbox,
+            feeder,
+            attempts: Context {
+                sender: Sender::new(false, None).unwrap(),
+                recorder: recorder.clone(),
+                policy: Arc::new(config.policy.clone()),
+                inbox: inbox_tx,
+                tracer: None,
+                cut: CancellationToken::new(),
+            },
+            recorder,
+            config,
+            owned: HashMap::new(),
+            stalled: HashSet::new(),
+            next_attempt: 0,
+            srtt: HashMap::new(),
+        };
+        (actor, fed)
+    }
+
+    /// A start whose lane lost its settings between the scheduler's decision and the attempt
+    /// (the early return in `start`): the slot the scheduler counted and the log's claim are
+    /// both given back, and the lane's next log still goes out on the node's only slot.
+    #[tokio::test]
+    async fn a_start_without_settings_gives_back_its_slot_and_its_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut actor, mut fed) = actor(&dir).await;
+        let (lane, org) = (Uuid::now_v7(), Uuid::now_v7());
+        actor.scheduler.lane_mut(lane, org);
+        actor.scheduler.settings_loaded(lane, 0, per_call(), 0);
+        let (first, second) = (log(lane, org), log(lane, org));
+        let (first_id, second_id) = (first.id, second.id);
+        for log in [first, second] {
+            assert!(actor.own(&log));
+            actor.scheduler.push(Ticket::automatic(log, None));
+        }
+
+        let now = now_ms();
+        let Some(Decision::Start { ticket, started, probe }) = actor.scheduler.next(now, now_us())
+        else {
+            panic!("the lane does not start its first log")
+        };
+        assert_eq!(ticket.log.id, first_id);
+        assert_eq!(actor.scheduler.in_flight(), (1, 0), "the start counts a slot");
+        // Announced changed before the attempt is built.
+        actor.scheduler.forget_settings(lane);
+        actor.start(ticket, started, probe, now).await;
+
+        assert_eq!(actor.scheduler.in_flight(), (0, 0), "the active slot is given back");
+        assert_eq!(actor.scheduler.lane(lane).unwrap().in_flight, 0, "and the lane's slot");
+        assert!(!actor.owned.contains_key(&first_id), "the node no longer holds the log");
+        match fed.try_recv() {
+            Ok(Feed::Release(ids)) => assert_eq!(ids, vec![first_id], "its claim is released"),
+            _ => panic!("the claim is not released"),
+        }
+        assert!(actor.owned.contains_key(&second_id));
+
+        // The settings come back: the lane's next log takes the node's only slot.
+        let epoch = actor.scheduler.lane(lane).unwrap().settings_epoch;
+        actor.scheduler.settings_loaded(lane, epoch, per_call(), now);
+        let mut started_logs = Vec::new();
+        while let Some(decision) = actor.scheduler.next(now, now_us()) {
+            if let Decision::Start { ticket, .. } = decision {
+                started_logs.push(ticket.log.id);
+            }
+        }
+        assert_eq!(started_logs, vec![second_id]);
+        assert_eq!(actor.scheduler.in_flight(), (1, 0));
     }
 }

@@ -102,9 +102,9 @@ async fn resend_reports_unknown_and_foreign_calls_alike_in_errors(backend: Backe
     )
     .await;
     let agent = agent["data"]["id"].as_str().unwrap();
-    send(app.client.post(app.url(&format!("/api/v1/agents/{agent}/webhooks"))).bearer_auth(&other_key)
+    let (_, webhook) = send(app.client.post(app.url(&format!("/api/v1/agents/{agent}/webhooks"))).bearer_auth(&other_key)
         .json(&json!({"name": "w", "webhook_url": receiver.url("/theirs"), "events": ["call.completed"]}))).await;
-    send(
+    let (_, accepted) = send(
         app.client
             .post(app.url(&format!("/api/v1/agents/{agent}/events")))
             .bearer_auth(&other_key)
@@ -112,7 +112,19 @@ async fn resend_reports_unknown_and_foreign_calls_alike_in_errors(backend: Backe
     )
     .await;
     receiver.wait_for(2, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Their call's log is recorded as delivered before the resend asks about it.
+    let webhook = webhook["data"]["id"].as_str().unwrap();
+    let log = accepted["data"]["logs"][0]["log_id"].as_str().unwrap();
+    let path = format!("/api/v1/agents/{agent}/webhooks/{webhook}/logs/{log}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = send(app.client.get(app.url(&path)).bearer_auth(&other_key)).await;
+        if body["data"]["status"] == "success" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "their log never succeeded: {body}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     let (status, body) = bland(
         &app,
@@ -129,7 +141,10 @@ async fn resend_reports_unknown_and_foreign_calls_alike_in_errors(backend: Backe
     let unknown = errors[0]["message"].as_str().unwrap().replace("c_nobody", "ID");
     let foreign = errors[1]["message"].as_str().unwrap().replace("c_theirs", "ID");
     assert_eq!(unknown, foreign, "another organization's call looks exactly like an unknown one");
-    assert!(!receiver.received().iter().skip(2).any(|r| r.path == "/theirs"));
+    // The resend of `c_mine` arrives; nothing went to their call before or with it.
+    let received = receiver.wait_for(3, Duration::from_secs(10)).await;
+    let resent: Vec<&str> = received.iter().skip(2).map(|r| r.path.as_str()).collect();
+    assert_eq!(resent, ["/before"]);
 }
 
 async fn whole_request_problems_are_400_invalid_parameter(backend: Backend) {
@@ -281,8 +296,14 @@ async fn resend_refuses_a_call_whose_webhook_is_disabled_and_sends_nothing(backe
     assert_eq!(errors[0]["error"], "invalid_parameter");
     let message = errors[0]["message"].as_str().unwrap();
     assert!(message.contains("c_off") && message.contains("enable it"), "{message}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(receiver.received().len(), sent_before, "nothing sent to a disabled webhook");
+    // An event ingested afterwards, for another agent's webhook on the same receiver, arrives;
+    // it is the only request since the refusal.
+    let later = app.create_agent().await;
+    app.create_webhook(&later, json!({"webhook_url": receiver.url("/later")})).await;
+    app.ingest(&later, json!({"event": "call.completed", "data": {}})).await;
+    let received = receiver.wait_for(sent_before + 1, Duration::from_secs(10)).await;
+    let since: Vec<&str> = received.iter().skip(sent_before).map(|r| r.path.as_str()).collect();
+    assert_eq!(since, ["/later"], "nothing sent to a disabled webhook");
 }
 
 /// Two creates racing for the same call: the call gets one post-call webhook, sent once; the
@@ -307,7 +328,17 @@ async fn two_creates_for_one_call_at_once_send_it_once(backend: Backend) {
     let refused = first.1["errors"].as_array().map_or(0, Vec::len)
         + second.1["errors"].as_array().map_or(0, Vec::len);
     assert_eq!((created, refused), (1, 1), "{first:?} {second:?}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent: Vec<String> = receiver.received().iter().map(|r| r.path.clone()).collect();
-    assert_eq!(sent, ["/created"]);
+    // A later create, for another call, on the same lane (same organization and host): once it
+    // arrived, the race had its chance to send twice.
+    app.ingest(
+        &agent,
+        json!({"event": "call.completed", "call_id": "c_after", "data": {"call": "after"}}),
+    )
+    .await;
+    let after = json!({"call_ids": ["c_after"], "webhook_url": receiver.url("/after")});
+    assert_eq!(bland(&app, "/v1/postcall/webhooks/create", after).await.0, 200);
+    let received = receiver.wait_for(2, Duration::from_secs(10)).await;
+    let mut sent: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
+    sent.sort_unstable();
+    assert_eq!(sent, ["/after", "/created"]);
 }

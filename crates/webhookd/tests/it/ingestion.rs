@@ -102,7 +102,8 @@ async fn an_idempotency_key_returns_the_first_event_and_creates_nothing(backend:
     let app = TestApp::spawn(backend).await;
     let receiver = Receiver::start().await;
     let agent = app.create_agent().await;
-    app.create_webhook(&agent, json!({"webhook_url": receiver.url("/")})).await;
+    let webhook = app.create_webhook(&agent, json!({"webhook_url": receiver.url("/")})).await;
+    let webhook = webhook["id"].as_str().unwrap();
     let event = json!({"event": "call.completed", "data": {"n": 1}, "idempotency_key": "k-1"});
     let first = app.ingest(&agent, event.clone()).await;
     let second = app
@@ -115,11 +116,15 @@ async fn an_idempotency_key_returns_the_first_event_and_creates_nothing(backend:
     assert_eq!(second["duplicate"], true);
     assert_eq!(second["logs"].as_array().unwrap().len(), 1);
     assert_eq!(second["logs"][0]["log_id"], first["logs"][0]["log_id"]);
-    receiver.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let received = receiver.received();
-    assert_eq!(received.len(), 1);
-    assert_eq!(received[0].json(), json!({"n": 1}));
+    // The one log is delivered, and an event ingested after the repeat reaches the same
+    // webhook: had the repeat made a log of its own, it would have been due before this one.
+    let log = first["logs"][0]["log_id"].as_str().unwrap();
+    app.wait_for_log(&agent, webhook, log, "success").await;
+    let later = json!({"event": "call.completed", "data": {"n": 3}, "idempotency_key": "k-3"});
+    app.ingest(&agent, later).await;
+    let received = receiver.wait_for(2, Duration::from_secs(10)).await;
+    let bodies: Vec<Value> = received.iter().map(|r| r.json()).collect();
+    assert_eq!(bodies, vec![json!({"n": 1}), json!({"n": 3})]);
 
     // Keys are per organization: the same key elsewhere is a new event.
     let other = app.other_org_key().await;
@@ -197,8 +202,14 @@ async fn a_disabled_webhook_gets_a_skipped_log_and_no_request(backend: Backend) 
     let log_id = accepted["logs"][0]["log_id"].as_str().unwrap();
     let log = app.wait_for_log(&agent, webhook["id"].as_str().unwrap(), log_id, "skipped").await;
     assert_eq!(log["attempts"], json!([]));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(receiver.received().is_empty());
+    // The dispatcher sends an event ingested afterwards (another agent's webhook on the same
+    // receiver), and that one is all the receiver ever got.
+    let other_agent = app.create_agent().await;
+    app.create_webhook(&other_agent, json!({"webhook_url": receiver.url("/later")})).await;
+    app.ingest(&other_agent, json!({"event": "call.completed", "data": {}})).await;
+    let received = receiver.wait_for(1, Duration::from_secs(10)).await;
+    let paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, vec!["/later"]);
 }
 
 async fn events_go_only_to_webhooks_subscribed_to_them(backend: Backend) {
@@ -224,9 +235,14 @@ async fn events_go_only_to_webhooks_subscribed_to_them(backend: Backend) {
     let accepted = app.ingest(&agent, json!({"event": "call.completed", "data": {}})).await;
     assert_eq!(accepted["logs"].as_array().unwrap().len(), 1);
     let received = receiver.wait_for(1, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(receiver.received().len(), 1);
     assert_eq!(received[0].path, "/both");
+    // A later `call.ended` reaches both of its subscribers; by then nothing else arrived (no
+    // `/ended` for the first event, nothing for the other agent's webhook).
+    app.ingest(&agent, json!({"event": "call.ended", "data": {}})).await;
+    let received = receiver.wait_for(3, Duration::from_secs(10)).await;
+    let mut paths: Vec<&str> = received.iter().map(|r| r.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(paths, vec!["/both", "/both", "/ended"]);
 }
 
 async fn another_organizations_agent_cannot_receive_events(backend: Backend) {
