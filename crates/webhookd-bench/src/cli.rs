@@ -118,6 +118,15 @@ pub struct Args {
     /// `--retention-check`: events per second offered to the healthy webhook.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub healthy_rate: u64,
+    /// Idle scenario: start webhookd, create ten webhooks, send nothing, let it settle, then
+    /// measure for SECS seconds webhookd's CPU time and, on PostgreSQL, the database's
+    /// transactions (every session's). The load options do not apply.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle: Option<u64>,
+    /// Keep one core busy with a busy-loop thread in the bench for the whole run (started
+    /// before webhookd, stopped at the end): latency beside a CPU-heavy neighbour.
+    #[arg(long)]
+    pub cpu_hog: bool,
     /// Stop waiting for deliveries after this many seconds (counted from the first ingest).
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_secs: u64,
@@ -137,6 +146,17 @@ impl Args {
         }
         if self.retention_check && self.history.is_none() {
             bail!("--retention-check is part of the --history scenario");
+        }
+        if self.idle.is_some()
+            && (self.history.is_some()
+                || self.source.is_some()
+                || self.backlog
+                || self.black_holes > 0
+                || self.slow_backlog > 0)
+        {
+            bail!(
+                "--idle sends nothing: leave out --history, --source, --backlog and the scenarios"
+            );
         }
         if self.source.is_some() && (self.backlog || self.black_holes > 0 || self.slow_backlog > 0)
         {

@@ -51,6 +51,33 @@ impl Database {
     pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
         self.url.strip_prefix("sqlite://").map(std::path::PathBuf::from)
     }
+
+    /// PostgreSQL: the transactions committed and rolled back so far in the run's database, by
+    /// every session on it (`pg_stat_database`, as the statistics system last flushed them).
+    /// This query's own session counts too, once its transaction ends.
+    pub fn pg_transactions(&self) -> anyhow::Result<Option<u64>> {
+        let Cleanup::Postgres { admin_url, .. } = &self.cleanup else {
+            return Ok(None);
+        };
+        let output = Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", admin_url, "-c"])
+            .arg(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database \
+                 WHERE datname = current_database()",
+            )
+            .output()
+            .context("cannot run psql to read pg_stat_database")?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            bail!("psql failed: {}", stderr.lines().next().unwrap_or("no message").trim());
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let count = stdout
+            .trim()
+            .parse()
+            .with_context(|| format!("pg_stat_database answered {:?}", stdout.trim()))?;
+        Ok(Some(count))
+    }
 }
 
 impl Drop for Database {

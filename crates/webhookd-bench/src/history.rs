@@ -137,6 +137,7 @@ pub async fn run(args: &Args, events: u64) -> anyhow::Result<bool> {
         retention,
         peak_rss_mb: usage.peak_rss_mb,
         cpu_s: usage.cpu_s,
+        cpu_hog: args.cpu_hog,
     };
     report.print();
     if args.json {
@@ -717,6 +718,7 @@ struct HistoryReport {
     retention: Option<Retention>,
     peak_rss_mb: f64,
     cpu_s: f64,
+    cpu_hog: bool,
 }
 
 fn round(value: f64, decimals: i32) -> f64 {
@@ -728,8 +730,11 @@ impl HistoryReport {
     fn print(&self) {
         println!(
             "webhookd-bench: history of {} events (one log each) on one webhook, {}, {} timed \
-             requests per read after {WARM_UPS} warm-ups",
-            self.events, self.backend, self.runs
+             requests per read after {WARM_UPS} warm-ups{}",
+            self.events,
+            self.backend,
+            self.runs,
+            if self.cpu_hog { ", beside a busy-loop CPU hog" } else { "" }
         );
         println!(
             "  loaded       {:.1} s in SQL (ANALYZE {:.1} s): {} events, {} logs, {} attempts, {} rows in default partitions",
@@ -799,6 +804,7 @@ impl HistoryReport {
         json!({
             "scenario": "history",
             "backend": self.backend,
+            "cpu_hog": self.cpu_hog,
             "events": self.events,
             "runs": self.runs,
             "load_s": round(self.load_s, 2),

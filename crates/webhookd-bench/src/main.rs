@@ -8,6 +8,8 @@ mod cli;
 mod database;
 mod history;
 mod history_sql;
+mod hog;
+mod idle;
 mod load;
 mod otlp_sink;
 mod payload;

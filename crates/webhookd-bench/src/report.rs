@@ -45,6 +45,8 @@ pub struct Report {
     pub otlp: Option<OtlpExports>,
     /// With `--egress-proxy`: deliveries went through a proxy.
     pub egress_proxy: bool,
+    /// `--cpu-hog`: a busy-loop thread kept one core busy throughout.
+    pub cpu_hog: bool,
 }
 
 /// Span exports the `--otlp` sink received.
@@ -124,6 +126,7 @@ impl Report {
         };
         let mode =
             if self.egress_proxy { format!("{mode}, through an egress proxy") } else { mode };
+        let mode = if self.cpu_hog { format!("{mode}, beside a busy-loop CPU hog") } else { mode };
         println!(
             "webhookd-bench: {} events × {} webhook(s) on {}, {} B payloads, batches of {}, {load}{mode}",
             self.events, self.webhooks, self.backend, self.payload_bytes, self.batch_size
@@ -222,6 +225,7 @@ impl Report {
             "failed_on_purpose": self.failed_on_purpose,
             "receiver_delay_ms": self.receiver_delay_ms,
             "egress_proxy": self.egress_proxy,
+            "cpu_hog": self.cpu_hog,
             "otlp": self.otlp.is_some(),
             "otlp_exports": self.otlp.map(|o| o.requests),
             "otlp_bytes": self.otlp.map(|o| o.bytes),

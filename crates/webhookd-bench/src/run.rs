@@ -10,6 +10,7 @@ use anyhow::{anyhow, Context};
 use crate::bus::{self, Bus, Publisher};
 use crate::cli::Args;
 use crate::database::Database;
+use crate::hog::CpuHog;
 use crate::load::{self, Ingested, Plan};
 use crate::receiver::{self, Store};
 use crate::report::{Latency, OtlpExports, Report};
@@ -30,9 +31,29 @@ fn progress(message: &str) {
 /// Runs the benchmark and prints its report; `Ok(false)` if deliveries are missing.
 pub async fn run(args: Args) -> anyhow::Result<bool> {
     args.validate()?;
-    if let Some(events) = args.history {
-        return crate::history::run(&args, events).await;
+    // Started before anything else (webhookd included), stopped once everything has stopped; on
+    // an error or Ctrl-C its Drop stops it.
+    let hog = if args.cpu_hog {
+        progress("cpu hog: one busy-loop thread keeps a core busy for the whole run");
+        Some(CpuHog::start().context("cannot start the --cpu-hog thread")?)
+    } else {
+        None
+    };
+    let outcome = if let Some(events) = args.history {
+        crate::history::run(&args, events).await
+    } else if let Some(secs) = args.idle {
+        crate::idle::run(&args, secs).await
+    } else {
+        measure(args).await
+    };
+    if let Some(hog) = hog {
+        progress(&format!("cpu hog stopped after {:.1} s", hog.stop()));
     }
+    outcome
+}
+
+/// The load run: ingest, deliver, report.
+async fn measure(args: Args) -> anyhow::Result<bool> {
     let binary = args.webhookd_binary()?;
     let expected = args.expected();
     let concurrency = args.concurrency();
@@ -51,19 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
 
     let database = Database::prepare(&args.database)?;
     let api_key = setup::create_org(&binary, &database.url).await?;
-    let mut serve = vec![
-        "--listen".to_string(),
-        "127.0.0.1:0".into(),
-        "--database".into(),
-        database.url.clone(),
-        "--allow-private-targets".into(),
-        // The bench is the API's only client: the per-key rate limit would only cap the load.
-        "--rate-limit".into(),
-        "0".into(),
-    ];
-    if let Some(concurrency) = args.concurrency {
-        serve.extend(["--concurrency".into(), concurrency.to_string()]);
-    }
+    let mut serve = serve_args(&args, &database.url);
     if args.fail_ratio > 0.0 {
         serve.extend(["--retry-schedule".into(), FAST_RETRY_SCHEDULE.into()]);
     }
@@ -214,6 +223,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         backlog: args.backlog,
         drain_per_sec: drain_start.map(per_sec_since),
         egress_proxy: args.egress_proxy.is_some(),
+        cpu_hog: args.cpu_hog,
         otlp: otlp.as_ref().map(|(_, exports)| OtlpExports {
             requests: exports.requests.load(Relaxed),
             bytes: exports.bytes.load(Relaxed),
@@ -230,6 +240,24 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         ));
     }
     Ok(delivered >= expected)
+}
+
+/// The `webhookd serve` arguments every run starts from.
+pub fn serve_args(args: &Args, database_url: &str) -> Vec<String> {
+    let mut serve = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--database".into(),
+        database_url.to_string(),
+        "--allow-private-targets".into(),
+        // The bench is the API's only client: the per-key rate limit would only cap the load.
+        "--rate-limit".into(),
+        "0".into(),
+    ];
+    if let Some(concurrency) = args.concurrency {
+        serve.extend(["--concurrency".into(), concurrency.to_string()]);
+    }
+    serve
 }
 
 /// The serve arguments plus one role flag (none when `flag` is empty).
