@@ -16,7 +16,8 @@ use super::feeder::Feed;
 use super::job;
 use super::lane::LaneSettings;
 use super::recorder::Recorder;
-use super::scheduler::{Decision, Scheduler};
+use super::scheduler::{Decision, Limits, Scheduler};
+use super::sender::Sender;
 use super::ticket::{ExplicitResult, Kind, Ticket};
 use super::{DispatchConfig, Message};
 use crate::domain::clock::{now_ms, now_us, UnixMs};
@@ -59,7 +60,48 @@ pub(super) struct Actor {
     pub srtt: HashMap<Uuid, f64>,
 }
 
+/// The channels an actor is wired to: its inbox (and a sender into it, for its attempts), the
+/// feeder's and the recorder's.
+pub(super) struct Wiring {
+    pub inbox: mpsc::UnboundedReceiver<Message>,
+    pub inbox_tx: mpsc::UnboundedSender<Message>,
+    pub feeder: mpsc::UnboundedSender<Feed>,
+    pub recorder: Recorder,
+}
+
 impl Actor {
+    /// An actor with `config`'s limits (a quarter of the stalled pool per organization, one at
+    /// least), sending through `sender`.
+    pub fn new(store: Store, sender: Sender, config: Arc<DispatchConfig>, wiring: Wiring) -> Self {
+        let Wiring { inbox, inbox_tx, feeder, recorder } = wiring;
+        let limits = Limits {
+            concurrency: config.concurrency,
+            stalled: config.stalled,
+            stalled_per_org: (config.stalled / 4).max(1),
+        };
+        Actor {
+            postgres: store.backend() == crate::store::Backend::Postgres,
+            store,
+            scheduler: Scheduler::new(limits),
+            inbox,
+            feeder,
+            attempts: Context {
+                sender,
+                recorder: recorder.clone(),
+                policy: Arc::new(config.policy.clone()),
+                inbox: inbox_tx,
+                tracer: config.tracer.clone(),
+                cut: CancellationToken::new(),
+            },
+            recorder,
+            config,
+            owned: HashMap::new(),
+            stalled: HashSet::new(),
+            next_attempt: 0,
+            srtt: HashMap::new(),
+        }
+    }
+
     pub async fn run(
         mut self,
         stop: CancellationToken,
@@ -440,34 +482,13 @@ mod tests {
 
     use super::*;
     use crate::dispatch::retry::RetryPolicy;
-    use crate::dispatch::scheduler::Limits;
     use crate::dispatch::sender::Sender;
     use crate::domain::circuit::Breaker;
     use crate::domain::sealing::Sealer;
-    use crate::domain::{PayloadState, SendType};
-    use crate::store::{Payload, WebhookSecrets};
+    use crate::store::WebhookSecrets;
 
     fn log(lane: Uuid, org: Uuid) -> QueuedLog {
-        QueuedLog {
-            id: Uuid::now_v7(),
-            org_id: org,
-            agent_id: Uuid::nil(),
-            webhook_id: None,
-            lane_id: lane,
-            event_id: Uuid::now_v7(),
-            event_type: "call.completed".into(),
-            call_id: None,
-            url: "https://example.com/".into(),
-            attempt_count: 0,
-            retries: 0,
-            first_send_type: SendType::Spawn,
-            created_at: 0,
-            lease_until: None,
-            traceparent: None,
-            ordered: false,
-            payload: Payload::default(),
-            payload_state: PayloadState::Present,
-        }
+        QueuedLog::sample(lane, org)
     }
 
     fn per_call() -> LaneSettings {
@@ -496,28 +517,9 @@ mod tests {
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
         let (feeder, fed) = mpsc::unbounded_channel();
         let (recorder, _task) = Recorder::spawn(store.clone(), inbox_tx.clone(), config.breaker);
-        let limits = Limits { concurrency: 1, stalled: 4, stalled_per_org: 1 };
-        let actor = Actor {
-            postgres: false,
-            store,
-            scheduler: Scheduler::new(limits),
-            inbox,
-            feeder,
-            attempts: Context {
-                sender: Sender::new(false, None).unwrap(),
-                recorder: recorder.clone(),
-                policy: Arc::new(config.policy.clone()),
-                inbox: inbox_tx,
-                tracer: None,
-                cut: CancellationToken::new(),
-            },
-            recorder,
-            config,
-            owned: HashMap::new(),
-            stalled: HashSet::new(),
-            next_attempt: 0,
-            srtt: HashMap::new(),
-        };
+        let sender = Sender::new(false, None).unwrap();
+        let wiring = Wiring { inbox, inbox_tx, feeder, recorder };
+        let actor = Actor::new(store, sender, config, wiring);
         (actor, fed)
     }
 

@@ -26,7 +26,6 @@ pub mod scheduler;
 pub mod sender;
 mod ticket;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,11 +40,10 @@ use crate::domain::circuit::{Breaker, Circuit, Signal};
 use crate::domain::clock::UnixMs;
 use crate::domain::pacing::Grant;
 use crate::domain::SendType;
-use crate::store::{Backend, HandedLog, Handoff, LaneClaimed, LaneDue, QueuedLog, Store};
+use crate::store::{HandedLog, Handoff, LaneClaimed, LaneDue, QueuedLog, Store};
 use lane::LaneSettings;
 use limiter::Started;
 use retry::RetryPolicy;
-use scheduler::{Limits, Scheduler};
 use sender::Sender;
 use ticket::ExplicitBatch;
 
@@ -159,32 +157,9 @@ impl Dispatcher {
         let handoff = (config.feed_from_database && config.handoff_kib > 0)
             .then(|| Handoff::new(Arc::new(Semaphore::new(config.handoff_kib))));
         let running = Arc::new(AtomicBool::new(false));
-        let limits = Limits {
-            concurrency: config.concurrency,
-            stalled: config.stalled,
-            stalled_per_org: (config.stalled / 4).max(1),
-        };
-        let actor = actor::Actor {
-            postgres: store.backend() == Backend::Postgres,
-            store,
-            scheduler: Scheduler::new(limits),
-            inbox,
-            feeder: feeder_tx,
-            attempts: attempt::Context {
-                sender,
-                recorder: recorder.clone(),
-                policy: Arc::new(config.policy.clone()),
-                inbox: inbox_tx.clone(),
-                tracer: config.tracer.clone(),
-                cut: CancellationToken::new(),
-            },
-            recorder,
-            config,
-            owned: HashMap::new(),
-            stalled: HashSet::new(),
-            next_attempt: 0,
-            srtt: HashMap::new(),
-        };
+        let wiring =
+            actor::Wiring { inbox, inbox_tx: inbox_tx.clone(), feeder: feeder_tx, recorder };
+        let actor = actor::Actor::new(store, sender, config, wiring);
         let actor_task = tokio::spawn(actor.run(stop, running.clone()));
         let dispatcher = Dispatcher { inbox: inbox_tx, handoff, running };
         (dispatcher, vec![actor_task, feeder_task, recorder_task])

@@ -219,13 +219,14 @@ impl Sender {
             HttpMethod::Put => reqwest::Method::PUT,
             HttpMethod::Patch => reqwest::Method::PATCH,
         };
-        let headers = request_headers(outgoing, sent_at / 1000, bearer);
-        let request = || {
-            let request = http.request(method.clone(), &outgoing.url).headers(headers.clone());
+        // The headers are built again for the one resend rather than copied for every send.
+        let send = || {
+            let headers = request_headers(outgoing, sent_at / 1000, bearer);
+            let request = http.request(method.clone(), &outgoing.url).headers(headers);
             request.body(outgoing.body.clone()).send()
         };
-        let response = match request().await {
-            Err(error) if closed_unanswered(&error) => request().await?,
+        let response = match send().await {
+            Err(error) if closed_unanswered(&error) => send().await?,
             sent => sent?,
         };
         let status = response.status().as_u16();

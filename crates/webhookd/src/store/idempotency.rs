@@ -82,7 +82,7 @@ where
             "SELECT event_id FROM idempotency_keys WHERE org_id = $1 AND idempotency_key = $2",
         )
         .bind(org_id)
-        .bind(row.key.to_string())
+        .bind(row.key)
         .fetch_one(&mut **tx)
         .await?;
         taken.insert(firsts[row.key], first);

@@ -195,6 +195,33 @@ pub struct QueuedLog {
     pub payload_state: PayloadState,
 }
 
+#[cfg(test)]
+impl QueuedLog {
+    /// A pending `call.completed` log of `lane` in `org`, for the dispatcher's unit tests.
+    pub fn sample(lane: Uuid, org: Uuid) -> Self {
+        QueuedLog {
+            id: Uuid::now_v7(),
+            org_id: org,
+            agent_id: Uuid::nil(),
+            webhook_id: None,
+            lane_id: lane,
+            event_id: Uuid::now_v7(),
+            event_type: "call.completed".into(),
+            call_id: None,
+            url: "https://example.com/".into(),
+            attempt_count: 0,
+            retries: 0,
+            first_send_type: crate::domain::SendType::Spawn,
+            created_at: 0,
+            lease_until: None,
+            traceparent: None,
+            ordered: false,
+            payload: Payload::default(),
+            payload_state: crate::domain::PayloadState::Present,
+        }
+    }
+}
+
 /// An event's `data` bytes, shared without copying.
 #[derive(Debug, Clone, Default)]
 pub struct Payload(pub bytes::Bytes);

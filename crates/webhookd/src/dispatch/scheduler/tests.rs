@@ -8,36 +8,14 @@ use super::*;
 use crate::dispatch::limiter::Limiter;
 use crate::domain::circuit::CircuitState;
 use crate::domain::SendType;
-use crate::store::{Payload, QueuedLog};
+use crate::store::QueuedLog;
 
 fn limits(concurrency: usize) -> Limits {
     Limits { concurrency, stalled: 100, stalled_per_org: 50 }
 }
 
 fn ticket(lane: Uuid, org: Uuid) -> Ticket {
-    Ticket::automatic(
-        QueuedLog {
-            id: Uuid::now_v7(),
-            org_id: org,
-            agent_id: Uuid::nil(),
-            webhook_id: None,
-            lane_id: lane,
-            event_id: Uuid::now_v7(),
-            event_type: "call.completed".into(),
-            call_id: None,
-            url: "https://example.com/".into(),
-            attempt_count: 0,
-            retries: 0,
-            first_send_type: SendType::Spawn,
-            created_at: 0,
-            lease_until: None,
-            traceparent: None,
-            ordered: false,
-            payload: Payload::default(),
-            payload_state: crate::domain::PayloadState::Present,
-        },
-        None,
-    )
+    Ticket::automatic(QueuedLog::sample(lane, org), None)
 }
 
 /// A scheduler whose lanes are already loaded (per-call settings: adaptive, no limits).
